@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each builds .venv from the
+# lock file on first use, with nothing but Python 3.11 and the package registries.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+DEMO_CUSTOMERS ?= 20000
+
+.PHONY: demo test lint lock bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "custlens needs Python 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/custlens generate --customers $(DEMO_CUSTOMERS) --seed 7 --dirty-rate 0.01
+	$(BIN)/custlens ingest
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy custlens features training serving
+
+# Re-pin after changing dependencies in pyproject.toml: resolve into a scratch venv, freeze it.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet "setuptools>=75" wheel -e '.[dev]'
+	{ echo "# Pinned versions of every package custlens installs (Python 3.11). Regenerate with: make lock"; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(custlens|pip)=='; } > requirements.lock
+	rm -rf .venv-lock
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest_1m.py
+
+clean:
+	rm -rf data .pytest_cache

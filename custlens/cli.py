@@ -1,0 +1,108 @@
+"""The `custlens` command line: one Typer app, one command per stage of the data flow."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from rich.console import Console
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="custlens",
+    help="Self-hosted customer intelligence: ingest, features, models, scores and KPIs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML merged over configs/default.yaml.", dir_okay=False),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors_exit_cleanly(command: F) -> F:
+    """Print a CustlensError as one readable message, no traceback, exit status 2."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CustlensError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise CustlensError(f"{option} {value!r} is not a date; write it as YYYY-MM-DD") from None
+
+
+@app.command()
+@user_errors_exit_cleanly
+def generate(
+    customers: Annotated[int, typer.Option(min=1, help="How many people to simulate.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 42,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <data_dir>/sample).")] = None,
+    start: Annotated[str | None, typer.Option(help="First day of history, YYYY-MM-DD (default: 3 years before --end).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last day of history, YYYY-MM-DD.")] = None,
+    dirty_rate: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of rows made bad on purpose.")] = 0.0,
+    file_format: Annotated[Literal["csv", "parquet"], typer.Option("--format", help="How the exports are written.")] = "csv",
+    config: ConfigOption = None,
+) -> None:
+    """Write realistic sample exports of all six input tables, plus the ground truth."""
+    from features.generate import DEFAULT_END, generate as run_generate
+
+    settings = _settings(config)
+    end_day = _parse_day(end, "--end") or DEFAULT_END
+    summary = run_generate(
+        out_dir=out or settings.sample_dir,
+        customers=customers,
+        seed=seed,
+        start=_parse_day(start, "--start"),
+        end=end_day,
+        dirty_rate=dirty_rate,
+        file_format=file_format,
+        console=console,
+    )
+    console.print(summary.render())
+
+
+@app.command()
+@user_errors_exit_cleanly
+def ingest(
+    source: Annotated[Path | None, typer.Option(help="Folder of exports (default: <data_dir>/sample).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Validate exports, quarantine bad rows, resolve identities, hash PII, write the lake."""
+    from features.ingest import ingest as run_ingest
+
+    settings = _settings(config)
+    report = run_ingest(settings, source or settings.sample_dir, console=console)
+    console.print(report.render())
+
+
+def main() -> None:  # pragma: no cover - the console-script entry point
+    sys.exit(app())

@@ -1,0 +1,151 @@
+"""One typed, frozen settings object: `configs/default.yaml`, an optional config on top,
+then `CUSTLENS_...` environment variables (nested keys joined by `__`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from custlens.errors import CustlensError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IngestSettings(_Section):
+    """How raw exports become the lake."""
+
+    max_bad_row_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="A table with more quarantined rows than this share fails ingest."
+    )
+    source_timezone: str = Field(
+        "Asia/Ho_Chi_Minh", description="Time zone of timestamps written without an offset."
+    )
+    phone_country_code: str = Field("84", pattern=r"^\d{1,3}$", description="Calling code dropped from phones.")
+    default_source: dict[str, str] = Field(
+        default_factory=lambda: {"surveys": "crm", "tickets": "crm"},
+        description="Source system whose ids a table uses when the file has no `source` column.",
+    )
+    chunk_rows: int = Field(500_000, ge=1_000, description="Rows validated at a time (bounds memory).")
+    phone_min_digits: int = Field(
+        9, ge=1, le=20, description="A normalized phone with fewer digits is treated as no phone."
+    )
+    max_ids_per_contact: int = Field(
+        10,
+        ge=2,
+        description="An email or phone shared by more source ids than this is a placeholder, not a person: "
+        "it links nobody.",
+    )
+    duckdb_memory_limit: str = Field(
+        "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="Memory DuckDB may use before spilling to disk."
+    )
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything custlens can be told; one instance per command run."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix="CUSTLENS_", env_nested_delimiter="__"
+    )
+
+    data_dir: Path = Field(Path("data"), description="All runtime output lives under this folder.")
+    crm_source: str = Field("crm", description="The source whose customer ids the CRM knows.")
+    pii_salt: SecretStr | None = Field(
+        None, description="Salt for hashing emails and phones; set CUSTLENS_PII_SALT, never in a file."
+    )
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment beats the YAML files, which arrive as init values.
+        return (env_settings, init_settings)
+
+    # Paths every stage agrees on, derived so that CUSTLENS_DATA_DIR moves them all.
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def sample_dir(self) -> Path:
+        return self.data_dir / "sample"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CustlensError(f"config file {path} does not exist; pass --config with an existing YAML file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CustlensError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise CustlensError(f"config file {path} must hold a mapping of settings at the top level")
+    return loaded
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config: Path | None = None) -> Settings:
+    """Read default.yaml, merge `config` over it, apply the environment, validate.
+
+    A misspelled or unknown key is a CustlensError that names the key and the file.
+    """
+    values = _read_yaml(DEFAULT_CONFIG)
+    sources = [DEFAULT_CONFIG]
+    if config is not None and Path(config).resolve() != DEFAULT_CONFIG:
+        values = _deep_merge(values, _read_yaml(Path(config)))
+        sources.append(Path(config))
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"  {key}: {reason}")
+        files = " + ".join(str(path) for path in sources)
+        raise CustlensError(
+            f"invalid settings in {files} (or CUSTLENS_* environment variables):\n" + "\n".join(problems)
+        ) from exc

@@ -1,0 +1,1 @@
+"""The data side: contracts, sample data, ingest, identity resolution, features, KPIs."""

@@ -1,0 +1,1 @@
+"""The Scorer, the online service and batch scoring with write-back sinks."""

@@ -1,0 +1,1 @@
+"""Labels, training frames, models, baselines, tuning, evaluation and promotion."""
