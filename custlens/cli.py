@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
@@ -73,7 +74,8 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Write realistic sample exports of all six input tables, plus the ground truth."""
-    from features.generate import DEFAULT_END, generate as run_generate
+    from features.generate import DEFAULT_END
+    from features.generate import generate as run_generate
 
     settings = _settings(config)
     end_day = _parse_day(end, "--end") or DEFAULT_END
@@ -102,6 +104,94 @@ def ingest(
     settings = _settings(config)
     report = run_ingest(settings, source or settings.sample_dir, console=console)
     console.print(report.render())
+
+
+features_app = typer.Typer(
+    help="The Feast feature store: build snapshots, apply definitions, materialize, read online.",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("build")
+@user_errors_exit_cleanly
+def features_build(
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--as-of", help="Cutoff date YYYY-MM-DD (repeatable); default: month starts over the history + today."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compute per-customer feature snapshots from the lake, from data strictly before each cutoff."""
+    from features.snapshots import build_snapshots, default_cutoffs
+
+    settings = _settings(config)
+    cutoffs = [_required_day(value, "--as-of") for value in as_of] if as_of else default_cutoffs(settings)
+    report = build_snapshots(settings, cutoffs, console=console)
+    console.print(report.render())
+
+
+@features_app.command("apply")
+@user_errors_exit_cleanly
+def features_apply(config: ConfigOption = None) -> None:
+    """Register the Feast definitions of features/repo; unchanged definitions change nothing."""
+    from features.store import apply_definitions
+
+    console.print(apply_definitions(_settings(config)).render())
+
+
+@features_app.command("materialize")
+@user_errors_exit_cleanly
+def features_materialize(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Snapshot to load (default: the latest).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Write every customer, not only those that changed.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Load a snapshot into the online store (SQLite by default, Redis in production)."""
+    from features.online import materialize
+
+    report = materialize(_settings(config), _parse_day(as_of, "--as-of"), full=full, console=console)
+    console.print(report.render())
+
+
+@features_app.command("online")
+@user_errors_exit_cleanly
+def features_online(
+    customer_ids: Annotated[
+        list[str] | None, typer.Argument(help="Unified customer ids (default: one sample).")
+    ] = None,
+    service: Annotated[str, typer.Option(help="Feature service whose features are shown.")] = "churn_v1",
+    config: ConfigOption = None,
+) -> None:
+    """Print customers' features as the online store serves them now."""
+    from features.online import OnlineFeatures, sample_customer_id
+
+    settings = _settings(config)
+    ids = customer_ids or [sample_customer_id(settings)]
+    frame = OnlineFeatures(settings).frame(ids, service)
+    table = Table(title=f"online features ({service})", show_lines=False)
+    table.add_column("feature")
+    for customer_id in ids:
+        table.add_column(customer_id, overflow="fold")
+    for column in frame.columns[1:]:
+        table.add_row(column, *(_shown(value) for value in frame[column]))
+    console.print(table)
+
+
+def _shown(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "[dim]null[/]"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def _required_day(value: str, option: str) -> date:
+    day = _parse_day(value, option)
+    assert day is not None
+    return day
 
 
 def main() -> None:  # pragma: no cover - the console-script entry point

@@ -4,7 +4,7 @@ then `CUSTLENS_...` environment variables (nested keys joined by `__`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -59,6 +59,37 @@ class IngestSettings(_Section):
         return value
 
 
+class FeatureSettings(_Section):
+    """How per-customer feature snapshots are computed from the lake."""
+
+    cutoff_every: Literal["month", "week"] = Field(
+        "month", description="Snapshots are taken at the start of each month (or Monday), over the whole history."
+    )
+    max_cutoffs: int = Field(48, ge=1, description="At most this many of the latest periodic cutoffs are built.")
+    include_today: bool = Field(True, description="Also snapshot at today's date, the one the online store serves.")
+    duckdb_memory_limit: str = Field(
+        "4GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="Memory DuckDB may use before spilling to disk."
+    )
+    duckdb_threads: int = Field(2, ge=1, description="Threads DuckDB computes features with.")
+
+
+class FeastSettings(_Section):
+    """Where Feast keeps its registry and online store."""
+
+    project: str = Field("custlens", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name.")
+    online_store: Literal["sqlite", "redis"] = Field("sqlite", description="sqlite (a file under data_dir) or redis.")
+    redis_connection_string: str = Field(
+        "127.0.0.1:6379", description="Feast's Redis connection string, e.g. host:port,db=0,password=..."
+    )
+    registry_url: str | None = Field(
+        None,
+        description="SQL registry URL (postgresql+psycopg://...); default: a registry file under data_dir/feast.",
+    )
+    materialize_batch_rows: int = Field(
+        100_000, ge=1_000, description="Customers written to the online store at a time."
+    )
+
+
 class Settings(BaseSettings):
     """Everything custlens can be told; one instance per command run."""
 
@@ -71,7 +102,9 @@ class Settings(BaseSettings):
     pii_salt: SecretStr | None = Field(
         None, description="Salt for hashing emails and phones; set CUSTLENS_PII_SALT, never in a file."
     )
-    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    ingest: IngestSettings = IngestSettings()
+    features: FeatureSettings = FeatureSettings()
+    feast: FeastSettings = FeastSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -101,6 +134,14 @@ class Settings(BaseSettings):
     @property
     def sample_dir(self) -> Path:
         return self.data_dir / "sample"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.data_dir / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""Where the feature store's files live under the data directory, for the Feast repo
+definitions (which Feast imports as modules, so they cannot be handed a Settings object)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from feast import Field
+from feast.types import UnixTimestamp
+
+from features.catalog import Family
+
+# Set by the entry point that applies the repo, so that `--config` and CUSTLENS_DATA_DIR both
+# reach the definitions; without it the settings are read the usual way.
+DATA_DIR_VARIABLE = "CUSTLENS_DATA_DIR"
+REQUEST_TIME = "request_ts"
+
+
+def data_dir() -> Path:
+    configured = os.environ.get(DATA_DIR_VARIABLE)
+    if configured:
+        return Path(configured).resolve()
+    from custlens.settings import load_settings
+
+    return load_settings().data_dir.resolve()
+
+
+def features_dir(root: Path | None = None) -> Path:
+    return (root or data_dir()) / "features"
+
+
+def family_dir(family: Family, root: Path | None = None) -> Path:
+    return features_dir(root) / family
+
+
+def family_glob(family: Family, root: Path | None = None) -> Path:
+    return family_dir(family, root) / "*.parquet"
+
+
+def packed_path(root: Path | None = None) -> Path:
+    return features_dir(root) / "packed" / "latest.parquet"
+
+
+def request_time_field() -> Field:
+    return Field(name=REQUEST_TIME, dtype=UnixTimestamp, description="when the features are asked for (UTC)")

@@ -1,0 +1,1 @@
+"""The Feast repo of custlens: definitions only (Feast imports every module here)."""

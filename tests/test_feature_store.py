@@ -1,0 +1,335 @@
+"""The Feast feature store: idempotent apply, point-in-time training frames, the packed online
+store (SQLite and the real Redis), unknown ids, and day counts taken at request time."""
+
+from __future__ import annotations
+
+import math
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from feature_snapshots import synthetic_values, write_snapshot
+
+from custlens.settings import FeastSettings, Settings
+from features import layout
+from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, STORED_FEATURES
+from features.online import (
+    OnlineFeatures,
+    entity_key_bytes,
+    label_value_bytes,
+    materialize,
+    number_value_bytes,
+)
+from features.store import apply_definitions, cutoff_instant, entity_rows, feature_store, training_frame
+
+SEPTEMBER, OCTOBER = date(2026, 9, 1), date(2026, 10, 1)
+CUSTOMERS = [f"C{i:04d}" for i in range(60)]
+
+
+def build_store(data_dir: Path, feast: FeastSettings | None = None) -> tuple[Settings, dict[date, dict[str, list]]]:
+    """Two monthly snapshots of 60 customers, applied and the latest one materialized."""
+    settings = Settings(data_dir=data_dir, feast=feast or FeastSettings())
+    values = {}
+    for seed, cutoff in enumerate((SEPTEMBER, OCTOBER)):
+        values[cutoff] = synthetic_values(CUSTOMERS, cutoff, seed)
+        write_snapshot(data_dir, cutoff, CUSTOMERS, values[cutoff])
+    apply_definitions(settings)
+    materialize(settings)
+    return settings, values
+
+
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[date, dict[str, list]]]:
+    return build_store(tmp_path_factory.mktemp("feast"))
+
+
+def same(a: object, b: object) -> bool:
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return b is None or (isinstance(b, float) and math.isnan(b)) or b is pd.NaT
+    if hasattr(a, "timestamp") and hasattr(b, "timestamp"):
+        return abs(a.timestamp() - b.timestamp()) < 1e-3  # type: ignore[attr-defined]
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-12)  # type: ignore[arg-type]
+    return a == b
+
+
+# -- apply ---------------------------------------------------------------------------------------
+
+
+def test_reapplying_unchanged_definitions_changes_nothing(tmp_path: Path) -> None:
+    settings, _ = build_store(tmp_path)  # applied once, then materialized (which touches source meta)
+    registry = settings.feast_dir / "registry.db"
+    before = registry.read_bytes()
+
+    result = apply_definitions(settings)
+
+    assert result.changes == ()
+    assert registry.read_bytes() == before
+
+
+def test_first_apply_registers_every_view_and_service(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+
+    result = apply_definitions(settings)
+
+    store = feature_store(settings)
+    assert {view.name for view in store.list_feature_views()} >= {
+        "purchases", "engagement", "voice", "support", "profile", "customer_vector",
+    }
+    assert {s.name for s in store.list_feature_services()} == {"churn_v1", "repurchase_v1", "clv_v1", "segments_v1"}
+    assert any("customer_vector" in change for change in result.changes)
+
+
+# -- offline: point-in-time training frames -------------------------------------------------------
+
+
+def test_training_frame_takes_each_rows_snapshot_at_its_cutoff(sqlite_store: tuple) -> None:
+    settings, values = sqlite_store
+    entities = entity_rows(CUSTOMERS[:5], [SEPTEMBER, OCTOBER])
+
+    frame = training_frame(settings, entities, "churn_v1")
+
+    assert list(frame["customer_id"]) == list(entities["customer_id"])
+    for _, row in frame.iterrows():
+        cutoff = row["cutoff"].date()
+        position = CUSTOMERS.index(row["customer_id"])
+        for feature in STORED_FEATURES:
+            assert same(values[cutoff][feature.name][position], row[feature.name]), feature.name
+
+
+def test_training_frame_between_snapshots_sees_the_earlier_one_only(sqlite_store: tuple) -> None:
+    settings, values = sqlite_store
+    mid_october = pd.DataFrame({"customer_id": [CUSTOMERS[0]], "cutoff": [cutoff_instant(date(2026, 9, 20))]})
+
+    frame = training_frame(settings, mid_october, "clv_v1")
+
+    assert same(values[SEPTEMBER]["revenue_365d"][0], frame.loc[0, "revenue_365d"])
+
+
+def test_training_frame_of_unknown_customer_is_null_not_zero(sqlite_store: tuple) -> None:
+    settings, _ = sqlite_store
+
+    frame = training_frame(settings, entity_rows(["nobody"], [OCTOBER]), "churn_v1")
+
+    assert frame.drop(columns=["customer_id", "cutoff"]).isna().all(axis=None)
+
+
+def test_training_frame_day_counts_are_taken_at_the_cutoff(sqlite_store: tuple) -> None:
+    settings, values = sqlite_store
+
+    frame = training_frame(settings, entity_rows([CUSTOMERS[1]], [OCTOBER]), "churn_v1")
+
+    last_order = values[OCTOBER]["last_order_at"][1]
+    expected = (cutoff_instant(OCTOBER) - last_order).total_seconds() / 86400 if last_order else None
+    assert same(expected, frame.loc[0, "days_since_last_order"])
+
+
+# -- online ---------------------------------------------------------------------------------------
+
+
+def test_online_read_returns_exactly_the_latest_snapshot(sqlite_store: tuple) -> None:
+    settings, values = sqlite_store
+    online = OnlineFeatures(settings)
+
+    rows = online.read(CUSTOMERS)
+
+    assert rows.known.all()
+    for i in range(len(CUSTOMERS)):
+        for feature in STORED_FEATURES:
+            assert same(values[OCTOBER][feature.name][i], rows.value(i, feature.name)), feature.name
+    assert {stamp for stamp in rows.feature_time} == {cutoff_instant(OCTOBER)}
+
+
+def test_unknown_id_comes_back_unknown_without_values(sqlite_store: tuple) -> None:
+    settings, _ = sqlite_store
+
+    frame = OnlineFeatures(settings).frame(["nobody", CUSTOMERS[0]], "churn_v1")
+
+    assert list(frame["known"]) == [False, True]
+    assert frame.iloc[0].drop(["customer_id", "known"]).isna().all()
+
+
+def test_online_day_counts_ten_days_after_the_snapshot_are_ten_days_larger(sqlite_store: tuple) -> None:
+    settings, _ = sqlite_store
+    online = OnlineFeatures(settings)
+    at_snapshot = cutoff_instant(OCTOBER)
+
+    then = online.read(CUSTOMERS, request_time=at_snapshot)
+    later = online.read(CUSTOMERS, request_time=at_snapshot + timedelta(days=10))
+
+    for stamp in RECENCY_FEATURES.values():
+        difference = later.days_since(stamp) - then.days_since(stamp)
+        known = ~np.isnan(then.days_since(stamp))
+        assert known.any()
+        np.testing.assert_allclose(difference[known], 10.0)
+
+
+def test_online_and_offline_day_counts_agree_at_the_same_moment(sqlite_store: tuple) -> None:
+    settings, _ = sqlite_store
+    online = OnlineFeatures(settings).frame(CUSTOMERS[:10], "churn_v1", request_time=cutoff_instant(OCTOBER))
+
+    offline = training_frame(settings, entity_rows(CUSTOMERS[:10], [OCTOBER]), "churn_v1")
+
+    for name in RECENCY_FEATURES:
+        np.testing.assert_allclose(online[name].astype(float), offline[name].astype(float), equal_nan=True)
+
+
+def test_online_frame_has_the_services_features_in_order(sqlite_store: tuple) -> None:
+    settings, _ = sqlite_store
+    online = OnlineFeatures(settings)
+
+    frame = online.frame(CUSTOMERS[:2], "segments_v1")
+
+    assert list(frame.columns[3:]) == list(online.service_features("segments_v1"))
+    assert "tickets_90d" not in frame.columns  # segments_v1 does not ask for support features
+
+
+def test_stock_feast_reads_the_packed_vector_we_wrote(sqlite_store: tuple) -> None:
+    settings, values = sqlite_store
+    store = feature_store(settings)
+
+    answer = store.get_online_features(
+        features=["customer_vector:numbers", "customer_vector:labels"],
+        entity_rows=[{"customer_id": CUSTOMERS[3]}],
+    ).to_dict()
+
+    numbers = answer["numbers"][0]
+    assert len(numbers) == len(PACKED_NUMBERS)
+    assert same(values[OCTOBER]["revenue_365d"][3], numbers[PACKED_NUMBERS.index("revenue_365d")])
+    assert answer["labels"][0][PACKED_LABELS.index("city")] == (values[OCTOBER]["city"][3] or "")
+
+
+def test_bulk_encoding_is_byte_identical_to_feasts_serializers() -> None:
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
+
+    ids = ["C0001", "khách-hàng-ẞ", ""]
+    numbers = np.array([[1.5, np.nan, -3.0], [0.0, 1e300, 2.0], [np.inf, 7.0, 8.0]])
+    labels = [["Hà Nội", ""], ["x", "y"], ["", ""]]
+
+    keys = entity_key_bytes(ids)
+    encoded_numbers = number_value_bytes(numbers)
+    encoded_labels = label_value_bytes(labels)
+
+    for i, customer_id in enumerate(ids):
+        proto_key = EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)])
+        assert keys[i] == serialize_entity_key(proto_key, entity_key_serialization_version=3)
+        assert encoded_numbers[i] == Value(double_list_val=DoubleList(val=list(numbers[i]))).SerializeToString()
+        assert encoded_labels[i] == Value(string_list_val=StringList(val=labels[i])).SerializeToString()
+
+
+def test_second_materialize_of_the_same_snapshot_writes_only_changed_customers(tmp_path: Path) -> None:
+    settings, values = build_store(tmp_path)
+    changed = dict(values[OCTOBER])
+    changed["revenue_365d"] = list(changed["revenue_365d"])
+    changed["revenue_365d"][7] = 123456.0
+    write_snapshot(tmp_path, OCTOBER, CUSTOMERS, changed)
+
+    report = materialize(settings)
+
+    assert (report.written, report.full) == (1, False)
+    assert OnlineFeatures(settings).read([CUSTOMERS[7]]).value(0, "revenue_365d") == 123456.0
+
+
+def test_materializing_an_older_snapshot_rewrites_everyone(tmp_path: Path) -> None:
+    settings, values = build_store(tmp_path)
+
+    report = materialize(settings, SEPTEMBER)
+
+    assert report.written == len(CUSTOMERS)
+    rows = OnlineFeatures(settings).read(CUSTOMERS[:1])
+    assert rows.feature_time[0] == cutoff_instant(SEPTEMBER)
+    assert same(values[SEPTEMBER]["orders_365d"][0], rows.value(0, "orders_365d"))
+
+
+def test_packed_source_holds_the_materialized_snapshot(sqlite_store: tuple) -> None:
+    settings, values = sqlite_store
+
+    packed = pq.read_table(layout.packed_path(settings.data_dir.resolve())).to_pandas()
+
+    assert list(packed["customer_id"]) == CUSTOMERS
+    assert same(values[OCTOBER]["orders_90d"][5], packed.loc[5, "numbers"][PACKED_NUMBERS.index("orders_90d")])
+
+
+# -- Redis: the production online store -----------------------------------------------------------
+
+
+def redis_is_running() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def redis_feast() -> Iterator[FeastSettings]:
+    if not redis_is_running():
+        pytest.skip("no Redis server on 127.0.0.1:6379 (start one to test the production online store)")
+    import redis
+
+    project = f"test_{uuid.uuid4().hex[:10]}"
+    yield FeastSettings(project=project, online_store="redis", redis_connection_string="127.0.0.1:6379")
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(match=f"*{project}".encode(), count=1000):
+        client.delete(key)
+
+
+def test_redis_online_store_serves_the_latest_snapshot(tmp_path: Path, redis_feast: FeastSettings) -> None:
+    settings, values = build_store(tmp_path, redis_feast)
+
+    rows = OnlineFeatures(settings).read([*CUSTOMERS[:5], "nobody"])
+
+    assert list(rows.known) == [True] * 5 + [False]
+    for i in range(5):
+        for name in ("orders_365d", "revenue_30d", "city", "last_order_at", "last_nps_category"):
+            assert same(values[OCTOBER][name][i], rows.value(i, name)), name
+    assert rows.feature_time[0] == cutoff_instant(OCTOBER)
+
+
+def test_redis_store_emptied_behind_our_back_is_reloaded_in_full(tmp_path: Path, redis_feast: FeastSettings) -> None:
+    import redis
+
+    settings, _ = build_store(tmp_path, redis_feast)
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(match=f"*{redis_feast.project}".encode(), count=1000):
+        client.delete(key)
+
+    report = materialize(settings)
+
+    assert report.full and report.written == len(CUSTOMERS)
+    assert OnlineFeatures(settings).read(CUSTOMERS[:1]).known.all()
+
+
+# -- PostgreSQL: the production registry ----------------------------------------------------------
+
+
+def postgres_is_running() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_sql_registry_on_postgres_applies_once_and_serves_definitions(tmp_path: Path) -> None:
+    if not postgres_is_running():
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (start one to test the production registry)")
+    project = f"test_{uuid.uuid4().hex[:10]}"
+    feast = FeastSettings(project=project, registry_url="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+    settings, values = build_store(tmp_path, feast)
+    again = apply_definitions(settings)
+
+    assert again.changes == ()
+    assert OnlineFeatures(settings).read([CUSTOMERS[0]]).known.all()
+    frame = training_frame(settings, entity_rows([CUSTOMERS[0]], [SEPTEMBER]), "churn_v1")
+    assert same(values[SEPTEMBER]["orders_30d"][0], frame.loc[0, "orders_30d"])
+    feature_store(settings).teardown()
