@@ -589,10 +589,13 @@ def _write_lake(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], setti
 def _customers_query(crm_source: str) -> str:
     """One row per customer_id; contact hashes and attributes from the CRM record when it has
     them, else from the first source alphabetically; acquisition channel from the earliest signup."""
-    preferred = "ORDER BY from_crm DESC, source, source_customer_id"
+    # arg_min over a struct key instead of first(... ORDER BY ...): an ordered aggregate holds every
+    # group's rows in memory and ran out of it at 1,000,000 customers; arg_min streams and spills.
+    preferred = "{'crm_first': NOT from_crm, 'source': source, 'id': source_customer_id}"
+    earliest = "{'signup_at': signup_at, 'crm_first': NOT from_crm, 'source': source, 'id': source_customer_id}"
 
-    def pick(column: str, order: str = preferred) -> str:
-        return f"first({column} {order}) FILTER (WHERE {column} IS NOT NULL) AS {column}"
+    def pick(column: str, key: str = preferred) -> str:
+        return f"arg_min({column}, {key}) FILTER (WHERE {column} IS NOT NULL) AS {column}"
 
     return f"""
         WITH accepted AS (
@@ -618,10 +621,10 @@ def _customers_query(crm_source: str) -> str:
                {pick("city")},
                {pick("gender")},
                {pick("birth_year")},
-               {pick("acquisition_channel", "ORDER BY signup_at, from_crm DESC, source, source_customer_id")},
+               {pick("acquisition_channel", earliest)},
                {pick("marketing_opt_in")},
                count(*) AS n_source_ids,
-               string_agg(DISTINCT source, ',' ORDER BY source) AS sources
+               array_to_string(list_sort(list_distinct(list(source))), ',') AS sources
         FROM accepted
         GROUP BY customer_id
         ORDER BY customer_id
