@@ -19,6 +19,10 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/custlens generate --customers $(DEMO_CUSTOMERS) --seed 7 --dirty-rate 0.01
 	$(BIN)/custlens ingest
+	$(BIN)/custlens features build
+	$(BIN)/custlens features apply
+	$(BIN)/custlens features materialize
+	$(BIN)/custlens features online
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -37,6 +41,8 @@ lock:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_1m.py
+	$(BIN)/python benchmarks/features_1m.py
+	$(BIN)/python benchmarks/feature_store_1m.py
 
 clean:
 	rm -rf data .pytest_cache

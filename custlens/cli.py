@@ -67,10 +67,14 @@ def generate(
     customers: Annotated[int, typer.Option(min=1, help="How many people to simulate.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 42,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <data_dir>/sample).")] = None,
-    start: Annotated[str | None, typer.Option(help="First day of history, YYYY-MM-DD (default: 3 years before --end).")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="First day of history, YYYY-MM-DD (default: 3 years before --end).")
+    ] = None,
     end: Annotated[str | None, typer.Option(help="Last day of history, YYYY-MM-DD.")] = None,
     dirty_rate: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of rows made bad on purpose.")] = 0.0,
-    file_format: Annotated[Literal["csv", "parquet"], typer.Option("--format", help="How the exports are written.")] = "csv",
+    file_format: Annotated[
+        Literal["csv", "parquet"], typer.Option("--format", help="How the exports are written.")
+    ] = "csv",
     config: ConfigOption = None,
 ) -> None:
     """Write realistic sample exports of all six input tables, plus the ground truth."""

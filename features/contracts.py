@@ -45,7 +45,9 @@ QUARANTINE_REASONS = {
     "score_out_of_range": "an NPS score outside 0-10 or a CSAT score outside 1-5",
     "first_response_before_opened": "a ticket's first response stamped before it was opened",
     "resolved_before_opened": "a ticket resolved before it was opened",
-    "duplicate_id_conflict": "the same id appears again with different values (the first copy is kept, later ones held back)",
+    "duplicate_id_conflict": (
+        "the same id appears again with different values (the first copy is kept, later ones held back)"
+    ),
     "unknown_customer": "the (source, source_customer_id) is not in the customers table",
 }
 

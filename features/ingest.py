@@ -556,8 +556,19 @@ def _write_lake(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], setti
     try:
         _copy(
             con,
-            "SELECT source, source_customer_id, customer_id FROM crosswalk "
-            "ORDER BY customer_id, source, source_customer_id",
+            # signup_at per source account lets features count only the accounts opened by a cutoff
+            f"""
+            SELECT crosswalk.source, crosswalk.source_customer_id, crosswalk.customer_id, accounts.signup_at
+            FROM crosswalk
+            LEFT JOIN (
+                SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
+                       min({TYPED}signup_at) AS signup_at
+                FROM classified_customers
+                WHERE reason IS NULL AND NOT is_duplicate
+                GROUP BY ALL
+            ) AS accounts USING (source, source_customer_id)
+            ORDER BY customer_id, source, source_customer_id
+            """,
             new_lake / "crosswalk.parquet",
         )
         _copy(con, _customers_query(settings.crm_source), new_lake / "customers.parquet")

@@ -6,9 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from feast import Field
-from feast.types import UnixTimestamp
-
 from features.catalog import Family
 
 # Set by the entry point that applies the repo, so that `--config` and CUSTLENS_DATA_DIR both
@@ -40,7 +37,3 @@ def family_glob(family: Family, root: Path | None = None) -> Path:
 
 def packed_path(root: Path | None = None) -> Path:
     return features_dir(root) / "packed" / "latest.parquet"
-
-
-def request_time_field() -> Field:
-    return Field(name=REQUEST_TIME, dtype=UnixTimestamp, description="when the features are asked for (UTC)")

@@ -4,6 +4,7 @@ the definitions in `features/repo/`, and point-in-time training frames."""
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -63,12 +64,16 @@ def repo_config(settings: Settings) -> RepoConfig:
 
 @contextmanager
 def _definitions_see(settings: Settings) -> Iterator[None]:
-    """The repo modules find the data directory through the environment (Feast imports them)."""
+    """The repo modules find the data directory through the environment, and Feast names the
+    modules it imports after their path from the working directory: make both right."""
     previous = os.environ.get(layout.DATA_DIR_VARIABLE)
+    previous_cwd = Path.cwd()
     os.environ[layout.DATA_DIR_VARIABLE] = str(settings.data_dir.resolve())
+    os.chdir(REPO_DIR.parents[1])  # so the modules are `features.repo.*`, as our own imports name them
     try:
         yield
     finally:
+        os.chdir(previous_cwd)
         if previous is None:
             os.environ.pop(layout.DATA_DIR_VARIABLE, None)
         else:
@@ -101,6 +106,9 @@ def apply_definitions(settings: Settings) -> ApplyResult:
     from feast.repo_operations import parse_repo
 
     store = feature_store(settings)
+    # The definitions read the data directory when imported: import them afresh for these settings.
+    for module in [name for name in sys.modules if name == "features.repo" or name.startswith("features.repo.")]:
+        del sys.modules[module]
     with _definitions_see(settings):
         contents = parse_repo(REPO_DIR)
     contents.projects.append(Project(name=store.project))

@@ -433,7 +433,7 @@ def test_lake_tables_have_the_documented_columns(
         "customer_id", "signup_at", "email_hash", "phone_hash", "city", "gender", "birth_year",
         "acquisition_channel", "marketing_opt_in", "n_source_ids", "sources",
     ]  # fmt: skip
-    assert _lake(settings, "crosswalk").columns.tolist() == ["source", "source_customer_id", "customer_id"]
+    assert _lake(settings, "crosswalk").columns.tolist() == ["source", "source_customer_id", "customer_id", "signup_at"]
 
 
 def test_lake_rows_are_sorted_by_customer_and_time(

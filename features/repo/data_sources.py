@@ -2,7 +2,8 @@
 cutoff, written by `custlens features build`), the packed snapshot the online store serves,
 and the request itself."""
 
-from feast import FileSource, RequestSource
+from feast import Field, FileSource, RequestSource
+from feast.types import UnixTimestamp
 
 from features import layout
 from features.catalog import FAMILIES, Family
@@ -29,6 +30,6 @@ packed_snapshot = FileSource(
 
 request = RequestSource(
     name="request",
-    schema=[layout.request_time_field()],
+    schema=[Field(name=layout.REQUEST_TIME, dtype=UnixTimestamp, description="when features are asked for (UTC)")],
     description="The moment features are asked for: the cutoff in training frames, now online.",
 )

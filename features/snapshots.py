@@ -1,0 +1,560 @@
+"""`custlens features build`: per-customer feature snapshots at cutoff dates, computed set-wise in
+DuckDB from the lake, one Parquet file per family and cutoff: features/<family>/<YYYY-MM-DD>.parquet.
+
+A cutoff D is the instant D 00:00 UTC; a snapshot uses only rows stamped strictly before it, and
+"the last N days" is [D - N days, D). The SQL is plain enough to run on Spark as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+from rich.console import Console, Group, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings
+from features import layout
+from features.catalog import FAMILIES, FAMILY_SOURCE_TABLE, Family, FeatureKind, family_features
+
+# How each kind of feature is stored; Parquet gets exactly these (timestamps in microseconds, UTC).
+SQL_TYPES: dict[FeatureKind, str] = {
+    "count": "BIGINT",
+    "number": "DOUBLE",
+    "timestamp": "TIMESTAMPTZ",
+    "category": "VARCHAR",
+}
+REQUIRED_TABLES = ("customers", "orders", "crosswalk")
+DAY_WINDOWS = (30, 90, 180, 365)
+
+# ---------------------------------------------------------------- the feature SQL, one query per family
+#
+# Placeholders: {<table>} reads a lake table; {cutoff} is the cutoff instant and {since_<N>d} the
+# instant N days before it (on Spark: parquet.`path`, TIMESTAMP literals; arg_max is max_by and
+# epoch_us is unix_micros). Each query ends with one row per customer of `population`, whose
+# columns are the family's features, named as in the catalog; the caller casts and orders them.
+
+POPULATION_SQL = """
+WITH ordered_before AS (
+    SELECT DISTINCT customer_id
+    FROM {orders}
+    WHERE ordered_at < {cutoff} AND status IN ('completed', 'returned', 'cancelled')
+)
+-- whoever had signed up, or had already ordered, by the cutoff
+SELECT customers.customer_id
+FROM {customers} AS customers
+LEFT JOIN ordered_before USING (customer_id)
+WHERE customers.signup_at < {cutoff} OR ordered_before.customer_id IS NOT NULL
+"""
+
+PURCHASES_SQL = """
+WITH orders_before AS (
+    SELECT customer_id, ordered_at, status, channel, category, net_amount,
+           -- a discount share needs both amounts; an order missing one says nothing about it
+           CASE WHEN gross_amount IS NOT NULL AND discount_amount IS NOT NULL THEN gross_amount END AS gross_amount,
+           CASE WHEN gross_amount IS NOT NULL AND discount_amount IS NOT NULL THEN discount_amount END
+               AS discount_amount,
+           status = 'completed' AS is_completed,
+           ordered_at >= {since_365d} AS in_365d
+    FROM {orders}
+    WHERE ordered_at < {cutoff}
+),
+with_gaps AS (
+    -- days since the customer's previous completed order, on completed orders only
+    SELECT *,
+           CASE WHEN is_completed THEN (
+               epoch_us(ordered_at)
+               - epoch_us(lag(ordered_at) OVER (PARTITION BY customer_id, is_completed ORDER BY ordered_at))
+           ) / 86400e6 END AS gap_days
+    FROM orders_before
+),
+per_customer AS (
+    SELECT customer_id,
+           min(ordered_at) FILTER (WHERE is_completed) AS first_order_at,
+           max(ordered_at) FILTER (WHERE is_completed) AS last_order_at,
+           count(*) FILTER (WHERE is_completed AND ordered_at >= {since_30d}) AS orders_30d,
+           count(*) FILTER (WHERE is_completed AND ordered_at >= {since_90d}) AS orders_90d,
+           count(*) FILTER (WHERE is_completed AND ordered_at >= {since_180d} AND ordered_at < {since_90d})
+               AS orders_previous_90d,
+           count(*) FILTER (WHERE is_completed AND in_365d) AS orders_365d,
+           count(*) FILTER (WHERE is_completed) AS orders_lifetime,
+           count(DISTINCT category) FILTER (WHERE is_completed AND in_365d) AS categories_365d,
+           count(DISTINCT channel) FILTER (WHERE is_completed AND in_365d) AS channels_365d,
+           sum(net_amount) FILTER (WHERE is_completed AND ordered_at >= {since_30d}) AS revenue_30d,
+           sum(net_amount) FILTER (WHERE is_completed AND ordered_at >= {since_90d}) AS revenue_90d,
+           sum(net_amount) FILTER (WHERE is_completed AND ordered_at >= {since_180d} AND ordered_at < {since_90d})
+               AS revenue_previous_90d,
+           sum(net_amount) FILTER (WHERE is_completed AND in_365d) AS revenue_365d,
+           sum(net_amount) FILTER (WHERE is_completed) AS revenue_lifetime,
+           avg(net_amount) FILTER (WHERE is_completed) AS avg_order_value,
+           avg(gap_days) AS mean_days_between_orders,
+           stddev_samp(gap_days) AS std_days_between_orders,
+           count(*) FILTER (WHERE status = 'returned' AND in_365d) AS returned_365d,
+           count(*) FILTER (WHERE status IN ('completed', 'returned') AND in_365d) AS completed_or_returned_365d,
+           count(*) FILTER (WHERE status = 'cancelled' AND in_365d) AS cancelled_365d,
+           count(*) FILTER (WHERE in_365d) AS all_orders_365d,
+           sum(discount_amount) FILTER (WHERE is_completed AND in_365d) AS discount_365d,
+           sum(gross_amount) FILTER (WHERE is_completed AND in_365d) AS gross_365d
+    FROM with_gaps
+    GROUP BY customer_id
+)
+SELECT population.customer_id,
+       first_order_at,
+       last_order_at,
+       coalesce(orders_30d, 0) AS orders_30d,
+       coalesce(orders_90d, 0) AS orders_90d,
+       coalesce(orders_365d, 0) AS orders_365d,
+       coalesce(orders_lifetime, 0) AS orders_lifetime,
+       coalesce(categories_365d, 0) AS categories_365d,
+       coalesce(channels_365d, 0) AS channels_365d,
+       coalesce(revenue_30d, 0) AS revenue_30d,
+       coalesce(revenue_90d, 0) AS revenue_90d,
+       coalesce(revenue_365d, 0) AS revenue_365d,
+       coalesce(revenue_lifetime, 0) AS revenue_lifetime,
+       avg_order_value,
+       mean_days_between_orders,
+       std_days_between_orders,
+       returned_365d / nullif(completed_or_returned_365d, 0) AS return_rate_365d,
+       cancelled_365d / nullif(all_orders_365d, 0) AS cancellation_rate_365d,
+       discount_365d / nullif(gross_365d, 0) AS discount_share_365d,
+       coalesce(orders_90d, 0) - coalesce(orders_previous_90d, 0) AS orders_trend_90d,
+       coalesce(revenue_90d, 0) - coalesce(revenue_previous_90d, 0) AS revenue_trend_90d
+FROM population
+LEFT JOIN per_customer USING (customer_id)
+"""
+
+# What the customer did themselves: not what was sent to them, nor an SMS delivery report.
+OWN_ACTIONS = (
+    "session_start", "page_view", "bounce", "add_to_cart", "checkout_start", "email_open", "email_click",
+    "app_open", "social_share", "referral", "review",
+)  # fmt: skip
+
+ENGAGEMENT_SQL = """
+WITH events_before AS (
+    SELECT customer_id, occurred_at, event_type, session_id, page_views,
+           occurred_at >= {since_30d} AS in_30d,
+           occurred_at >= {since_90d} AS in_90d
+    FROM {engagement_events}
+    WHERE occurred_at < {cutoff}
+),
+per_customer AS (
+    SELECT customer_id,
+           max(occurred_at) FILTER (WHERE event_type IN ({own_actions})) AS last_engagement_at,
+           count(*) FILTER (WHERE event_type = 'session_start' AND in_30d) AS sessions_30d,
+           count(*) FILTER (WHERE event_type = 'session_start' AND in_90d) AS sessions_90d,
+           -- page views: page_view events, plus the page count a session_start carries (how the
+           -- web and app exports summarize a session)
+           count(*) FILTER (WHERE event_type = 'page_view' AND in_30d)
+               + coalesce(sum(page_views) FILTER (WHERE event_type = 'session_start' AND in_30d), 0)
+               AS page_views_30d,
+           count(*) FILTER (WHERE event_type = 'page_view' AND in_90d)
+               + coalesce(sum(page_views) FILTER (WHERE event_type = 'session_start' AND in_90d), 0)
+               AS page_views_90d,
+           count(*) FILTER (WHERE event_type = 'add_to_cart' AND in_30d) AS add_to_cart_30d,
+           count(*) FILTER (WHERE event_type = 'add_to_cart' AND in_90d) AS add_to_cart_90d,
+           count(*) FILTER (WHERE event_type = 'email_unsubscribe' AND in_90d) AS email_unsubscribes_90d,
+           count(*) FILTER (WHERE event_type = 'email_spam_report' AND in_90d) AS email_spam_reports_90d,
+           count(*) FILTER (WHERE event_type = 'app_open' AND in_30d) AS app_opens_30d,
+           count(*) FILTER (WHERE event_type = 'app_open' AND in_90d) AS app_opens_90d,
+           count(*) FILTER (WHERE event_type = 'social_share' AND in_90d) AS social_shares_90d,
+           count(*) FILTER (WHERE event_type = 'referral' AND in_90d) AS referrals_90d,
+           count(*) FILTER (WHERE event_type = 'bounce' AND in_90d) AS bounces_90d,
+           count(*) FILTER (WHERE event_type = 'email_sent' AND in_30d) AS emails_sent_30d,
+           count(*) FILTER (WHERE event_type = 'email_sent' AND in_90d) AS emails_sent_90d,
+           count(*) FILTER (WHERE event_type = 'email_open' AND in_30d) AS emails_opened_30d,
+           count(*) FILTER (WHERE event_type = 'email_open' AND in_90d) AS emails_opened_90d,
+           count(*) FILTER (WHERE event_type = 'email_click' AND in_30d) AS emails_clicked_30d,
+           count(*) FILTER (WHERE event_type = 'email_click' AND in_90d) AS emails_clicked_90d,
+           count(*) FILTER (WHERE event_type = 'sms_sent' AND in_90d) AS sms_sent_90d,
+           count(*) FILTER (WHERE event_type = 'sms_delivered' AND in_90d) AS sms_delivered_90d,
+           -- cart abandonment in one pass: sessions with an add-to-cart and no checkout start are
+           -- (sessions with either) - (sessions with a checkout start)
+           count(DISTINCT session_id) FILTER (WHERE event_type = 'add_to_cart' AND in_90d) AS carted_sessions_90d,
+           count(DISTINCT session_id) FILTER (WHERE event_type IN ('add_to_cart', 'checkout_start') AND in_90d)
+               - count(DISTINCT session_id) FILTER (WHERE event_type = 'checkout_start' AND in_90d)
+               AS abandoned_sessions_90d
+    FROM events_before
+    GROUP BY customer_id
+)
+SELECT population.customer_id,
+       last_engagement_at,
+       coalesce(sessions_30d, 0) AS sessions_30d,
+       coalesce(sessions_90d, 0) AS sessions_90d,
+       coalesce(page_views_30d, 0) AS page_views_30d,
+       coalesce(page_views_90d, 0) AS page_views_90d,
+       coalesce(add_to_cart_30d, 0) AS add_to_cart_30d,
+       coalesce(add_to_cart_90d, 0) AS add_to_cart_90d,
+       coalesce(email_unsubscribes_90d, 0) AS email_unsubscribes_90d,
+       coalesce(email_spam_reports_90d, 0) AS email_spam_reports_90d,
+       coalesce(app_opens_30d, 0) AS app_opens_30d,
+       coalesce(app_opens_90d, 0) AS app_opens_90d,
+       coalesce(social_shares_90d, 0) AS social_shares_90d,
+       coalesce(referrals_90d, 0) AS referrals_90d,
+       bounces_90d / nullif(sessions_90d, 0) AS bounce_rate_90d,
+       abandoned_sessions_90d / nullif(carted_sessions_90d, 0) AS cart_abandonment_rate_90d,
+       emails_opened_30d / nullif(emails_sent_30d, 0) AS email_open_rate_30d,
+       emails_opened_90d / nullif(emails_sent_90d, 0) AS email_open_rate_90d,
+       emails_clicked_30d / nullif(emails_sent_30d, 0) AS email_click_rate_30d,
+       emails_clicked_90d / nullif(emails_sent_90d, 0) AS email_click_rate_90d,
+       sms_delivered_90d / nullif(sms_sent_90d, 0) AS sms_delivery_rate_90d
+FROM population
+LEFT JOIN per_customer USING (customer_id)
+"""
+
+VOICE_SQL = """
+WITH surveys_before AS (
+    SELECT customer_id, response_id, responded_at, survey_type, score
+    FROM {surveys}
+    WHERE responded_at < {cutoff}
+),
+per_customer AS (
+    SELECT customer_id,
+           max(responded_at) AS last_survey_at,
+           count(*) AS survey_responses,
+           -- the latest NPS answer; two at the same instant: the later response id
+           arg_max(score, (responded_at, response_id)) FILTER (WHERE survey_type = 'nps') AS last_nps,
+           avg(score) FILTER (WHERE survey_type = 'csat' AND responded_at >= {since_365d}) AS mean_csat_365d
+    FROM surveys_before
+    GROUP BY customer_id
+)
+SELECT population.customer_id,
+       last_survey_at,
+       coalesce(survey_responses, 0) AS survey_responses,
+       last_nps,
+       mean_csat_365d,
+       CASE WHEN last_nps >= 9 THEN 'promoter'
+            WHEN last_nps >= 7 THEN 'passive'
+            WHEN last_nps >= 0 THEN 'detractor'
+       END AS last_nps_category
+FROM population
+LEFT JOIN per_customer USING (customer_id)
+"""
+
+SUPPORT_SQL = """
+WITH tickets_before AS (
+    -- a response or resolution at or after the cutoff has not happened yet at the cutoff
+    SELECT customer_id, opened_at,
+           CASE WHEN first_response_at < {cutoff} THEN first_response_at END AS first_response_at,
+           CASE WHEN resolved_at < {cutoff} THEN resolved_at END AS resolved_at,
+           opened_at >= {since_365d} AS opened_in_365d
+    FROM {tickets}
+    WHERE opened_at < {cutoff}
+),
+durations AS (
+    SELECT *,
+           (epoch_us(first_response_at) - epoch_us(opened_at)) / 3600e6 AS first_response_hours,
+           (epoch_us(resolved_at) - epoch_us(opened_at)) / 3600e6 AS resolution_hours
+    FROM tickets_before
+),
+per_customer AS (
+    SELECT customer_id,
+           count(*) FILTER (WHERE opened_at >= {since_90d}) AS tickets_90d,
+           count(*) FILTER (WHERE opened_in_365d) AS tickets_365d,
+           count(*) FILTER (WHERE resolved_at IS NULL) AS open_tickets,
+           avg(first_response_hours) FILTER (WHERE opened_in_365d) AS mean_first_response_hours_365d,
+           max(first_response_hours) FILTER (WHERE opened_in_365d) AS max_first_response_hours_365d,
+           avg(resolution_hours) FILTER (WHERE resolved_at >= {since_365d}) AS mean_resolution_hours_365d,
+           max(resolution_hours) FILTER (WHERE resolved_at >= {since_365d}) AS max_resolution_hours_365d
+    FROM durations
+    GROUP BY customer_id
+)
+SELECT population.customer_id,
+       coalesce(tickets_90d, 0) AS tickets_90d,
+       coalesce(tickets_365d, 0) AS tickets_365d,
+       coalesce(open_tickets, 0) AS open_tickets,
+       mean_first_response_hours_365d,
+       max_first_response_hours_365d,
+       mean_resolution_hours_365d,
+       max_resolution_hours_365d
+FROM population
+LEFT JOIN per_customer USING (customer_id)
+"""
+
+PROFILE_SQL = """
+WITH accounts_opened AS (
+    -- source-system accounts opened by the cutoff: a later one must not show in an older snapshot
+    SELECT customer_id, count(*) AS source_systems
+    FROM {crosswalk}
+    WHERE signup_at < {cutoff}
+    GROUP BY customer_id
+),
+profiles AS (
+    SELECT customer_id, city, acquisition_channel, marketing_opt_in,
+           -- a signup after the cutoff (someone who ordered first) is not known yet
+           CASE WHEN signup_at < {cutoff} THEN signup_at END AS signup_at,
+           year({cutoff}) - birth_year AS age
+    FROM {customers}
+)
+SELECT population.customer_id,
+       signup_at,
+       coalesce(accounts_opened.source_systems, 0) AS source_systems,
+       CASE WHEN marketing_opt_in THEN 1 WHEN NOT marketing_opt_in THEN 0 END AS marketing_opt_in,
+       acquisition_channel,
+       city,
+       CASE WHEN age < 25 THEN '<25'
+            WHEN age < 35 THEN '25-34'
+            WHEN age < 45 THEN '35-44'
+            WHEN age < 55 THEN '45-54'
+            WHEN age >= 55 THEN '55+'
+       END AS age_band
+FROM population
+LEFT JOIN profiles USING (customer_id)
+LEFT JOIN accounts_opened USING (customer_id)
+"""
+
+FAMILY_SQL: dict[Family, str] = {
+    "purchases": PURCHASES_SQL,
+    "engagement": ENGAGEMENT_SQL,
+    "voice": VOICE_SQL,
+    "support": SUPPORT_SQL,
+    "profile": PROFILE_SQL,
+}
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class SnapshotReport:
+    """What one build wrote: the cutoffs, customers per cutoff, tables absent from the lake."""
+
+    cutoffs: tuple[date, ...]
+    customers: dict[date, int]
+    absent_tables: tuple[str, ...]
+    seconds: float
+    features_dir: Path
+
+    @property
+    def null_families(self) -> tuple[Family, ...]:
+        """Families written all NULL because their lake table is absent."""
+        return tuple(family for family in FAMILIES if FAMILY_SOURCE_TABLE[family] in self.absent_tables)
+
+    def render(self) -> RenderableType:
+        table = Table(title="custlens features build", title_justify="left")
+        table.add_column("cutoff")
+        table.add_column("customers", justify="right")
+        for cutoff in self.cutoffs:
+            table.add_row(cutoff.isoformat(), f"{self.customers[cutoff]:,}")
+        lines = [
+            f"{len(self.cutoffs)} cutoff(s) x {len(FAMILIES)} families in {self.seconds:.1f} s",
+            *(
+                f"[yellow]{family}: all NULL, the lake has no {FAMILY_SOURCE_TABLE[family]} table[/]"
+                for family in self.null_families
+            ),
+            f"snapshots: {self.features_dir}/<family>/<YYYY-MM-DD>.parquet",
+        ]
+        # paths stay on one line, so they can be copied even from a narrow terminal
+        return Group(table, *(Text.from_markup(line, overflow="ignore") for line in lines))
+
+
+# ---------------------------------------------------------------- cutoffs
+
+
+def default_cutoffs(settings: Settings, today: date | None = None) -> list[date]:
+    """Month starts (or Mondays) over the lake's order history, the latest `features.max_cutoffs`
+    of them, plus today (UTC) when `features.include_today`; sorted and unique."""
+    first_order, last_order = _order_span(settings)
+    periodic: list[date] = []
+    if first_order is not None and last_order is not None:
+        every = settings.features.cutoff_every
+        # D 00:00 must come strictly after the first order: the earliest candidate is the day after it
+        day, last_day = first_order.date() + timedelta(days=1), last_order.date() + timedelta(days=1)
+        if not _is_period_start(day, every):
+            day = _next_period_start(day, every)
+        while day <= last_day:
+            periodic.append(day)
+            day = _next_period_start(day, every)
+    cutoffs = set(periodic[-settings.features.max_cutoffs :])
+    if settings.features.include_today:
+        cutoffs.add(today if today is not None else datetime.now(UTC).date())
+    return sorted(cutoffs)
+
+
+def _is_period_start(day: date, every: str) -> bool:
+    return day.day == 1 if every == "month" else day.weekday() == 0
+
+
+def _next_period_start(day: date, every: str) -> date:
+    """The first month start (or Monday) strictly after `day`."""
+    if every == "month":
+        return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    return day + timedelta(days=7 - day.weekday())
+
+
+def _order_span(settings: Settings) -> tuple[datetime | None, datetime | None]:
+    """First and last order instants of the lake (naive UTC), None when it has no orders."""
+    orders = _lake_file(settings, "orders")
+    if not orders.exists():
+        raise _missing_table(settings, "orders")
+    with closing(duckdb.connect()) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        row = con.execute(
+            f"SELECT CAST(min(ordered_at) AS TIMESTAMP), CAST(max(ordered_at) AS TIMESTAMP) "
+            f"FROM read_parquet({_literal(orders)})"
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+# ---------------------------------------------------------------- the build
+
+
+def family_dir(settings: Settings, family: Family) -> Path:
+    """The folder holding one Parquet file per cutoff of `family`."""
+    return layout.family_dir(family, settings.data_dir)
+
+
+def snapshot_path(settings: Settings, family: Family, cutoff: date) -> Path:
+    """Where the snapshot of `family` at `cutoff` is written."""
+    # no "=" in the name: DuckDB (and so Feast) would read it as a hive partition
+    return family_dir(settings, family) / f"{cutoff.isoformat()}.parquet"
+
+
+def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Console | None = None) -> SnapshotReport:
+    """Write every family's snapshot at each cutoff, replacing earlier files of those cutoffs;
+    raise CustlensError when the lake has no customers or orders table."""
+    started = time.perf_counter()
+    for table in REQUIRED_TABLES:
+        if not _lake_file(settings, table).exists():
+            raise _missing_table(settings, table)
+    absent = tuple(
+        table for table in dict.fromkeys(FAMILY_SOURCE_TABLE.values()) if not _lake_file(settings, table).exists()
+    )
+    ordered_cutoffs = tuple(sorted(set(cutoffs)))
+    for family in FAMILIES:
+        family_dir(settings, family).mkdir(parents=True, exist_ok=True)
+    customers: dict[date, int] = {}
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=console is None,
+        transient=True,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".features-work-", dir=settings.data_dir))
+    try:
+        with closing(_connect(settings, work)) as con, progress:
+            task = progress.add_task("feature snapshots", total=len(ordered_cutoffs))
+            for cutoff in ordered_cutoffs:
+                cutoff_started = time.perf_counter()
+                customers[cutoff] = _build_cutoff(con, settings, cutoff, absent)
+                progress.advance(task)
+                progress.console.print(
+                    f"[green]✓[/] {cutoff.isoformat()}: {customers[cutoff]:,} customers "
+                    f"({time.perf_counter() - cutoff_started:.1f} s)",
+                    highlight=False,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return SnapshotReport(
+        cutoffs=ordered_cutoffs,
+        customers=customers,
+        absent_tables=absent,
+        seconds=time.perf_counter() - started,
+        features_dir=settings.features_dir,
+    )
+
+
+def _build_cutoff(con: duckdb.DuckDBPyConnection, settings: Settings, cutoff: date, absent: tuple[str, ...]) -> int:
+    """Write the five family files of one cutoff; return how many customers they hold."""
+    placeholders = _placeholders(settings, cutoff)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE population AS "
+        + POPULATION_SQL.format(**placeholders)
+        + " ORDER BY customer_id"
+    )
+    # all five files are computed before any is swapped in: a failure leaves the old ones whole
+    written: dict[Path, Path] = {}
+    try:
+        for family in FAMILIES:
+            query = _family_query(family, placeholders, present=FAMILY_SOURCE_TABLE[family] not in absent)
+            target = snapshot_path(settings, family, cutoff)
+            written[target] = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp")
+            try:
+                con.execute(f"COPY ({query}) TO {_literal(written[target])} (FORMAT parquet, COMPRESSION zstd)")
+            except duckdb.Error as exc:
+                reason = str(exc).splitlines()[0].rstrip(".")
+                raise CustlensError(
+                    f"computing the {family} features at {cutoff} from {settings.lake_dir} failed: {reason}. "
+                    "The files of this cutoff were left as they were; if DuckDB ran out of memory, raise "
+                    "features.duckdb_memory_limit or lower features.duckdb_threads"
+                ) from exc
+        for target, temporary in written.items():
+            os.replace(temporary, target)
+    finally:
+        for temporary in written.values():
+            temporary.unlink(missing_ok=True)
+    row = con.execute("SELECT count(*) FROM population").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _family_query(family: Family, placeholders: dict[str, str], present: bool = True) -> str:
+    """The snapshot of one family over the `population` table: customer_id, event_timestamp, then
+    the catalog's features in catalog order and storage types (all NULL when not `present`)."""
+    features = family_features(family)
+    if present:
+        values = [f"CAST({feature.name} AS {SQL_TYPES[feature.kind]}) AS {feature.name}" for feature in features]
+        source = f"({FAMILY_SQL[family].format(**placeholders)}) AS features"
+    else:
+        values = [f"CAST(NULL AS {SQL_TYPES[feature.kind]}) AS {feature.name}" for feature in features]
+        source = "population"
+    return (
+        f"SELECT customer_id, {placeholders['cutoff']} AS event_timestamp, "
+        + ", ".join(values)
+        + f" FROM {source} ORDER BY customer_id"
+    )
+
+
+def _placeholders(settings: Settings, cutoff: date) -> dict[str, str]:
+    instant = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+    values = {"cutoff": _instant(instant), "own_actions": ", ".join(f"'{name}'" for name in OWN_ACTIONS)}
+    for days in DAY_WINDOWS:
+        values[f"since_{days}d"] = _instant(instant - timedelta(days=days))
+    for table in dict.fromkeys([*FAMILY_SOURCE_TABLE.values(), *REQUIRED_TABLES, "crosswalk"]):
+        values[table] = f"read_parquet({_literal(_lake_file(settings, table))})"
+    return values
+
+
+def _instant(value: datetime) -> str:
+    return f"TIMESTAMPTZ '{value.strftime('%Y-%m-%d %H:%M:%S')}+00'"
+
+
+def _connect(settings: Settings, work: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{settings.features.duckdb_memory_limit}'")
+    con.execute(f"SET threads = {settings.features.duckdb_threads}")
+    con.execute(f"SET temp_directory = {_literal(work / 'duckdb')}")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # progress is shown by rich, one line per cutoff
+    return con
+
+
+def _lake_file(settings: Settings, table: str) -> Path:
+    return settings.lake_dir / f"{table}.parquet"
+
+
+def _missing_table(settings: Settings, table: str) -> CustlensError:
+    return CustlensError(
+        f"the lake {settings.lake_dir} has no {table}.parquet; run `custlens ingest` first "
+        "(or point CUSTLENS_DATA_DIR at the data folder that holds the lake)"
+    )
+
+
+def _literal(value: Path | str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"

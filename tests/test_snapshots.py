@@ -1,0 +1,705 @@
+"""Feature snapshots on tiny hand-made lakes: hand-computed values per family, nothing from at or
+after the cutoff, NULL (not 0) for undefined rates and absent tables, one row per customer in
+every family file with the exact Parquet types, and the default cutoffs."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import SecretStr
+from rich.console import Console
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings
+from features.catalog import FAMILIES, Family, family_features
+from features.generate import DEFAULT_END, generate
+from features.ingest import ingest
+from features.snapshots import build_snapshots, default_cutoffs, family_dir, snapshot_path
+
+CUTOFF = date(2024, 7, 1)  # the instant 2024-07-01 00:00 UTC; "last 30 days" starts 2024-06-01 00:00
+TS = pa.timestamp("us", tz="UTC")
+MONEY = pa.decimal128(18, 2)
+
+# The lake as features/ingest.py writes it.
+LAKE_SCHEMAS = {
+    "customers": pa.schema(
+        [("customer_id", pa.string()), ("signup_at", TS), ("email_hash", pa.string()), ("phone_hash", pa.string()),
+         ("city", pa.string()), ("gender", pa.string()), ("birth_year", pa.int64()),
+         ("acquisition_channel", pa.string()), ("marketing_opt_in", pa.bool_()), ("n_source_ids", pa.int64()),
+         ("sources", pa.string())]
+    ),
+    "crosswalk": pa.schema(
+        [("source", pa.string()), ("source_customer_id", pa.string()), ("customer_id", pa.string()),
+         ("signup_at", TS)]
+    ),
+    "orders": pa.schema(
+        [("customer_id", pa.string()), ("order_id", pa.string()), ("source", pa.string()),
+         ("source_customer_id", pa.string()), ("ordered_at", TS), ("status", pa.string()), ("net_amount", MONEY),
+         ("channel", pa.string()), ("gross_amount", MONEY), ("discount_amount", MONEY), ("items", pa.int64()),
+         ("category", pa.string()), ("currency", pa.string())]
+    ),
+    "engagement_events": pa.schema(
+        [("customer_id", pa.string()), ("event_id", pa.string()), ("source", pa.string()),
+         ("source_customer_id", pa.string()), ("occurred_at", TS), ("event_type", pa.string()),
+         ("channel", pa.string()), ("campaign_id", pa.string()), ("session_id", pa.string()),
+         ("duration_s", pa.float64()), ("page_views", pa.int64())]
+    ),
+    "surveys": pa.schema(
+        [("customer_id", pa.string()), ("response_id", pa.string()), ("source_customer_id", pa.string()),
+         ("responded_at", TS), ("survey_type", pa.string()), ("score", pa.int64()), ("source", pa.string()),
+         ("channel", pa.string()), ("comment", pa.string())]
+    ),
+    "tickets": pa.schema(
+        [("customer_id", pa.string()), ("ticket_id", pa.string()), ("source_customer_id", pa.string()),
+         ("opened_at", TS), ("source", pa.string()), ("first_response_at", TS), ("resolved_at", TS),
+         ("channel", pa.string()), ("category", pa.string()), ("status", pa.string())]
+    ),
+}  # fmt: skip
+ROW_ID = {"orders": "order_id", "engagement_events": "event_id", "surveys": "response_id", "tickets": "ticket_id"}
+ARROW_TYPES = {"count": pa.int64(), "number": pa.float64(), "timestamp": TS, "category": pa.string()}
+
+Rows = list[dict[str, Any]]
+
+
+def at(text: str) -> datetime:
+    """'2024-06-20 12:00' as a UTC instant."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- tiny lakes, one row builder per table
+
+
+def customer(customer_id: str, signup: str = "2022-01-01", **values: Any) -> dict[str, Any]:
+    return {"customer_id": customer_id, "signup_at": at(signup), "n_source_ids": 1, **values}
+
+
+def order(customer_id: str, ordered: str, net: str, status: str = "completed", **values: Any) -> dict[str, Any]:
+    money = {key: Decimal(value) for key, value in values.items() if key in ("gross_amount", "discount_amount")}
+    return {"customer_id": customer_id, "ordered_at": at(ordered), "status": status, "net_amount": Decimal(net),
+            **values, **money}  # fmt: skip
+
+
+def event(customer_id: str, occurred: str, event_type: str, session_id: str | None = None, **values: Any) -> dict:
+    return {"customer_id": customer_id, "occurred_at": at(occurred), "event_type": event_type,
+            "session_id": session_id, **values}  # fmt: skip
+
+
+def survey(customer_id: str, responded: str, survey_type: str, score: int, **values: Any) -> dict[str, Any]:
+    return {"customer_id": customer_id, "responded_at": at(responded), "survey_type": survey_type, "score": score,
+            **values}  # fmt: skip
+
+
+def ticket(customer_id: str, opened: str, first_response: str | None = None, resolved: str | None = None) -> dict:
+    return {"customer_id": customer_id, "opened_at": at(opened),
+            "first_response_at": at(first_response) if first_response else None,
+            "resolved_at": at(resolved) if resolved else None}  # fmt: skip
+
+
+def accounts_of(customers: Rows) -> Rows:
+    """The crosswalk ingest would write: `n_source_ids` accounts per customer, opened at signup."""
+    return [
+        {"source": f"s{k}", "source_customer_id": f"{row['customer_id']}-{k}", "customer_id": row["customer_id"],
+         "signup_at": row["signup_at"]}
+        for row in customers for k in range(row.get("n_source_ids") or 1)
+    ]  # fmt: skip
+
+
+def write_lake(settings: Settings, **tables: Rows) -> Settings:
+    """Write each given table to settings.lake_dir with the lake's exact types; ids are filled in."""
+    settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    if "customers" in tables and "crosswalk" not in tables:
+        tables["crosswalk"] = accounts_of(tables["customers"])
+    for table, rows in tables.items():
+        schema = LAKE_SCHEMAS[table]
+        filled = []
+        for number, row in enumerate(rows):
+            complete = dict.fromkeys(schema.names) | row
+            if table in ROW_ID and complete[ROW_ID[table]] is None:
+                complete[ROW_ID[table]] = f"{table[0].upper()}{number:04d}"
+            filled.append(complete)
+        pq.write_table(pa.Table.from_pylist(filled, schema=schema), settings.lake_dir / f"{table}.parquet")
+    return settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+def build(settings: Settings, cutoff: date = CUTOFF) -> dict[Family, pd.DataFrame]:
+    build_snapshots(settings, [cutoff])
+    return {family: pd.read_parquet(snapshot_path(settings, family, cutoff)) for family in FAMILIES}
+
+
+def features_of(snapshot: dict[Family, pd.DataFrame], family: Family, customer_id: str) -> dict[str, Any]:
+    frame = snapshot[family]
+    rows = frame[frame["customer_id"] == customer_id]
+    assert len(rows) == 1, f"{customer_id} has {len(rows)} rows in {family}"
+    return {name: None if is_null(value) else value for name, value in rows.iloc[0].items()}
+
+
+def is_null(value: Any) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and pd.isna(value))
+
+
+# ---------------------------------------------------------------- purchases
+
+
+def purchase_rows() -> dict[str, Rows]:
+    return dict(
+        customers=[customer("A"), customer("B"), customer("C")],
+        orders=[
+            # A: four completed orders, gaps 439, 47 and 50.5 days
+            order("A", "2023-01-01 00:00", "100", category="shoes", channel="web"),
+            order("A", "2024-03-15 00:00", "200", gross_amount="250", discount_amount="50", category="shoes",
+                  channel="web"),
+            order("A", "2024-05-01 00:00", "300", gross_amount="300", discount_amount="0", category="bags",
+                  channel="app"),
+            order("A", "2024-06-20 12:00", "400", gross_amount="450", discount_amount="50", category="bags",
+                  channel="app"),
+            order("A", "2024-06-10 00:00", "50", status="returned", category="hats"),
+            order("A", "2024-06-11 00:00", "70", status="cancelled"),
+            # B: two completed orders, the second exactly at the start of the 30-day window
+            order("B", "2024-05-30 00:00", "10"),
+            order("B", "2024-06-01 00:00", "20"),
+        ],
+    )  # fmt: skip
+
+
+def purchase_lake(settings: Settings) -> Settings:
+    return write_lake(settings, **purchase_rows())
+
+
+def test_purchase_counts_revenue_and_trend_follow_the_windows(settings: Settings) -> None:
+    # given A's orders on 2023-01-01, 2024-03-15, 2024-05-01 and 2024-06-20 (completed)
+    snapshot = build(purchase_lake(settings))
+    # when / then
+    a = features_of(snapshot, "purchases", "A")
+    assert (a["orders_30d"], a["orders_90d"], a["orders_365d"], a["orders_lifetime"]) == (1, 2, 3, 4)
+    assert (a["revenue_30d"], a["revenue_90d"], a["revenue_365d"], a["revenue_lifetime"]) == (400, 700, 900, 1000)
+    assert a["avg_order_value"] == 250
+    # 2024-03-15 is in the 90 days before the last 90: 2 - 1 orders and 700 - 200 revenue
+    assert (a["orders_trend_90d"], a["revenue_trend_90d"]) == (1, 500)
+    assert (a["categories_365d"], a["channels_365d"]) == (2, 2)  # the returned order's category is not bought
+    assert a["first_order_at"] == at("2023-01-01 00:00")
+    assert a["last_order_at"] == at("2024-06-20 12:00")
+
+
+def test_window_start_is_inclusive(settings: Settings) -> None:
+    # given an order of B exactly 30 days before the cutoff
+    snapshot = build(purchase_lake(settings))
+    # then it is in the last 30 days
+    assert features_of(snapshot, "purchases", "B")["orders_30d"] == 1
+
+
+def test_gaps_between_orders_are_fractional_days_with_sample_std(settings: Settings) -> None:
+    # given gaps of 439, 47 and 50.5 days (A) and one gap of 2 days (B)
+    snapshot = build(purchase_lake(settings))
+    a, b = features_of(snapshot, "purchases", "A"), features_of(snapshot, "purchases", "B")
+    # then
+    gaps = [439.0, 47.0, 50.5]
+    mean = sum(gaps) / 3
+    assert a["mean_days_between_orders"] == pytest.approx(mean)
+    assert a["std_days_between_orders"] == pytest.approx((sum((g - mean) ** 2 for g in gaps) / 2) ** 0.5)
+    assert b["mean_days_between_orders"] == pytest.approx(2.0)
+    assert b["std_days_between_orders"] is None  # one gap has no spread
+
+
+def test_return_cancellation_and_discount_shares(settings: Settings) -> None:
+    # given A's last 365 days: 3 completed, 1 returned, 1 cancelled; discounts 50 + 0 + 50 of gross 1,000
+    snapshot = build(purchase_lake(settings))
+    a = features_of(snapshot, "purchases", "A")
+    # then
+    assert a["return_rate_365d"] == pytest.approx(1 / 4)
+    assert a["cancellation_rate_365d"] == pytest.approx(1 / 5)
+    assert a["discount_share_365d"] == pytest.approx(100 / 1000)
+
+
+def test_customer_without_orders_has_zero_counts_and_null_means(settings: Settings) -> None:
+    # given C signed up and never ordered
+    snapshot = build(purchase_lake(settings))
+    c = features_of(snapshot, "purchases", "C")
+    # then counts and sums are 0, means, rates and timestamps NULL
+    assert (c["orders_30d"], c["orders_lifetime"], c["categories_365d"], c["revenue_365d"]) == (0, 0, 0, 0)
+    assert (c["orders_trend_90d"], c["revenue_trend_90d"]) == (0, 0)
+    for name in ("avg_order_value", "mean_days_between_orders", "std_days_between_orders", "return_rate_365d",
+                 "cancellation_rate_365d", "discount_share_365d", "first_order_at", "last_order_at"):  # fmt: skip
+        assert c[name] is None, name
+
+
+def test_zero_denominators_give_null_rates_not_zero(settings: Settings) -> None:
+    # given D only cancelled orders, without gross amounts; E was sent emails and opened none
+    write_lake(
+        settings,
+        customers=[customer("D"), customer("E")],
+        orders=[order("D", "2024-06-01 00:00", "0", status="cancelled")],
+        engagement_events=[event("E", "2024-06-10 09:00", "email_sent"), event("E", "2024-06-20 09:00", "email_sent")],
+    )
+    snapshot = build(settings)
+    d, e = features_of(snapshot, "purchases", "D"), features_of(snapshot, "engagement", "E")
+    # then D has no completed or returned orders, and no gross: NULL; E's open rate is a real 0
+    assert d["return_rate_365d"] is None
+    assert d["discount_share_365d"] is None
+    assert d["cancellation_rate_365d"] == 1.0
+    assert e["email_open_rate_30d"] == 0.0
+    assert e["email_click_rate_90d"] == 0.0
+    assert e["bounce_rate_90d"] is None  # no sessions
+    assert e["cart_abandonment_rate_90d"] is None  # no carts
+    assert e["sms_delivery_rate_90d"] is None  # no SMS sent
+
+
+# ---------------------------------------------------------------- engagement
+
+
+def engagement_rows() -> dict[str, Rows]:
+    return dict(
+        customers=[customer("A"), customer("B")],
+        orders=[],
+        engagement_events=[
+            event("A", "2024-01-01 10:00", "session_start", "old", page_views=9),  # before the 90 days
+            # s1: cart and checkout; s2: bounced; s3: cart abandoned; s4: two adds, abandoned
+            event("A", "2024-06-15 10:00", "session_start", "s1", page_views=5),
+            event("A", "2024-06-15 10:01", "page_view", "s1"),
+            event("A", "2024-06-15 10:02", "add_to_cart", "s1"),
+            event("A", "2024-06-15 10:05", "checkout_start", "s1"),
+            event("A", "2024-05-10 10:00", "session_start", "s2", page_views=1),
+            event("A", "2024-05-10 10:00", "bounce", "s2"),
+            event("A", "2024-04-10 10:00", "session_start", "s3", page_views=3),
+            event("A", "2024-04-10 10:02", "add_to_cart", "s3"),
+            event("A", "2024-06-20 10:00", "app_open", "s4"),
+            event("A", "2024-06-20 10:00", "session_start", "s4", page_views=2),
+            event("A", "2024-06-20 10:02", "add_to_cart", "s4"),
+            event("A", "2024-06-20 10:03", "add_to_cart", "s4"),
+            # s5: carted before the 90 days, checkout inside them: not a cart of the window
+            event("A", "2024-03-20 10:00", "add_to_cart", "s5"),
+            event("A", "2024-04-03 10:00", "checkout_start", "s5"),
+            event("A", "2024-05-01 10:00", "app_open"),
+            event("A", "2024-06-01 10:00", "social_share"),
+            event("A", "2024-05-02 10:00", "email_unsubscribe"),
+            # email: 4 sent in 90 days (2 in 30), 3 opened (2 in 30), 1 click
+            event("A", "2024-04-05 09:00", "email_sent"),
+            event("A", "2024-05-05 09:00", "email_sent"),
+            event("A", "2024-05-05 12:00", "email_open"),
+            event("A", "2024-06-05 09:00", "email_sent"),
+            event("A", "2024-06-05 12:00", "email_open"),
+            event("A", "2024-06-05 12:05", "email_click"),
+            event("A", "2024-06-25 09:00", "email_sent"),
+            event("A", "2024-06-25 12:00", "email_open"),
+            event("A", "2024-06-10 11:00", "sms_sent"),
+            event("A", "2024-06-10 11:01", "sms_delivered"),
+            event("A", "2024-06-12 11:00", "sms_sent"),
+            event("A", "2024-06-12 11:01", "sms_failed"),
+            # sent to A, not done by A: not engagement
+            event("A", "2024-06-30 09:00", "email_sent"),
+            event("A", "2024-06-29 11:00", "sms_sent"),
+            event("A", "2024-06-29 11:01", "sms_delivered"),
+        ],
+    )
+
+
+def engagement_lake(settings: Settings) -> Settings:
+    return write_lake(settings, **engagement_rows())
+
+
+def test_engagement_counts_follow_the_windows(settings: Settings) -> None:
+    snapshot = build(engagement_lake(settings))
+    a = features_of(snapshot, "engagement", "A")
+    assert (a["sessions_30d"], a["sessions_90d"]) == (2, 4)
+    # page views: the page_view event plus the counts the session starts carry
+    assert (a["page_views_30d"], a["page_views_90d"]) == (1 + 5 + 2, 1 + 5 + 1 + 3 + 2)
+    assert (a["add_to_cart_30d"], a["add_to_cart_90d"]) == (3, 4)
+    assert (a["app_opens_30d"], a["app_opens_90d"]) == (1, 2)
+    assert (a["social_shares_90d"], a["referrals_90d"]) == (1, 0)
+    assert (a["email_unsubscribes_90d"], a["email_spam_reports_90d"]) == (1, 0)
+
+
+def test_bounce_and_cart_abandonment_rates(settings: Settings) -> None:
+    # given 4 sessions in 90 days, one bounced; 3 sessions with a cart, one of them checked out
+    snapshot = build(engagement_lake(settings))
+    a = features_of(snapshot, "engagement", "A")
+    # then
+    assert a["bounce_rate_90d"] == pytest.approx(1 / 4)
+    assert a["cart_abandonment_rate_90d"] == pytest.approx(2 / 3)
+
+
+def test_email_open_click_and_sms_delivery_rates(settings: Settings) -> None:
+    snapshot = build(engagement_lake(settings))
+    a = features_of(snapshot, "engagement", "A")
+    assert (a["email_open_rate_30d"], a["email_open_rate_90d"]) == (pytest.approx(2 / 3), pytest.approx(3 / 5))
+    assert (a["email_click_rate_30d"], a["email_click_rate_90d"]) == (pytest.approx(1 / 3), pytest.approx(1 / 5))
+    assert a["sms_delivery_rate_90d"] == pytest.approx(2 / 3)
+
+
+def test_last_engagement_is_the_customers_own_latest_action(settings: Settings) -> None:
+    # given an email sent on 2024-06-30 and an SMS sent and delivered on 06-29, after A's last own action
+    snapshot = build(engagement_lake(settings))
+    # then the sends do not count: the last engagement is the open of 2024-06-25 12:00
+    assert features_of(snapshot, "engagement", "A")["last_engagement_at"] == at("2024-06-25 12:00")
+
+
+def test_customer_without_events_has_zero_counts(settings: Settings) -> None:
+    snapshot = build(engagement_lake(settings))
+    b = features_of(snapshot, "engagement", "B")
+    counts = [feature.name for feature in family_features("engagement") if feature.kind == "count"]
+    assert all(b[name] == 0 for name in counts)
+    others = [feature.name for feature in family_features("engagement") if feature.kind != "count"]
+    assert all(b[name] is None for name in others)
+
+
+# ---------------------------------------------------------------- voice and support
+
+
+def voice_and_support_rows() -> dict[str, Rows]:
+    return dict(
+        customers=[customer("A"), customer("B"), customer("C")],
+        orders=[],
+        surveys=[
+            survey("A", "2024-01-10 09:00", "nps", 6),
+            survey("A", "2024-06-01 09:00", "nps", 9),
+            survey("A", "2024-03-01 09:00", "csat", 4),
+            survey("A", "2024-06-10 09:00", "csat", 2),
+            survey("A", "2023-01-01 09:00", "csat", 5),  # before the 365 days
+            # B: two NPS answers at the same instant; the later response id wins
+            survey("B", "2024-05-01 09:00", "nps", 7, response_id="R-b1"),
+            survey("B", "2024-05-01 09:00", "nps", 3, response_id="R-b2"),
+        ],
+        tickets=[
+            ticket("A", "2024-06-01 00:00", "2024-06-01 02:00", "2024-06-02 00:00"),
+            ticket("A", "2024-06-20 00:00", "2024-06-20 06:00"),  # still open
+            # opened before the 365 days, resolved inside them: resolution counts, response does not
+            ticket("A", "2023-06-01 00:00", "2023-06-01 01:00", "2023-07-10 00:00"),
+        ],
+    )
+
+
+def voice_and_support_lake(settings: Settings) -> Settings:
+    return write_lake(settings, **voice_and_support_rows())
+
+
+def test_last_nps_category_and_mean_csat(settings: Settings) -> None:
+    snapshot = build(voice_and_support_lake(settings))
+    a, b = features_of(snapshot, "voice", "A"), features_of(snapshot, "voice", "B")
+    assert (a["last_nps"], a["last_nps_category"]) == (9, "promoter")
+    assert a["mean_csat_365d"] == pytest.approx(3.0)
+    assert a["survey_responses"] == 5
+    assert a["last_survey_at"] == at("2024-06-10 09:00")
+    assert (b["last_nps"], b["last_nps_category"]) == (3, "detractor")
+    assert b["mean_csat_365d"] is None
+
+
+def test_customer_without_surveys_or_tickets(settings: Settings) -> None:
+    snapshot = build(voice_and_support_lake(settings))
+    voice, support = features_of(snapshot, "voice", "C"), features_of(snapshot, "support", "C")
+    assert voice["survey_responses"] == 0
+    assert voice["last_nps"] is None and voice["last_nps_category"] is None and voice["last_survey_at"] is None
+    assert (support["tickets_90d"], support["tickets_365d"], support["open_tickets"]) == (0, 0, 0)
+    assert support["mean_first_response_hours_365d"] is None
+    assert support["max_resolution_hours_365d"] is None
+
+
+def test_first_response_and_resolution_hours_and_open_tickets(settings: Settings) -> None:
+    snapshot = build(voice_and_support_lake(settings))
+    a = features_of(snapshot, "support", "A")
+    assert (a["tickets_90d"], a["tickets_365d"], a["open_tickets"]) == (2, 2, 1)
+    assert (a["mean_first_response_hours_365d"], a["max_first_response_hours_365d"]) == (4.0, 6.0)
+    # resolved in the 365 days: 24 hours, and 39 days = 936 hours
+    assert (a["mean_resolution_hours_365d"], a["max_resolution_hours_365d"]) == (480.0, 936.0)
+
+
+# ---------------------------------------------------------------- profile and population
+
+
+def test_profile_age_band_opt_in_and_source_systems(settings: Settings) -> None:
+    write_lake(
+        settings,
+        customers=[
+            customer("A", birth_year=1990, marketing_opt_in=True, n_source_ids=2, city="Huế",
+                     acquisition_channel="facebook"),
+            customer("B", birth_year=1969, marketing_opt_in=False),
+            customer("C"),
+            customer("D", birth_year=2000),
+            customer("E", birth_year=1980),
+        ],
+        orders=[],
+    )  # fmt: skip
+    snapshot = build(settings)
+    a = features_of(snapshot, "profile", "A")
+    assert (a["age_band"], a["marketing_opt_in"], a["source_systems"]) == ("25-34", 1, 2)
+    assert (a["city"], a["acquisition_channel"], a["signup_at"]) == ("Huế", "facebook", at("2022-01-01"))
+    b, c = features_of(snapshot, "profile", "B"), features_of(snapshot, "profile", "C")
+    assert (b["age_band"], b["marketing_opt_in"]) == ("55+", 0)
+    assert c["age_band"] is None and c["marketing_opt_in"] is None
+    assert features_of(snapshot, "profile", "D")["age_band"] == "<25"
+    assert features_of(snapshot, "profile", "E")["age_band"] == "35-44"
+
+
+def test_account_opened_after_the_cutoff_is_not_counted_yet(settings: Settings) -> None:
+    # given A has a CRM account from 2022 and an app account opened after the cutoff
+    customers = [customer("A", n_source_ids=2)]
+    accounts = accounts_of(customers)
+    accounts[1]["signup_at"] = at("2024-08-15 00:00")
+    write_lake(settings, customers=customers, crosswalk=accounts, orders=[])
+    # when the snapshot is built, then only the account open at the cutoff counts
+    assert features_of(build(settings), "profile", "A")["source_systems"] == 1
+
+
+def test_population_is_signed_up_or_ordered_before_the_cutoff(settings: Settings) -> None:
+    # given F signs up after the cutoff but ordered before it, and G signs up after it and never ordered
+    write_lake(
+        settings,
+        customers=[customer("A"), customer("F", "2024-08-01"), customer("G", "2024-07-01")],
+        orders=[order("F", "2024-06-30 23:59", "10")],
+    )
+    snapshot = build(settings)
+    # then F is in, without a signup date yet; G, signing up at the cutoff instant, is not
+    assert list(snapshot["profile"]["customer_id"]) == ["A", "F"]
+    assert features_of(snapshot, "profile", "F")["signup_at"] is None
+
+
+def test_every_family_file_has_the_same_customers_once_each_and_the_exact_schema(settings: Settings) -> None:
+    voice_and_support_lake(settings)
+    write_lake(
+        settings,
+        customers=[customer(name) for name in "ZCBA"],
+        orders=[],
+        engagement_events=[event("A", "2024-06-01", "review")],
+    )
+    build_snapshots(settings, [CUTOFF])
+    for family in FAMILIES:
+        path = snapshot_path(settings, family, CUTOFF)
+        expected = pa.schema(
+            [("customer_id", pa.string()), ("event_timestamp", TS)]
+            + [(feature.name, ARROW_TYPES[feature.kind]) for feature in family_features(family)]
+        )
+        assert pq.read_schema(path).remove_metadata() == expected, family
+        table = pq.read_table(path)
+        assert table.column("customer_id").to_pylist() == ["A", "B", "C", "Z"], family
+        assert set(table.column("event_timestamp").to_pylist()) == {at("2024-07-01 00:00")}
+
+
+def test_files_are_named_by_family_and_cutoff_without_equals_sign(settings: Settings) -> None:
+    purchase_lake(settings)
+    build_snapshots(settings, [CUTOFF, date(2024, 6, 1)])
+    for family in FAMILIES:
+        assert sorted(path.name for path in family_dir(settings, family).iterdir()) == [
+            "2024-06-01.parquet",
+            "2024-07-01.parquet",
+        ]
+
+
+# ---------------------------------------------------------------- no leakage
+
+
+def _file_digests(settings: Settings, cutoff: date) -> dict[str, str]:
+    return {
+        family: hashlib.sha256(snapshot_path(settings, family, cutoff).read_bytes()).hexdigest() for family in FAMILIES
+    }
+
+
+def test_event_after_cutoff_never_changes_features(tmp_path: Path) -> None:
+    # given a lake, and the same lake plus an order, events, a survey and a ticket stamped at or
+    # after the cutoff, and a first response and resolutions (of tickets opened before) at it
+    def lake(data_dir: Path, later: bool) -> Settings:
+        tables = {
+            **voice_and_support_rows(),
+            "orders": purchase_rows()["orders"],
+            "engagement_events": engagement_rows()["engagement_events"],
+        }
+        tables["tickets"].append(ticket("B", "2024-06-30 22:00"))  # not answered before the cutoff
+        if later:
+            tables["orders"] += [order("A", "2024-07-01 00:00", "999"),
+                                 order("C", "2024-07-02 00:00", "5", status="returned")]
+            tables["engagement_events"] += [event("A", "2024-07-01 00:00", "session_start", "s9", page_views=3),
+                                            event("B", "2024-07-01 00:00", "email_open")]
+            tables["surveys"].append(survey("A", "2024-07-01 00:00", "nps", 0, response_id="R-late"))
+            tables["tickets"][-1] = ticket("B", "2024-06-30 22:00", "2024-07-01 00:00", "2024-07-01 00:00")
+            tables["tickets"][1] = ticket("A", "2024-06-20 00:00", "2024-06-20 06:00", "2024-07-01 00:00")
+            tables["tickets"].append(ticket("A", "2024-07-01 00:00", "2024-07-01 01:00", "2024-07-02 00:00"))
+        return write_lake(Settings(data_dir=data_dir), **tables)  # fmt: skip
+
+    before, after = lake(tmp_path / "before", later=False), lake(tmp_path / "after", later=True)
+    # when
+    build_snapshots(before, [CUTOFF])
+    build_snapshots(after, [CUTOFF])
+    # then every family file of the cutoff is byte-identical
+    assert _file_digests(before, CUTOFF) == _file_digests(after, CUTOFF)
+    # and the later rows do count at a later cutoff
+    build_snapshots(after, [date(2024, 7, 3)])
+    later = pd.read_parquet(snapshot_path(after, "voice", date(2024, 7, 3))).set_index("customer_id")
+    assert later.loc["A", "last_nps"] == 0
+
+
+def test_response_after_cutoff_keeps_the_ticket_open_and_out_of_response_times(settings: Settings) -> None:
+    # given a ticket opened before the cutoff, answered and resolved only after it
+    write_lake(
+        settings,
+        customers=[customer("A")],
+        orders=[],
+        tickets=[ticket("A", "2024-06-30 00:00", "2024-07-01 00:00", "2024-07-02 00:00")],
+    )
+    a = features_of(build(settings), "support", "A")
+    # then at the cutoff it is open and has no response time yet
+    assert a["open_tickets"] == 1
+    assert a["mean_first_response_hours_365d"] is None
+    assert a["max_resolution_hours_365d"] is None
+
+
+# ---------------------------------------------------------------- absent tables and the report
+
+
+def test_lake_of_customers_and_orders_only_builds_with_null_families(settings: Settings) -> None:
+    # given no surveys, tickets or engagement events in the lake
+    purchase_lake(settings)
+    # when
+    report = build_snapshots(settings, [CUTOFF])
+    # then those families are all NULL for everyone, and reported absent
+    assert report.absent_tables == ("engagement_events", "surveys", "tickets")
+    assert report.null_families == ("engagement", "voice", "support")
+    for family in report.null_families:
+        frame = pd.read_parquet(snapshot_path(settings, family, CUTOFF))
+        assert list(frame["customer_id"]) == ["A", "B", "C"]
+        assert frame.drop(columns=["customer_id", "event_timestamp"]).isna().all().all(), family
+    assert features_of(build(settings), "purchases", "A")["orders_lifetime"] == 4
+
+
+def test_report_counts_customers_and_renders_where_files_are(settings: Settings) -> None:
+    purchase_lake(settings)
+    report = build_snapshots(settings, [CUTOFF, date(2023, 1, 1)])
+    assert report.cutoffs == (date(2023, 1, 1), CUTOFF)
+    assert report.customers == {date(2023, 1, 1): 3, CUTOFF: 3}
+    console = Console(record=True, width=200)
+    console.print(report.render())
+    text = console.export_text()
+    assert "2024-07-01" in text and str(settings.features_dir) in text
+    assert "voice: all NULL, the lake has no surveys table" in text
+
+
+def test_rebuilding_a_cutoff_replaces_its_files_and_leaves_no_temporary_file(settings: Settings) -> None:
+    purchase_lake(settings)
+    build_snapshots(settings, [CUTOFF])
+    write_lake(settings, customers=[customer("A")], orders=[order("A", "2024-06-30 00:00", "5")])
+    build_snapshots(settings, [CUTOFF], console=Console(quiet=True))
+    frame = pd.read_parquet(snapshot_path(settings, "purchases", CUTOFF))
+    assert list(frame["customer_id"]) == ["A"] and frame["orders_lifetime"].tolist() == [1]
+    leftovers = [path for path in settings.data_dir.rglob("*") if path.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_failed_rebuild_leaves_the_previous_files_of_the_cutoff_whole(settings: Settings) -> None:
+    # given a built cutoff, then an engagement table that cannot be read
+    engagement_lake(settings)
+    build_snapshots(settings, [CUTOFF])
+    before = _file_digests(settings, CUTOFF)
+    (settings.lake_dir / "engagement_events.parquet").write_bytes(b"not parquet")
+    write_lake(settings, customers=[customer("A")], orders=[order("A", "2024-06-30 00:00", "5")])
+    # when the rebuild fails
+    with pytest.raises(CustlensError, match=r"engagement features at 2024-07-01 .* left as they were"):
+        build_snapshots(settings, [CUTOFF])
+    # then no file of the cutoff changed (purchases was computed first) and nothing is left behind
+    assert _file_digests(settings, CUTOFF) == before
+    assert [path for path in settings.data_dir.rglob("*") if path.name.startswith(".")] == []
+
+
+def test_progress_shows_one_line_per_cutoff(settings: Settings) -> None:
+    purchase_lake(settings)
+    console = Console(record=True, width=200)
+    build_snapshots(settings, [CUTOFF, date(2024, 6, 1)], console=console)
+    lines = [line for line in console.export_text().splitlines() if line.startswith("✓")]
+    assert [line.split(" (")[0] for line in lines] == ["✓ 2024-06-01: 3 customers", "✓ 2024-07-01: 3 customers"]
+
+
+def test_missing_orders_table_is_a_clear_error(settings: Settings) -> None:
+    write_lake(settings, customers=[customer("A")])
+    with pytest.raises(CustlensError, match=r"no orders\.parquet; run `custlens ingest` first"):
+        build_snapshots(settings, [CUTOFF])
+
+
+# ---------------------------------------------------------------- default cutoffs
+
+
+def with_features(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update={"features": settings.features.model_copy(update=changes)})
+
+
+def test_default_cutoffs_are_month_starts_over_the_order_history_plus_today(settings: Settings) -> None:
+    # given orders from 2024-01-15 10:00 to 2024-04-10
+    write_lake(
+        settings,
+        customers=[customer("A")],
+        orders=[order("A", "2024-01-15 10:00", "1"), order("A", "2024-04-10 18:00", "1")],
+    )
+    # then month starts after the first order, up to the day after the last, and today
+    assert default_cutoffs(settings, today=date(2024, 6, 5)) == [
+        date(2024, 2, 1), date(2024, 3, 1), date(2024, 4, 1), date(2024, 6, 5)
+    ]  # fmt: skip
+    assert default_cutoffs(with_features(settings, max_cutoffs=2, include_today=False)) == [
+        date(2024, 3, 1),
+        date(2024, 4, 1),
+    ]
+
+
+def test_default_weekly_cutoffs_are_mondays_strictly_after_the_first_order(settings: Settings) -> None:
+    # given a first order at Monday 2024-01-01 00:00 and a last on Sunday 2024-01-21
+    write_lake(
+        settings,
+        customers=[customer("A")],
+        orders=[order("A", "2024-01-01 00:00", "1"), order("A", "2024-01-21 10:00", "1")],
+    )
+    weekly = with_features(settings, cutoff_every="week", include_today=False)
+    # then that Monday is not a cutoff (nothing before it), the Monday after the last order day is
+    assert default_cutoffs(weekly) == [date(2024, 1, 8), date(2024, 1, 15), date(2024, 1, 22)]
+
+
+def test_default_cutoffs_of_a_lake_without_orders_is_just_today(settings: Settings) -> None:
+    write_lake(settings, customers=[customer("A")], orders=[])
+    assert default_cutoffs(settings, today=date(2024, 6, 5)) == [date(2024, 6, 5)]
+
+
+# ---------------------------------------------------------------- generated data
+
+
+@pytest.mark.integration
+def test_snapshot_of_generated_data_is_consistent_with_the_lake(tmp_path: Path) -> None:
+    # given a few hundred generated customers, ingested
+    settings = Settings(data_dir=tmp_path / "data", pii_salt=SecretStr("test-salt"))
+    generate(out_dir=settings.sample_dir, customers=400, seed=5, start=None, end=DEFAULT_END, dirty_rate=0.0,
+             file_format="parquet")  # fmt: skip
+    ingest(settings, settings.sample_dir)
+    cutoff = default_cutoffs(with_features(settings, include_today=False))[-1]
+    instant = pd.Timestamp(datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC))
+    # when
+    report = build_snapshots(settings, [cutoff])
+    snapshot = {family: pd.read_parquet(snapshot_path(settings, family, cutoff)) for family in FAMILIES}
+    # then every family has the same customers, once each, and no table is absent
+    assert report.absent_tables == ()
+    ids = snapshot["profile"]["customer_id"]
+    assert ids.is_unique and ids.is_monotonic_increasing and len(ids) == report.customers[cutoff]
+    assert all(frame["customer_id"].equals(ids) for frame in snapshot.values())
+    # counts are never NULL, shares stay in [0, 1], instants are before the cutoff
+    for family, frame in snapshot.items():
+        for feature in family_features(family):
+            values = frame[feature.name]
+            if feature.kind == "count" and feature.name not in ("last_nps", "marketing_opt_in"):
+                assert values.notna().all(), feature.name
+            if feature.kind == "timestamp" and feature.name != "signup_at":
+                assert (values.dropna() < instant).all(), feature.name
+    purchases, engagement = snapshot["purchases"], snapshot["engagement"]
+    for name in ("return_rate_365d", "cancellation_rate_365d", "discount_share_365d"):
+        assert purchases[name].dropna().between(0, 1).all(), name
+    assert engagement["cart_abandonment_rate_90d"].dropna().between(0, 1).all()
+    # and totals agree with the lake
+    orders = pd.read_parquet(settings.lake_dir / "orders.parquet")
+    completed = orders[(orders["status"] == "completed") & (orders["ordered_at"] < instant)]
+    assert purchases["orders_lifetime"].sum() == len(completed) > 0
+    assert purchases["revenue_lifetime"].sum() == pytest.approx(float(completed["net_amount"].astype(float).sum()))
+    events = pd.read_parquet(settings.lake_dir / "engagement_events.parquet")
+    recent = events[(events["occurred_at"] >= instant - pd.Timedelta(days=90)) & (events["occurred_at"] < instant)]
+    assert engagement["sessions_90d"].sum() == (recent["event_type"] == "session_start").sum() > 0
