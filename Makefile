@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 DEMO_CUSTOMERS ?= 20000
+DEMO_TRIALS    ?= 10
 
-.PHONY: demo test lint lock bench clean
+.PHONY: demo test lint lock bench clean mlflow-ui
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "custlens needs Python 3.11")'
@@ -23,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/custlens features apply
 	$(BIN)/custlens features materialize
 	$(BIN)/custlens features online
+	$(BIN)/custlens train --trials $(DEMO_TRIALS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -43,6 +45,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_1m.py
 	$(BIN)/python benchmarks/features_1m.py
 	$(BIN)/python benchmarks/feature_store_1m.py
+
+# The MLflow UI over the embedded default's tracking store (runs, trials, baselines, registry).
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf data .pytest_cache

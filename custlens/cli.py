@@ -184,6 +184,34 @@ def features_online(
     console.print(table)
 
 
+@app.command()
+@user_errors_exit_cleanly
+def train(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="churn, repurchase, clv or segments (repeatable; default: all)."),
+    ] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials per model (default: the config's).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Train, tune, evaluate and register the models; promote each that beats its champion."""
+    from training.train import render, train_all
+
+    settings = _settings(config)
+    every = ["churn", "repurchase", "clv", "segments"]
+    chosen = model or every
+    unknown = sorted(set(chosen) - set(every))
+    if unknown:
+        raise CustlensError(f"unknown model {', '.join(unknown)}; choose from {', '.join(every)}")
+    if trials is not None:
+        settings = settings.model_copy(update={"training": settings.training.model_copy(update={"trials": trials})})
+    results = train_all(settings, chosen, console=console)
+    console.print(render(results))
+    from training.tracking import tracking_uri
+
+    console.print(f"MLflow: {tracking_uri(settings)}  (open the UI with: make mlflow-ui)")
+
+
 def _shown(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "[dim]null[/]"

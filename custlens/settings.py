@@ -90,6 +90,31 @@ class FeastSettings(_Section):
     )
 
 
+class TrainingSettings(_Section):
+    """Label windows, splits, tuning budgets and the promotion gate of `custlens train`."""
+
+    activity_window_days: int = Field(365, ge=1, description="Churn is defined for customers who bought in these days.")
+    churn_window_days: int = Field(90, ge=1, description="No purchase in these days after the cutoff is churn.")
+    repurchase_window_days: int = Field(30, ge=1, description="A purchase in these days after the cutoff.")
+    clv_window_days: int = Field(365, ge=1, description="Customer value is net revenue in these days.")
+    train_cutoffs: int = Field(6, ge=1, description="Monthly cutoffs whose rows train each model.")
+    trials: int = Field(30, ge=1, description="Optuna trials per model.")
+    timeout_seconds: int = Field(600, ge=1, description="Optuna time budget per model.")
+    seed: int = Field(42, description="Seed of sampling, tuning and training.")
+    threads: int = Field(
+        1,
+        ge=1,
+        description="LightGBM threads. OpenMP threads spin while waiting: on a loaded machine (another job, "
+        "parallel tests) two threads on two cores ran 20x slower than one, so one is the safe default.",
+    )
+    promotion_margin: float = Field(
+        0.002, ge=0.0, description="A new model must beat the champion's test metric by at least this much."
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: SQLite store and artifacts in mlruns/ at the project root."
+    )
+
+
 class Settings(BaseSettings):
     """Everything custlens can be told; one instance per command run."""
 
@@ -105,6 +130,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     features: FeatureSettings = FeatureSettings()
     feast: FeastSettings = FeastSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @classmethod
     def settings_customise_sources(

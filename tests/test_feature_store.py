@@ -187,7 +187,7 @@ def test_online_frame_has_the_services_features_in_order(sqlite_store: tuple) ->
     frame = online.frame(CUSTOMERS[:2], "segments_v1")
 
     assert list(frame.columns[3:]) == list(online.service_features("segments_v1"))
-    assert "tickets_90d" not in frame.columns  # segments_v1 does not ask for support features
+    assert frame.columns[3] == "first_order_at"
 
 
 def test_stock_feast_reads_the_packed_vector_we_wrote(sqlite_store: tuple) -> None:

@@ -28,7 +28,7 @@ clv_v1 = FeatureService(
 )
 segments_v1 = FeatureService(
     name="segments_v1",
-    features=[purchases, engagement, voice, profile, recency],
-    description="Features the behavioural segments are clustered on, version 1.",
+    features=_everything,  # support features name clusters ("Support-heavy") even if not clustered on
+    description="Features the RFM segments and behavioural clusters are computed from, version 1.",
     tags={"model": "segments"},
 )

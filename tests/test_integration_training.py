@@ -1,0 +1,139 @@
+"""Training end to end on a few thousand generated customers: frames from Feast, tuning, MLflow
+runs with nested trials and baselines, the registry and the @champion gate, and model behaviour."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from pydantic import SecretStr
+
+from custlens.settings import Settings, load_settings
+from features.generate import DEFAULT_END, generate
+from features.ingest import ingest
+from features.snapshots import build_snapshots, default_cutoffs
+from features.store import apply_definitions
+from training.frames import CATEGORY_FEATURES, build_model_frame, feature_matrix
+from training.packaging import ModelBundle
+from training.tracking import connect, experiment_name, registered_name
+from training.train import CHAMPION, ModelResult, train_all
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS = 4_000
+MODELS = ["churn", "repurchase", "clv", "segments"]
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("training")
+    base = load_settings()
+    settings = base.model_copy(
+        update={
+            "data_dir": root / "data",
+            "pii_salt": SecretStr("test-salt"),
+            "training": base.training.model_copy(
+                update={
+                    "trials": 4,
+                    "timeout_seconds": 120,
+                    "tracking_uri": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+                }
+            ),
+        }
+    )
+    generate(out_dir=settings.sample_dir, customers=CUSTOMERS, seed=3, start=None, end=DEFAULT_END,
+             dirty_rate=0.0, file_format="parquet")  # fmt: skip
+    ingest(settings, settings.sample_dir)
+    build_snapshots(settings, default_cutoffs(settings, today=DEFAULT_END + timedelta(days=1)))
+    apply_definitions(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def first(settings: Settings) -> dict[str, ModelResult]:
+    return {result.model: result for result in train_all(settings, MODELS)}
+
+
+def test_every_model_is_registered_and_the_first_good_one_is_champion(settings: Settings, first: dict) -> None:
+    client = connect(settings)
+
+    for model in MODELS:
+        versions = client.search_model_versions(f"name = '{registered_name(model)}'")
+        assert [str(v.version) for v in versions] == ["1"]
+        if first[model].promoted:
+            assert str(client.get_model_version_by_alias(registered_name(model), CHAMPION).version) == "1"
+
+
+def test_classifiers_beat_logistic_rfm_and_stay_close_to_bgnbd(first: dict) -> None:
+    churn = first["churn"]
+    assert churn.metrics["test_auc"] > churn.baselines["logistic_rfm"]["test_auc"]
+    for model in ("churn", "repurchase"):
+        assert first[model].metrics["test_auc"] > 0.7
+        assert first[model].metrics["test_auc"] > first[model].baselines["bgnbd"]["test_auc"] - 0.02
+
+
+def test_clv_ranks_revenue_and_predicts_a_plausible_total(first: dict) -> None:
+    clv = first["clv"].metrics
+    assert clv["test_normalized_gini"] > 0.5
+    assert 0.5 < clv["test_total_ratio"] < 2.0
+
+
+def test_runs_and_baselines_log_the_same_metric_keys(settings: Settings, first: dict) -> None:
+    client = connect(settings)
+    experiment = client.get_experiment_by_name(experiment_name("churn"))
+    runs = client.search_runs([experiment.experiment_id])
+    model_keys = {k for k in client.get_run(first["churn"].run_id).data.metrics if k.startswith("test_")}
+    baselines = [r for r in runs if r.data.tags.get("kind") == "baseline"]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first["churn"].run_id
+              and "trial_state" in r.data.tags]  # fmt: skip
+
+    assert {b.data.tags["baseline"] for b in baselines} == {"logistic_rfm", "bgnbd"}
+    for baseline in baselines:
+        assert {k for k in baseline.data.metrics if k.startswith("test_")} == model_keys
+    assert len(trials) == 4
+
+
+def test_the_registered_model_loads_and_scores_like_the_bundle(settings: Settings, first: dict) -> None:
+    connect(settings)
+    frame = build_model_frame(settings, "churn").part("test").head(50)
+
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name('churn')}/1")
+    bundle: ModelBundle = pyfunc.unwrap_python_model().bundle
+
+    inputs = feature_matrix(frame, bundle.categories)  # the signature's types: numbers as float64
+    inputs[list(CATEGORY_FEATURES)] = inputs[list(CATEGORY_FEATURES)].astype("object")
+
+    np.testing.assert_allclose(pyfunc.predict(inputs)["probability"], bundle.predict(frame)["probability"])
+
+
+def test_churn_probability_rises_when_the_last_order_recedes(settings: Settings, first: dict) -> None:
+    connect(settings)
+    bundle: ModelBundle = mlflow.pyfunc.load_model(f"models:/{registered_name('churn')}/1").unwrap_python_model().bundle
+    frame = build_model_frame(settings, "churn").part("test")
+    recent = frame[pd.to_numeric(frame["days_since_last_order"]) < 60].head(300).copy()
+
+    later = recent.copy()
+    later["days_since_last_order"] = pd.to_numeric(later["days_since_last_order"]) + 180
+    later["days_since_last_engagement"] = pd.to_numeric(later["days_since_last_engagement"]) + 180
+
+    assert bundle.predict(later)["probability"].mean() > bundle.predict(recent)["probability"].mean() + 0.05
+
+
+def test_retraining_on_the_same_data_does_not_replace_the_champion(settings: Settings, first: dict) -> None:
+    (again,) = train_all(settings, ["churn"])
+
+    client = MlflowClient(tracking_uri=settings.training.tracking_uri)
+    assert again.version == "2" and not again.promoted
+    assert "not promoted" in again.decision and "champion v1" in again.decision
+    if first["churn"].promoted:
+        assert str(client.get_model_version_by_alias(registered_name("churn"), CHAMPION).version) == "1"
+
+
+def test_segments_are_named_and_stable_across_seeds(first: dict) -> None:
+    segments = first["segments"].metrics
+    assert segments["test_stability_across_seeds"] >= 0.9
+    assert 3 <= segments["test_k"] <= 8

@@ -1,0 +1,193 @@
+"""Labels, splits and metrics on tiny hand-made data: every window edge and definition checked."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings
+from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
+from training.frames import is_validation_customer, plan_split
+from training.labels import compute_labels, lake_end
+
+CUTOFF = date(2025, 1, 1)
+
+
+def write_orders(settings: Settings, rows: list[tuple[str, str, str, str]]) -> None:
+    """(customer_id, ordered_at 'YYYY-MM-DD HH:MM', status, net_amount) rows as the lake's orders."""
+    settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "customer_id": [r[0] for r in rows],
+            "ordered_at": pa.array([datetime.fromisoformat(r[1]).replace(tzinfo=UTC) for r in rows],
+                                   pa.timestamp("us", "UTC")),
+            "status": [r[2] for r in rows],
+            "net_amount": pa.array([Decimal(r[3]) for r in rows], pa.decimal128(18, 2)),
+        }
+    )  # fmt: skip
+    pq.write_table(table, settings.lake_dir / "orders.parquet")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path)
+
+
+def labels_of(settings: Settings, customer_id: str) -> dict:
+    frame = compute_labels(settings, [CUTOFF])
+    return frame.set_index("customer_id").loc[customer_id].to_dict()
+
+
+def test_active_customer_without_order_in_90_days_has_churned(settings: Settings) -> None:
+    write_orders(
+        settings, [("A", "2024-06-01 10:00", "completed", "100"), ("A", "2025-04-01 00:00", "completed", "50")]
+    )
+
+    labels = labels_of(settings, "A")
+
+    assert labels["active"] and labels["churned"]
+    assert not labels["repurchased"]
+
+
+def test_order_on_the_last_day_of_the_window_is_not_churn(settings: Settings) -> None:
+    write_orders(settings, [("A", "2024-12-31 23:00", "completed", "100"), ("A", "2025-03-31 23:59", "completed", "5")])
+
+    assert labels_of(settings, "A")["churned"] is False
+
+
+def test_order_exactly_at_the_cutoff_counts_after_it(settings: Settings) -> None:
+    write_orders(
+        settings, [("A", "2024-12-01 10:00", "completed", "100"), ("A", "2025-01-01 00:00", "completed", "70")]
+    )
+
+    labels = labels_of(settings, "A")
+
+    assert labels["repurchased"] and not labels["churned"]
+    assert labels["days_to_next_order"] == 0.0
+    assert labels["revenue_next"] == 70.0
+
+
+def test_customer_inactive_for_a_year_has_no_churn_label(settings: Settings) -> None:
+    write_orders(settings, [("A", "2023-06-01 10:00", "completed", "100")])
+
+    labels = labels_of(settings, "A")
+
+    assert not labels["active"]
+    assert labels["churned"] is None or np.isnan(labels["churned"])  # undefined, not False
+
+
+def test_returned_and_cancelled_orders_earn_nothing_and_are_not_purchases(settings: Settings) -> None:
+    write_orders(settings, [
+        ("A", "2024-12-01 10:00", "completed", "100"),
+        ("A", "2025-01-10 10:00", "returned", "300"),
+        ("A", "2025-01-11 10:00", "cancelled", "300"),
+        ("A", "2025-06-01 10:00", "completed", "40"),
+    ])  # fmt: skip
+
+    labels = labels_of(settings, "A")
+
+    assert not labels["repurchased"] and labels["churned"]
+    assert labels["revenue_next"] == 40.0
+    assert labels["days_to_next_order"] == pytest.approx(151 + 10 / 24)
+
+
+def test_customer_who_never_bought_before_the_cutoff_gets_no_row(settings: Settings) -> None:
+    write_orders(settings, [("A", "2024-12-01 10:00", "completed", "1"), ("B", "2025-02-01 10:00", "completed", "1")])
+
+    frame = compute_labels(settings, [CUTOFF])
+
+    assert list(frame["customer_id"]) == ["A"]
+
+
+def test_lake_end_is_the_day_after_the_last_order(settings: Settings) -> None:
+    write_orders(settings, [("A", "2025-03-14 18:00", "cancelled", "1")])
+
+    assert lake_end(settings) == datetime(2025, 3, 15, tzinfo=UTC)
+
+
+# -- splits ---------------------------------------------------------------------------------------
+
+
+MONTHS = [date(2024, m, 1) for m in range(1, 13)] + [date(2025, m, 1) for m in range(1, 13)]
+
+
+def test_test_cutoff_is_the_last_with_a_complete_window_and_nothing_trains_past_it() -> None:
+    end = datetime(2025, 12, 1, tzinfo=UTC)
+
+    split = plan_split(MONTHS, 90, end, train_cutoffs=4)
+
+    assert split.test == date(2025, 9, 1)  # 2025-09-01 + 90 days <= 2025-12-01 < 2025-10-01 + 90 days
+    assert split.validation == date(2025, 6, 1)
+    assert split.train == (date(2024, 12, 1), date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1))
+    assert all((split.test - c).days >= 90 for c in (*split.train, split.validation))
+    assert all((split.validation - c).days >= 90 for c in split.train)  # no training label window overlaps
+
+
+def test_validation_customers_are_a_stable_fifth_and_never_train() -> None:
+    ids = pd.Series([f"C{i:06d}" for i in range(20_000)])
+
+    held_out = is_validation_customer(ids)
+
+    assert 0.18 < held_out.mean() < 0.22
+    np.testing.assert_array_equal(held_out, is_validation_customer(ids.copy()))
+
+
+def test_too_short_a_history_for_the_window_is_a_clear_error() -> None:
+    with pytest.raises(CustlensError, match="365-day label window"):
+        plan_split(MONTHS[-3:], 365, datetime(2025, 12, 1, tzinfo=UTC), train_cutoffs=4)
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+def test_classifier_metrics_of_a_perfect_ranking() -> None:
+    actual = np.array([0] * 90 + [1] * 10)
+    probability = np.linspace(0.01, 0.99, 100)
+
+    metrics = classifier_metrics(actual, probability)
+
+    assert metrics["test_auc"] == 1.0
+    assert metrics["test_top_decile_capture"] == 1.0
+    assert metrics["test_top_decile_lift"] == pytest.approx(10.0)
+
+
+def test_normalized_gini_is_one_for_the_perfect_order_and_near_zero_for_noise() -> None:
+    rng = np.random.default_rng(0)
+    revenue = rng.gamma(0.5, 100.0, 5000)
+
+    assert normalized_gini(revenue, revenue) == pytest.approx(1.0)
+    assert abs(normalized_gini(revenue, rng.random(5000))) < 0.1
+
+
+def test_value_metrics_report_totals_and_ten_decile_errors() -> None:
+    actual = np.arange(100, dtype=float)
+
+    metrics = value_metrics(actual, actual * 2)
+
+    assert metrics["test_total_ratio"] == pytest.approx(2.0)
+    assert len([k for k in metrics if k.startswith("test_decile_")]) == 10
+
+
+def test_a_candidate_must_beat_the_champion_by_the_margin() -> None:
+    champion = {"test_auc": 0.80}
+
+    assert beats({"test_auc": 0.81}, champion, "churn", margin=0.005)
+    assert not beats({"test_auc": 0.802}, champion, "churn", margin=0.005)
+    assert beats({"test_auc": 0.5}, {}, "churn", margin=0.005)  # no champion yet
+
+
+def test_a_window_too_long_for_a_gap_trains_on_the_cutoffs_before_validation() -> None:
+    three_years = [date(year, month, 1) for year in (2023, 2024, 2025) for month in range(1, 13)]
+
+    split = plan_split(three_years, 365, datetime(2026, 1, 1, tzinfo=UTC), train_cutoffs=3)
+
+    assert (split.test, split.validation) == (date(2025, 1, 1), date(2024, 1, 1))
+    assert split.train == (date(2023, 10, 1), date(2023, 11, 1), date(2023, 12, 1))

@@ -1,0 +1,403 @@
+"""`custlens train`: for each model, build its point-in-time frame, tune LightGBM on the
+validation window, calibrate, evaluate on the test window, log everything to MLflow, register
+the model, and promote it to @champion only if it beats the current champion and its baselines
+on the same test rows."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from rich.console import Console, Group
+from rich.table import Table
+from sklearn.linear_model import LogisticRegression
+
+from custlens.settings import Settings
+from training import plots
+from training.evaluation import PRIMARY_METRIC, beats, classifier_metrics, value_metrics
+from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix
+from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
+from training.tracking import connect, registered_name, use_experiment
+from training.tuning import Objective, base_params, datasets, fit_lightgbm, tune
+
+CHAMPION = "champion"
+LABELS: dict[ModelName, str] = {"churn": "churned", "repurchase": "repurchased", "clv": "revenue_next"}
+OBJECTIVES: dict[ModelName, Objective] = {"churn": "binary", "repurchase": "binary", "clv": "tweedie"}
+
+# Baselines: (name, function of the model frame -> test predictions). Filled by training.baselines.
+Baseline = Callable[[ModelFrame], np.ndarray]
+
+
+@dataclass
+class ModelResult:
+    model: ModelName
+    run_id: str
+    version: str
+    metrics: dict[str, float]
+    promoted: bool
+    decision: str
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def test_metrics(model: ModelName, actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    if model == "clv":
+        return value_metrics(actual, predicted)
+    return classifier_metrics(actual, predicted)
+
+
+def _labels(rows: pd.DataFrame, model: ModelName) -> np.ndarray:
+    return rows[LABELS[model]].astype(float).to_numpy()
+
+
+def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
+    """Platt scaling fitted on the validation window (the test window measures how well it holds).
+
+    Isotonic regression calibrated as well here but turned the scores into steps, whose ties
+    lowered the test AUC; a logistic map of the log-odds is strictly increasing and keeps the ranking.
+    """
+    logit = np.log(np.clip(raw, 1e-6, 1 - 1e-6) / (1 - np.clip(raw, 1e-6, 1 - 1e-6)))
+    platt = LogisticRegression(C=1e6).fit(logit.reshape(-1, 1), actual.astype(int))
+    return float(platt.coef_[0, 0]), float(platt.intercept_[0])
+
+
+def _timing_booster(frame: ModelFrame, train_x: pd.DataFrame, valid_x: pd.DataFrame, seed: int, threads: int) -> Any:
+    """log1p(days to the next order) for rows whose next order is known: the expected next date."""
+    train_rows, valid_rows = frame.part("train"), frame.part("validation")
+    known_train = train_rows["days_to_next_order"].notna().to_numpy()
+    known_valid = valid_rows["days_to_next_order"].notna().to_numpy()
+    return fit_lightgbm(
+        {**base_params("regression", seed, threads), "learning_rate": 0.1, "num_leaves": 31},
+        *datasets(
+            (train_x[known_train], np.log1p(train_rows["days_to_next_order"].to_numpy()[known_train])),
+            (valid_x[known_valid], np.log1p(valid_rows["days_to_next_order"].to_numpy()[known_valid])),
+        ),
+    )
+
+
+def _log_dataset(rows: pd.DataFrame, model: ModelName, frame: ModelFrame, context: str, source: Path) -> None:
+    cutoffs = sorted({c.date().isoformat() for c in rows["cutoff"]})
+    plain = rows.copy()
+    for name in CATEGORY_FEATURES:
+        plain[name] = plain[name].astype("object")
+    dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+        plain,
+        source=str(source.resolve()),  # the snapshot folder Feast's point-in-time join read
+        targets=LABELS[model],
+        name=f"{frame.service} {cutoffs[0]}..{cutoffs[-1]}",
+    )
+    mlflow.log_input(dataset, context=context)
+
+
+def _log_trial(trial: optuna.trial.FrozenTrial) -> None:
+    with mlflow.start_run(run_name=f"trial {trial.number:03d}", nested=True):
+        mlflow.log_params(trial.params)
+        mlflow.set_tag("trial_state", trial.state.name.lower())
+        if trial.value is not None:
+            mlflow.log_metric("validation_loss", trial.value)
+        if "num_boost_round" in trial.user_attrs:
+            mlflow.log_metric("num_boost_round", trial.user_attrs["num_boost_round"])
+
+
+def _log_figures(model: ModelName, bundle: ModelBundle, test_x: pd.DataFrame, actual: np.ndarray,
+                 predicted: np.ndarray) -> None:  # fmt: skip
+    figures = {"gains.png": plots.gains_figure(actual, predicted, f"{model}: cumulative gains (test)")}
+    if model != "clv":
+        figures["calibration.png"] = plots.calibration_figure(actual, predicted, f"{model}: calibration (test)")
+    importance = pd.Series(bundle.booster.feature_importance("gain"), index=bundle.booster.feature_name())
+    figures["feature_importance.png"] = plots.importance_figure(importance, f"{model}: feature importance")
+    sample = test_x.sample(min(2000, len(test_x)), random_state=0)
+    contributions = np.asarray(bundle.booster.predict(sample, pred_contrib=True))[:, :-1]  # last column: expected value
+    figures["shap_summary.png"] = plots.shap_figure(contributions, sample, f"{model}: SHAP summary (test)")
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, name)
+        plots.close(figure)
+    mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
+
+
+def _champion_metrics(settings: Settings, model: ModelName, frame: ModelFrame) -> tuple[str | None, dict[str, float]]:
+    """The current champion re-scored on this run's test rows: a fair comparison on the same window."""
+    client = connect(settings)
+    try:
+        version = client.get_model_version_by_alias(registered_name(model), CHAMPION)
+    except MlflowException:
+        return None, {}
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered_name(model)}/{version.version}",
+                                                    dst_path=folder)  # fmt: skip
+        bundle = ModelBundle.load(next(Path(local).rglob(BUNDLE_FILE)))
+    test = frame.part("test")
+    scores = bundle.predict(test)
+    predicted = scores["predicted_value" if model == "clv" else "probability"].to_numpy()
+    return str(version.version), test_metrics(model, _labels(test, model), predicted)
+
+
+def train_model(
+    settings: Settings, model: ModelName, baselines: dict[str, Baseline] | None = None, console: Console | None = None
+) -> ModelResult:
+    started = time.perf_counter()
+    say = console.print if console else (lambda *_: None)
+    say(f"[bold]{model}[/]: building the point-in-time training frame")
+    frame = build_model_frame(settings, model)
+    train, valid, test = frame.part("train"), frame.part("validation"), frame.part("test")
+    train_x = feature_matrix(train)
+    categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
+    valid_x, test_x = feature_matrix(valid, categories), feature_matrix(test, categories)
+    train_y, valid_y, test_y = _labels(train, model), _labels(valid, model), _labels(test, model)
+    objective = OBJECTIVES[model]
+
+    connect(settings)
+    use_experiment(settings, model)
+    with mlflow.start_run(run_name=f"{model} lightgbm") as run:
+        mlflow.set_tags({"model": model, "kind": "lightgbm", "feature_service": frame.service,
+                         "test_cutoff": frame.split.test.isoformat()})  # fmt: skip
+        mlflow.log_params(
+            {
+                "label_window_days": _window(settings, model),
+                "train_cutoffs": ",".join(c.isoformat() for c in frame.split.train),
+                "validation_cutoff": frame.split.validation.isoformat(),
+                "test_cutoff": frame.split.test.isoformat(),
+                "feature_service": frame.service,
+                "rows_train": len(train),
+                "rows_validation": len(valid),
+                "rows_test": len(test),
+                "trials_budget": settings.training.trials,
+                "timeout_seconds_budget": settings.training.timeout_seconds,
+                "seed": settings.training.seed,
+            }
+        )
+        for rows, context in ((train, "training"), (valid, "validation"), (test, "test")):
+            _log_dataset(rows, model, frame, context, settings.features_dir)
+
+        say(f"[bold]{model}[/]: tuning LightGBM ({settings.training.trials} trials at most)")
+        tuned = tune(
+            objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
+            settings.training.timeout_seconds, settings.training.seed, settings.training.threads, on_trial=_log_trial,
+        )  # fmt: skip
+        mlflow.log_params({f"best_{k}": v for k, v in tuned.params.items() if k not in ("num_threads", "verbosity")})
+        mlflow.log_metrics({"validation_loss": tuned.best_value, "trials": tuned.trials, "trials_pruned": tuned.pruned})
+
+        booster = fit_lightgbm(tuned.params, *datasets((train_x, train_y), (valid_x, valid_y)))
+        bundle = ModelBundle(
+            model=model,
+            booster=booster,
+            categories=categories,
+            feature_service=frame.service,
+            meta={"test_cutoff": frame.split.test.isoformat()},
+        )
+        if model != "clv":
+            bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)
+        if model == "repurchase":
+            bundle.timing_booster = _timing_booster(frame, train_x, valid_x, settings.training.seed,
+                                                    settings.training.threads)  # fmt: skip
+
+        scores = bundle.predict(test)
+        predicted = scores["predicted_value" if model == "clv" else "probability"].to_numpy()
+        metrics = test_metrics(model, test_y, predicted)
+        if model == "repurchase":
+            known = test["days_to_next_order"].notna().to_numpy()
+            error = np.abs(
+                scores["expected_days_to_next_order"].to_numpy()[known] - test["days_to_next_order"].to_numpy()[known]
+            )
+            metrics["test_next_order_mae_days"] = float(np.mean(error)) if known.any() else float("nan")
+        mlflow.log_metrics(metrics)
+        _log_figures(model, bundle, test_x, test_y, predicted)
+
+        baseline_metrics = _run_baselines(model, frame, baselines or {})
+
+        say(f"[bold]{model}[/]: registering the model")
+        version = _log_and_register(model, bundle, test)
+        champion_version, champion_metrics = _champion_metrics(settings, model, frame)
+        promoted, decision = _decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
+                                     settings.training.promotion_margin)  # fmt: skip
+        client = connect(settings)
+        if promoted:
+            client.set_registered_model_alias(registered_name(model), CHAMPION, version)
+        client.set_model_version_tag(registered_name(model), version, "promotion", decision)
+        mlflow.set_tag("promotion", decision)
+        if champion_metrics:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
+    return ModelResult(model, run.info.run_id, version, metrics, promoted, decision, baseline_metrics,
+                       time.perf_counter() - started)  # fmt: skip
+
+
+def _window(settings: Settings, model: ModelName) -> int:
+    from training.frames import label_window
+
+    return label_window(settings, model)
+
+
+def _run_baselines(model: ModelName, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
+    """Each baseline as its own (nested) run with the same metric keys as the model."""
+    results = {}
+    test_y = _labels(frame.part("test"), model)
+    for name, baseline in baselines.items():
+        with mlflow.start_run(run_name=f"{model} baseline: {name}", nested=True):
+            mlflow.set_tags({"model": model, "kind": "baseline", "baseline": name})
+            predicted = baseline(frame)
+            metrics = test_metrics(model, test_y, predicted)
+            mlflow.log_metrics(metrics)
+            results[name] = metrics
+    return results
+
+
+def _log_and_register(model: ModelName, bundle: ModelBundle, test: pd.DataFrame) -> str:
+    # numbers as float64: an integer column in the signature would refuse a missing value later
+    example = feature_matrix(test.head(5), bundle.categories)
+    for name in CATEGORY_FEATURES:
+        example[name] = example[name].astype("object")
+    with tempfile.TemporaryDirectory() as folder:
+        path = bundle.save(Path(folder))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CustlensModel(),
+            artifacts={"bundle": str(path)},
+            # named, not inferred: inference imports the model in a subprocess (10 s per model)
+            pip_requirements=_requirements(),
+            signature=infer_signature(example, bundle.predict(example)),
+            input_example=example,
+            registered_model_name=registered_name(model),
+        )
+    return str(info.registered_model_version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn")]
+
+
+def _decide(
+    model: ModelName,
+    metrics: dict[str, float],
+    champion_version: str | None,
+    champion: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    margin: float,
+) -> tuple[bool, str]:
+    key, _ = PRIMARY_METRIC[model]
+    for name, baseline in baselines.items():
+        if not beats(metrics, baseline, model, 0.0):
+            return False, f"not promoted: {key} {metrics[key]:.4f} does not beat baseline {name} ({baseline[key]:.4f})"
+    if champion_version is None:
+        return True, f"promoted: first model, {key} {metrics[key]:.4f}, beats every baseline"
+    if not beats(metrics, champion, model, margin):
+        return False, (
+            f"not promoted: {key} {metrics[key]:.4f} vs champion v{champion_version} {champion[key]:.4f} "
+            f"on the same test rows (margin {margin})"
+        )
+    return (
+        True,
+        f"promoted: {key} {metrics[key]:.4f} beats champion v{champion_version} ({champion[key]:.4f}) by >= {margin}",
+    )
+
+
+SEGMENTS_SERVICE = "segments_v1"
+# Segment names must survive a retrain: two fits with different seeds keep at least this share.
+MIN_SEGMENT_STABILITY = 0.9
+
+
+def train_segments(settings: Settings, console: Console | None = None) -> ModelResult:
+    """RFM segments and behavioural clusters on the latest snapshot; promoted when names are stable."""
+    from features.online import snapshot_cutoffs
+    from features.store import entity_rows
+    from training.segments import BehaviouralSegmenter, RfmScorer, stability
+
+    started = time.perf_counter()
+    say = console.print if console else (lambda *_: None)
+    cutoff = snapshot_cutoffs(settings)[-1]
+    say(f"[bold]segments[/]: clustering customers as of {cutoff}")
+    customers = pd.read_parquet(settings.lake_dir / "customers.parquet", columns=["customer_id"])["customer_id"]
+    frame = training_frame_for(settings, entity_rows(customers.tolist(), [cutoff]), SEGMENTS_SERVICE)
+    seed = settings.training.seed
+    connect(settings)
+    use_experiment(settings, "segments")
+    with mlflow.start_run(run_name="segments kmeans") as run:
+        mlflow.set_tags({"model": "segments", "kind": "kmeans", "feature_service": SEGMENTS_SERVICE,
+                         "snapshot": cutoff.isoformat()})  # fmt: skip
+        rfm = RfmScorer.fit(frame)
+        behaviour = BehaviouralSegmenter.fit(frame, seed=seed)
+        again = BehaviouralSegmenter.fit(frame, seed=seed + 1)
+        bundle = SegmentsBundle(rfm, behaviour, SEGMENTS_SERVICE)
+        labels = bundle.predict(frame)
+        metrics = {f"test_{k}": float(v) for k, v in behaviour.metrics().items()}
+        metrics["test_stability_across_seeds"] = stability(labels["behavioural_segment"], again.predict(frame))
+        metrics["test_rows"] = float(len(frame))
+        mlflow.log_params({"snapshot": cutoff.isoformat(), "seed": seed, "customers": len(frame)})
+        mlflow.log_metrics(metrics)
+        for column in ("rfm_segment", "behavioural_segment"):
+            shares = labels[column].value_counts(normalize=True)
+            mlflow.log_metrics({f"share_{column}_{_metric_key(name)}": float(v) for name, v in shares.items()})
+        profile = behaviour.profile()
+        mlflow.log_table(profile.reset_index(), "segment_profile.json")
+        figure = plots.segments_figure(profile, "behavioural segments: size and profile")
+        mlflow.log_figure(figure, "segment_profile.png")
+        plots.close(figure)
+        example = frame[bundle.inputs].head(5).astype("float64")
+        with tempfile.TemporaryDirectory() as folder:
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=SegmentsModel(), artifacts={"segments": str(bundle.save(Path(folder)))},
+                signature=infer_signature(example, bundle.predict(example)), input_example=example,
+                pip_requirements=_requirements(), registered_model_name=registered_name("segments"),
+            )  # fmt: skip
+        version = str(info.registered_model_version)
+        stable = metrics["test_stability_across_seeds"] >= MIN_SEGMENT_STABILITY
+        decision = (
+            f"promoted: names kept by {metrics['test_stability_across_seeds']:.1%} of customers across seeds"
+            if stable
+            else f"not promoted: only {metrics['test_stability_across_seeds']:.1%} keep their name across seeds"
+        )
+        client = connect(settings)
+        if stable:
+            client.set_registered_model_alias(registered_name("segments"), CHAMPION, version)
+        client.set_model_version_tag(registered_name("segments"), version, "promotion", decision)
+        mlflow.set_tag("promotion", decision)
+    return ModelResult("segments", run.info.run_id, version, metrics, stable, decision,  # type: ignore[arg-type]
+                       seconds=time.perf_counter() - started)  # fmt: skip
+
+
+def _metric_key(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+def training_frame_for(settings: Settings, entities: pd.DataFrame, service: str) -> pd.DataFrame:
+    from features.store import training_frame
+
+    return training_frame(settings, entities, service)
+
+
+def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
+    from training.baselines_registry import baselines_for
+
+    results = [
+        train_model(settings, model, baselines_for(settings, model), console)  # type: ignore[arg-type]
+        for model in models
+        if model != "segments"
+    ]
+    if "segments" in models:
+        results.append(train_segments(settings, console))
+    return results
+
+
+def render(results: list[ModelResult]) -> Group:
+    table = Table(title="custlens train", expand=False)
+    for column in ("model", "version", "test metric", "best baseline", "@champion", "seconds"):
+        table.add_column(column)
+    for result in results:
+        key, _ = PRIMARY_METRIC[result.model]
+        best = max((m[key] for m in result.baselines.values()), default=float("nan"))
+        table.add_row(result.model, result.version, f"{key.removeprefix('test_')} {result.metrics[key]:.4f}",
+                      "-" if np.isnan(best) else f"{best:.4f}", "yes" if result.promoted else "no",
+                      f"{result.seconds:.0f}")  # fmt: skip
+    decisions = [f"{result.model} v{result.version}: {result.decision}" for result in results]
+    return Group(table, *decisions)
