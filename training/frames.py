@@ -152,7 +152,3 @@ def feature_matrix(rows: pd.DataFrame, categories: dict[str, list[str]] | None =
 
 def cutoff_of(day: date) -> pd.Timestamp:
     return pd.Timestamp(cutoff_instant(day))
-
-
-def positive_share(values: pd.Series) -> float:
-    return float(np.mean(values.astype(float))) if len(values) else float("nan")

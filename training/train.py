@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from custlens.settings import Settings
 from training import plots
 from training.evaluation import PRIMARY_METRIC, beats, classifier_metrics, value_metrics
-from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix
+from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix, label_window
 from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
 from training.tracking import connect, registered_name, use_experiment
 from training.tuning import Objective, base_params, datasets, fit_lightgbm, tune
@@ -163,7 +163,7 @@ def train_model(
                          "test_cutoff": frame.split.test.isoformat()})  # fmt: skip
         mlflow.log_params(
             {
-                "label_window_days": _window(settings, model),
+                "label_window_days": label_window(settings, model),
                 "train_cutoffs": ",".join(c.isoformat() for c in frame.split.train),
                 "validation_cutoff": frame.split.validation.isoformat(),
                 "test_cutoff": frame.split.test.isoformat(),
@@ -229,12 +229,6 @@ def train_model(
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
     return ModelResult(model, run.info.run_id, version, metrics, promoted, decision, baseline_metrics,
                        time.perf_counter() - started)  # fmt: skip
-
-
-def _window(settings: Settings, model: ModelName) -> int:
-    from training.frames import label_window
-
-    return label_window(settings, model)
 
 
 def _run_baselines(model: ModelName, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
@@ -310,7 +304,7 @@ MIN_SEGMENT_STABILITY = 0.9
 def train_segments(settings: Settings, console: Console | None = None) -> ModelResult:
     """RFM segments and behavioural clusters on the latest snapshot; promoted when names are stable."""
     from features.online import snapshot_cutoffs
-    from features.store import entity_rows
+    from features.store import entity_rows, training_frame
     from training.segments import BehaviouralSegmenter, RfmScorer, stability
 
     started = time.perf_counter()
@@ -318,7 +312,7 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
     cutoff = snapshot_cutoffs(settings)[-1]
     say(f"[bold]segments[/]: clustering customers as of {cutoff}")
     customers = pd.read_parquet(settings.lake_dir / "customers.parquet", columns=["customer_id"])["customer_id"]
-    frame = training_frame_for(settings, entity_rows(customers.tolist(), [cutoff]), SEGMENTS_SERVICE)
+    frame = training_frame(settings, entity_rows(customers.tolist(), [cutoff]), SEGMENTS_SERVICE)
     seed = settings.training.seed
     connect(settings)
     use_experiment(settings, "segments")
@@ -368,12 +362,6 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
 
 def _metric_key(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
-
-
-def training_frame_for(settings: Settings, entities: pd.DataFrame, service: str) -> pd.DataFrame:
-    from features.store import training_frame
-
-    return training_frame(settings, entities, service)
 
 
 def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
