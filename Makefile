@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/custlens features apply
 	$(BIN)/custlens features materialize
 	$(BIN)/custlens features online
-	$(BIN)/custlens train --trials $(DEMO_TRIALS)
+	$(BIN)/custlens train all --trials $(DEMO_TRIALS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

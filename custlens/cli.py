@@ -187,29 +187,30 @@ def features_online(
 @app.command()
 @user_errors_exit_cleanly
 def train(
-    model: Annotated[
-        list[str] | None,
-        typer.Option("--model", "-m", help="churn, repurchase, clv or segments (repeatable; default: all)."),
+    models: Annotated[
+        list[str] | None, typer.Argument(help="churn, repurchase, clv, segments or all (default: all).")
     ] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials per model (default: the config's).")] = None,
+    timeout: Annotated[
+        int | None, typer.Option(min=1, help="Optuna seconds per model (default: the config's).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Train, tune, evaluate and register the models; promote each that beats its champion."""
-    from training.train import render, train_all
+    from training.tracking import tracking_uri
+    from training.train import MODELS, render, train_all
 
     settings = _settings(config)
-    every = ["churn", "repurchase", "clv", "segments"]
-    chosen = model or every
-    unknown = sorted(set(chosen) - set(every))
+    chosen = list(MODELS) if not models or "all" in models else list(dict.fromkeys(models))
+    unknown = sorted(set(chosen) - set(MODELS))
     if unknown:
-        raise CustlensError(f"unknown model {', '.join(unknown)}; choose from {', '.join(every)}")
-    if trials is not None:
-        settings = settings.model_copy(update={"training": settings.training.model_copy(update={"trials": trials})})
+        raise CustlensError(f"unknown model {', '.join(unknown)}; choose from {', '.join(MODELS)} or all")
+    budget = {"trials": trials, "timeout_seconds": timeout}
+    changes = {key: value for key, value in budget.items() if value is not None}
+    settings = settings.model_copy(update={"training": settings.training.model_copy(update=changes)})
     results = train_all(settings, chosen, console=console)
     console.print(render(results))
-    from training.tracking import tracking_uri
-
-    console.print(f"MLflow: {tracking_uri(settings)}  (open the UI with: make mlflow-ui)")
+    console.print(f"MLflow: {tracking_uri(settings)}; open the UI with `make mlflow-ui` (http://127.0.0.1:5000)")
 
 
 def _shown(value: Any) -> str:

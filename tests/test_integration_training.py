@@ -17,10 +17,10 @@ from features.generate import DEFAULT_END, generate
 from features.ingest import ingest
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
-from training.frames import CATEGORY_FEATURES, build_model_frame, feature_matrix
+from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
 from training.tracking import connect, experiment_name, registered_name
-from training.train import CHAMPION, ModelResult, train_all
+from training.train import CHALLENGER, CHAMPION, ModelResult, train_all
 
 pytestmark = pytest.mark.integration
 
@@ -129,8 +129,19 @@ def test_retraining_on_the_same_data_does_not_replace_the_champion(settings: Set
     client = MlflowClient(tracking_uri=settings.training.tracking_uri)
     assert again.version == "2" and not again.promoted
     assert "not promoted" in again.decision and "champion v1" in again.decision
+    assert str(client.get_model_version_by_alias(registered_name("churn"), CHALLENGER).version) == "2"
     if first["churn"].promoted:
         assert str(client.get_model_version_by_alias(registered_name("churn"), CHAMPION).version) == "1"
+
+
+def test_no_training_or_validation_label_reaches_the_test_window(settings: Settings) -> None:
+    for model in ("churn", "repurchase", "clv"):
+        frame = build_model_frame(settings, model)
+        window = timedelta(days=label_window(settings, model))
+        seen = frame.rows[frame.rows["split"] != "test"]
+
+        assert (seen["cutoff"] + window <= cutoff_of(frame.split.test)).all(), model
+        assert set(frame.part("test")["cutoff"]) == {cutoff_of(frame.split.test)}
 
 
 def test_segments_are_named_and_stable_across_seeds(first: dict) -> None:

@@ -31,6 +31,8 @@ from training.tracking import connect, registered_name, use_experiment
 from training.tuning import Objective, base_params, datasets, fit_lightgbm, tune
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # the latest version that did not pass the gate, so it can still be compared
+MODELS = ("churn", "repurchase", "clv", "segments")
 LABELS: dict[ModelName, str] = {"churn": "churned", "repurchase": "repurchased", "clv": "revenue_next"}
 OBJECTIVES: dict[ModelName, Objective] = {"churn": "binary", "repurchase": "binary", "clv": "tweedie"}
 
@@ -220,10 +222,7 @@ def train_model(
         champion_version, champion_metrics = _champion_metrics(settings, model, frame)
         promoted, decision = _decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
                                      settings.training.promotion_margin)  # fmt: skip
-        client = connect(settings)
-        if promoted:
-            client.set_registered_model_alias(registered_name(model), CHAMPION, version)
-        client.set_model_version_tag(registered_name(model), version, "promotion", decision)
+        _set_alias(settings, model, version, promoted, decision)
         mlflow.set_tag("promotion", decision)
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
@@ -263,6 +262,13 @@ def _log_and_register(model: ModelName, bundle: ModelBundle, test: pd.DataFrame)
             registered_model_name=registered_name(model),
         )
     return str(info.registered_model_version)
+
+
+def _set_alias(settings: Settings, model: str, version: str, promoted: bool, decision: str) -> None:
+    """@champion for a version that passed the gate, @challenger for one that did not; the reason as a tag."""
+    client = connect(settings)
+    client.set_registered_model_alias(registered_name(model), CHAMPION if promoted else CHALLENGER, version)
+    client.set_model_version_tag(registered_name(model), version, "promotion", decision)
 
 
 def _requirements() -> list[str]:
@@ -351,10 +357,7 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
             if stable
             else f"not promoted: only {metrics['test_stability_across_seeds']:.1%} keep their name across seeds"
         )
-        client = connect(settings)
-        if stable:
-            client.set_registered_model_alias(registered_name("segments"), CHAMPION, version)
-        client.set_model_version_tag(registered_name("segments"), version, "promotion", decision)
+        _set_alias(settings, "segments", version, stable, decision)
         mlflow.set_tag("promotion", decision)
     return ModelResult("segments", run.info.run_id, version, metrics, stable, decision,  # type: ignore[arg-type]
                        seconds=time.perf_counter() - started)  # fmt: skip
