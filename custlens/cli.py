@@ -214,10 +214,12 @@ def train(
 
 
 def _shown(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "[dim]null[/]"
     if isinstance(value, float):
-        return f"{value:,.2f}"
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
     return str(value)
 
 

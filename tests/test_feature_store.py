@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from features import layout
 from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, STORED_FEATURES
 from features.online import (
     OnlineFeatures,
+    OnlineRows,
+    _online_table,
     entity_key_bytes,
     label_value_bytes,
     materialize,
@@ -30,6 +33,9 @@ from features.store import apply_definitions, cutoff_instant, entity_rows, featu
 
 SEPTEMBER, OCTOBER = date(2026, 9, 1), date(2026, 10, 1)
 CUSTOMERS = [f"C{i:04d}" for i in range(60)]
+# Known, unknown (never materialized; the empty id) and repeated ids, mixed.
+MIXED_IDS = [CUSTOMERS[0], "nobody", CUSTOMERS[5], CUSTOMERS[0], CUSTOMERS[59], "", CUSTOMERS[5]]
+MIXED_KNOWN = [True, False, True, True, True, False, True]
 
 
 def build_store(data_dir: Path, feast: FeastSettings | None = None) -> tuple[Settings, dict[date, dict[str, list]]]:
@@ -49,11 +55,61 @@ def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, di
     return build_store(tmp_path_factory.mktemp("feast"))
 
 
+def feasts_own_read(settings: Settings, ids: list[str]) -> OnlineRows:
+    """The same ids read by Feast's own `online_store.online_read`, put in OnlineRows' terms."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    store = feature_store(settings)
+    keys = [EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=i)]) for i in ids]
+    answers = store._get_provider().online_store.online_read(
+        store.config, store.get_feature_view("customer_vector"), keys
+    )
+    known: list[bool] = []
+    numbers: list[list[float]] = []
+    labels: list[list[str | None]] = []
+    stamps: list[datetime | None] = []
+    for stamp, values in answers:
+        # SQLite answers (None, None) for an unknown id; Redis an empty Value and the epoch.
+        if values is None or not values["numbers"].HasField("double_list_val"):
+            known.append(False)
+            numbers.append([math.nan] * len(PACKED_NUMBERS))
+            labels.append([None] * len(PACKED_LABELS))
+            stamps.append(None)
+            continue
+        if stamp is not None and settings.feast.online_store == "sqlite":
+            # Feast's SQLite reader turns stored epoch seconds into local wall time labelled UTC.
+            stamp = stamp.replace(tzinfo=None).astimezone(UTC)
+        known.append(True)
+        numbers.append(list(values["numbers"].double_list_val.val))
+        labels.append([label or None for label in values["labels"].string_list_val.val])
+        stamps.append(stamp)
+    return OnlineRows(ids, np.array(known), stamps, np.array(numbers), labels)
+
+
+def assert_same_rows(ours: OnlineRows, theirs: OnlineRows) -> None:
+    assert ours.customer_ids == theirs.customer_ids
+    np.testing.assert_array_equal(ours.known, theirs.known)
+    np.testing.assert_array_equal(ours.numbers, theirs.numbers)  # NaN where NaN, bit for bit elsewhere
+    assert ours.labels == theirs.labels
+    assert ours.feature_time == theirs.feature_time
+
+
+@pytest.fixture(params=["UTC", "ICT-7"])
+def local_timezone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The process's local time zone: UTC, then Indochina time (POSIX spelling, no tzdata needed)."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
 def same(a: object, b: object) -> bool:
     if a is None or (isinstance(a, float) and math.isnan(a)):
         return b is None or (isinstance(b, float) and math.isnan(b)) or b is pd.NaT
     if hasattr(a, "timestamp") and hasattr(b, "timestamp"):
-        return abs(a.timestamp() - b.timestamp()) < 1e-3  # type: ignore[attr-defined]
+        return abs(a.timestamp() - b.timestamp()) < 1e-3
     if isinstance(a, float) or isinstance(b, float):
         return math.isclose(float(a), float(b), rel_tol=1e-12)  # type: ignore[arg-type]
     return a == b
@@ -155,6 +211,60 @@ def test_unknown_id_comes_back_unknown_without_values(sqlite_store: tuple) -> No
     assert frame.iloc[0].drop(["customer_id", "known"]).isna().all()
 
 
+def test_bulk_reader_agrees_with_feasts_online_read_on_sqlite(sqlite_store: tuple, local_timezone: str) -> None:
+    settings, _ = sqlite_store
+
+    ours = OnlineFeatures(settings).read(MIXED_IDS)
+
+    assert list(ours.known) == MIXED_KNOWN
+    assert_same_rows(ours, feasts_own_read(settings, MIXED_IDS))
+    assert set(ours.feature_time) == {cutoff_instant(OCTOBER), None}
+
+
+def test_a_read_larger_than_one_select_keeps_every_id_in_order(sqlite_store: tuple) -> None:
+    settings, _ = sqlite_store
+    ids = [*CUSTOMERS[:30], *(f"nobody-{i}" for i in range(12_000)), *CUSTOMERS[30:]]
+
+    rows = OnlineFeatures(settings).read(ids)
+
+    assert rows.known.sum() == len(CUSTOMERS)
+    assert list(np.flatnonzero(rows.known)) == [*range(30), *range(12_030, 12_060)]
+    np.testing.assert_array_equal(rows.numbers[rows.known], OnlineFeatures(settings).read(CUSTOMERS).numbers)
+
+
+def test_a_vector_of_another_width_reads_as_unknown(tmp_path: Path) -> None:
+    settings, _ = build_store(tmp_path)
+    store = feature_store(settings)
+    table = _online_table(store, store.get_feature_view("customer_vector"))
+    # What a materialization from before a catalog change would have left behind.
+    table.write(
+        entity_key_bytes(["stale"]),
+        number_value_bytes(np.ones((1, len(PACKED_NUMBERS) - 1))),
+        label_value_bytes([["x"] * len(PACKED_LABELS)]),
+        int(cutoff_instant(OCTOBER).timestamp()),
+    )
+
+    rows = OnlineFeatures(settings).read(["stale", CUSTOMERS[0]])
+
+    assert list(rows.known) == [False, True]
+    assert np.isnan(rows.numbers[0]).all() and rows.labels[0] == [None] * len(PACKED_LABELS)
+    assert rows.feature_time[0] is None
+
+
+def test_a_long_lived_reader_sees_the_next_materialization(tmp_path: Path) -> None:
+    settings, values = build_store(tmp_path)
+    online = OnlineFeatures(settings)
+    assert same(values[OCTOBER]["revenue_365d"][7], online.read([CUSTOMERS[7]]).value(0, "revenue_365d"))
+    changed = dict(values[OCTOBER])
+    changed["revenue_365d"] = list(changed["revenue_365d"])
+    changed["revenue_365d"][7] = 654321.0
+    write_snapshot(tmp_path, OCTOBER, CUSTOMERS, changed)
+
+    materialize(settings)
+
+    assert online.read([CUSTOMERS[7]]).value(0, "revenue_365d") == 654321.0
+
+
 def test_online_day_counts_ten_days_after_the_snapshot_are_ten_days_larger(sqlite_store: tuple) -> None:
     settings, _ = sqlite_store
     online = OnlineFeatures(settings)
@@ -188,6 +298,37 @@ def test_online_frame_has_the_services_features_in_order(sqlite_store: tuple) ->
 
     assert list(frame.columns[3:]) == list(online.service_features("segments_v1"))
     assert frame.columns[3] == "first_order_at"
+
+
+def test_frame_dtypes_are_the_documented_ones_whatever_the_batch(sqlite_store: tuple) -> None:
+    settings, values = sqlite_store
+    online = OnlineFeatures(settings)
+    kind_of = {f.name: f.kind for f in STORED_FEATURES} | {name: "days" for name in RECENCY_FEATURES}
+    kinds = {name: kind_of[name] for name in online.service_features("churn_v1")}
+    expected = {"customer_id": "object", "known": "bool", "feature_time": "datetime64[us, UTC]"} | {
+        name: {"timestamp": "datetime64[us, UTC]", "category": "object"}.get(kind, "float64")
+        for name, kind in kinds.items()
+    }
+    # One known id (no NULL in most columns), every id and an unknown one (NULLs everywhere), unknown only.
+    batches = [[CUSTOMERS[2]], [*CUSTOMERS, "nobody"], ["nobody"]]
+
+    frames = [online.frame(ids, "churn_v1") for ids in batches]
+
+    for frame in frames:
+        assert {column: str(dtype) for column, dtype in frame.dtypes.items()} == expected
+    every = frames[1]
+    for name, kind in kinds.items():
+        column = every[name]
+        if kind == "days":
+            continue
+        stored = values[OCTOBER][name]
+        assert [same(value, column[i]) for i, value in enumerate(stored)] == [True] * len(CUSTOMERS), name
+        if kind == "category":
+            assert column.iloc[-1] is None
+        else:
+            assert pd.isna(column.iloc[-1])
+    assert (every["feature_time"].iloc[:-1] == pd.Timestamp(cutoff_instant(OCTOBER))).all()
+    assert every["feature_time"].isna().iloc[-1]
 
 
 def test_stock_feast_reads_the_packed_vector_we_wrote(sqlite_store: tuple) -> None:
@@ -292,6 +433,16 @@ def test_redis_online_store_serves_the_latest_snapshot(tmp_path: Path, redis_fea
         for name in ("orders_365d", "revenue_30d", "city", "last_order_at", "last_nps_category"):
             assert same(values[OCTOBER][name][i], rows.value(i, name)), name
     assert rows.feature_time[0] == cutoff_instant(OCTOBER)
+
+
+def test_bulk_reader_agrees_with_feasts_online_read_on_redis(tmp_path: Path, redis_feast: FeastSettings) -> None:
+    settings, _ = build_store(tmp_path, redis_feast)
+
+    ours = OnlineFeatures(settings).read(MIXED_IDS)
+
+    assert list(ours.known) == MIXED_KNOWN
+    assert_same_rows(ours, feasts_own_read(settings, MIXED_IDS))
+    assert set(ours.feature_time) == {cutoff_instant(OCTOBER), None}
 
 
 def test_redis_store_emptied_behind_our_back_is_reloaded_in_full(tmp_path: Path, redis_feast: FeastSettings) -> None:
