@@ -216,6 +216,9 @@ def train_model(
         _log_figures(model, bundle, test_x, test_y, predicted)
 
         baseline_metrics = _run_baselines(model, frame, baselines or {})
+        metrics.update(_oracle_metrics(settings, model, frame, metrics, baseline_metrics))
+        if "oracle_gap_closed" in metrics:
+            mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
 
         say(f"[bold]{model}[/]: registering the model")
         version = _log_and_register(model, bundle, test)
@@ -228,6 +231,38 @@ def train_model(
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
     return ModelResult(model, run.info.run_id, version, metrics, promoted, decision, baseline_metrics,
                        time.perf_counter() - started)  # fmt: skip
+
+
+def _oracle_metrics(
+    settings: Settings,
+    model: ModelName,
+    frame: ModelFrame,
+    metrics: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+) -> dict[str, float]:
+    """On generated sample data, the best achievable score and the share of the gap from the best
+    baseline to it that the model closes. Real data has no truth: then nothing is returned."""
+    from custlens.errors import CustlensError
+    from training.oracle import gap_closed, load_truth, oracle_predictions, truth_dir_for
+
+    truth_dir = truth_dir_for(settings)
+    if truth_dir is None:
+        return {}
+    try:
+        truth = load_truth(truth_dir, settings.lake_dir)
+    except CustlensError:
+        return {}  # the lake was not ingested from this sample: no truth to compare with
+    test = frame.part("test")
+    predicted = oracle_predictions(truth, test["customer_id"].tolist(), frame.split.test, model,
+                                   label_window(settings, model))  # fmt: skip
+    key, _ = PRIMARY_METRIC[model]
+    oracle = test_metrics(model, _labels(test, model), predicted)[key]
+    best_baseline = max((b[key] for b in baselines.values()), default=float("nan"))
+    return {
+        f"oracle_{key}": oracle,
+        "oracle_best_baseline": best_baseline,
+        "oracle_gap_closed": gap_closed(best_baseline, metrics[key], oracle),
+    }
 
 
 def _run_baselines(model: ModelName, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
@@ -382,13 +417,26 @@ def train_all(settings: Settings, models: Sequence[str], console: Console | None
 
 def render(results: list[ModelResult]) -> Group:
     table = Table(title="custlens train", expand=False)
-    for column in ("model", "version", "test metric", "best baseline", "@champion", "seconds"):
+    for column in ("model", "version", "test metric", "baseline", "oracle", "gap closed", "alias", "seconds"):
         table.add_column(column)
     for result in results:
         key, _ = PRIMARY_METRIC[result.model]
         best = max((m[key] for m in result.baselines.values()), default=float("nan"))
-        table.add_row(result.model, result.version, f"{key.removeprefix('test_')} {result.metrics[key]:.4f}",
-                      "-" if np.isnan(best) else f"{best:.4f}", "yes" if result.promoted else "no",
-                      f"{result.seconds:.0f}")  # fmt: skip
+        oracle = result.metrics.get(f"oracle_{key}", float("nan"))
+        closed = result.metrics.get("oracle_gap_closed", float("nan"))
+        table.add_row(
+            result.model,
+            result.version,
+            f"{key.removeprefix('test_')} {result.metrics[key]:.4f}",
+            _number(best),
+            _number(oracle),
+            "-" if np.isnan(closed) else f"{closed:.0%}",
+            CHAMPION if result.promoted else CHALLENGER,
+            f"{result.seconds:.0f}",
+        )
     decisions = [f"{result.model} v{result.version}: {result.decision}" for result in results]
     return Group(table, *decisions)
+
+
+def _number(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.4f}"

@@ -1,0 +1,173 @@
+"""The oracle on a small generated sample: it ranks churn and repurchase far better than recency,
+its CLV adds up to the revenue that came, and it is skipped where there is no truth."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings, load_settings
+from features.generate import DEFAULT_END, generate
+from features.ingest import ingest
+from features.store import cutoff_instant
+from training.evaluation import normalized_gini
+from training.labels import compute_labels, lake_end, window_complete
+from training.oracle import gap_closed, load_truth, oracle_predictions, truth_dir_for
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS = 2_000
+# cutoffs whose label windows end before the simulated history does
+CHURN_CUTOFF, REPURCHASE_CUTOFF, CLV_CUTOFF = date(2026, 7, 1), date(2026, 9, 1), date(2025, 10, 1)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    base = load_settings()
+    settings = base.model_copy(update={"data_dir": tmp_path_factory.mktemp("data")})
+    generate(
+        out_dir=settings.sample_dir,
+        customers=CUSTOMERS,
+        seed=5,
+        start=None,
+        end=DEFAULT_END,
+        dirty_rate=0.02,
+        file_format="csv",
+    )
+    ingest(settings, settings.sample_dir)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def truth(settings: Settings) -> pd.DataFrame:
+    truth_dir = truth_dir_for(settings)
+    assert truth_dir is not None
+    return load_truth(truth_dir, settings.lake_dir)
+
+
+def _labels(settings: Settings, cutoff: date, window_days: int) -> pd.DataFrame:
+    assert window_complete(cutoff, window_days, lake_end(settings))
+    return compute_labels(settings, [cutoff])
+
+
+def _days_since_last_completed_order(settings: Settings, customer_ids: pd.Series, cutoff: date) -> np.ndarray:
+    last = duckdb.sql(
+        f"""SELECT customer_id, max(ordered_at) AS last_order_at
+            FROM read_parquet('{settings.lake_dir / "orders.parquet"}')
+            WHERE status = 'completed' AND ordered_at < TIMESTAMPTZ '{cutoff_instant(cutoff).isoformat()}'
+            GROUP BY customer_id"""
+    ).df()
+    last_order_at = customer_ids.to_frame().merge(last, on="customer_id", how="left")["last_order_at"]
+    return ((pd.Timestamp(cutoff_instant(cutoff)) - last_order_at).dt.total_seconds() / 86400).to_numpy()
+
+
+def test_truth_has_one_row_per_lake_customer(settings: Settings, truth: pd.DataFrame) -> None:
+    crosswalk = pd.read_parquet(settings.lake_dir / "crosswalk.parquet")
+
+    assert truth["customer_id"].is_unique
+    assert set(truth["customer_id"]) == set(crosswalk["customer_id"])
+    assert (truth["n_persons"] == truth["persons"].map(len)).all()
+    assert truth["purchase_rate"].notna().all()
+
+
+def test_oracle_ranks_churn_far_better_than_recency(settings: Settings, truth: pd.DataFrame) -> None:
+    labels = _labels(settings, CHURN_CUTOFF, 90)
+    labels = labels[labels["active"].astype(bool)]
+    churned = labels["churned"].astype(bool).to_numpy()
+
+    oracle = oracle_predictions(truth, labels["customer_id"].tolist(), CHURN_CUTOFF, "churn", 90)
+    recency = _days_since_last_completed_order(settings, labels["customer_id"], CHURN_CUTOFF)
+
+    oracle_auc = roc_auc_score(churned, oracle)
+    assert oracle_auc > 0.85
+    assert oracle_auc > roc_auc_score(churned, recency) + 0.03
+    assert oracle.mean() == pytest.approx(churned.mean(), abs=0.05)  # calibrated, not only ranked
+
+
+def test_oracle_ranks_repurchase_far_better_than_recency(settings: Settings, truth: pd.DataFrame) -> None:
+    labels = _labels(settings, REPURCHASE_CUTOFF, 30)
+    repurchased = labels["repurchased"].astype(bool).to_numpy()
+
+    oracle = oracle_predictions(truth, labels["customer_id"].tolist(), REPURCHASE_CUTOFF, "repurchase", 30)
+    recency = _days_since_last_completed_order(settings, labels["customer_id"], REPURCHASE_CUTOFF)
+
+    oracle_auc = roc_auc_score(repurchased, oracle)
+    assert oracle_auc > 0.85
+    assert oracle_auc > roc_auc_score(repurchased, -recency) + 0.03
+    assert oracle.mean() == pytest.approx(repurchased.mean(), abs=0.05)
+
+
+def test_oracle_clv_adds_up_to_the_revenue_that_came(settings: Settings, truth: pd.DataFrame) -> None:
+    labels = _labels(settings, CLV_CUTOFF, 365)
+    revenue = labels["revenue_next"].to_numpy(dtype=float)
+
+    oracle = oracle_predictions(truth, labels["customer_id"].tolist(), CLV_CUTOFF, "clv", 365)
+
+    assert oracle.sum() == pytest.approx(revenue.sum(), rel=0.15)
+    assert normalized_gini(revenue, oracle) > 0.85
+
+
+def test_nobody_who_dropped_out_before_the_cutoff_is_expected_to_buy(truth: pd.DataFrame) -> None:
+    cutoff = CHURN_CUTOFF
+    gone = truth[(truth["n_persons"] == 1) & (truth["dropout_at"] < pd.Timestamp(cutoff_instant(cutoff)))]
+    assert len(gone) > 0
+
+    churn = oracle_predictions(truth, gone["customer_id"].tolist(), cutoff, "churn", 90)
+    clv = oracle_predictions(truth, gone["customer_id"].tolist(), cutoff, "clv", 365)
+
+    assert (churn == 1).all()
+    assert (clv == 0).all()
+
+
+def test_a_customer_the_truth_does_not_know_is_an_error(truth: pd.DataFrame) -> None:
+    with pytest.raises(CustlensError, match="not in the truth"):
+        oracle_predictions(truth, ["C-nobody"], CHURN_CUTOFF, "churn", 90)
+
+
+def test_truth_of_other_data_is_refused(settings: Settings, tmp_path: Path) -> None:
+    lake_dir = tmp_path / "lake"
+    lake_dir.mkdir()
+    other = pd.DataFrame({"source": ["crm"], "source_customer_id": ["NOT-GENERATED"], "customer_id": ["C1"]})
+    other.to_parquet(lake_dir / "crosswalk.parquet")
+    truth_dir = truth_dir_for(settings)
+    assert truth_dir is not None
+
+    with pytest.raises(CustlensError, match="other data"):
+        load_truth(truth_dir, lake_dir)
+
+
+def test_gap_closed_is_the_share_of_the_baseline_to_oracle_gap() -> None:
+    assert gap_closed(baseline=0.78, model=0.791, oracle=0.88) == pytest.approx(0.11)
+    assert gap_closed(baseline=0.78, model=0.88, oracle=0.88) == pytest.approx(1.0)
+    assert gap_closed(baseline=0.78, model=0.77, oracle=0.88) == pytest.approx(-0.1)
+
+
+def test_gap_closed_is_nan_when_the_oracle_does_not_beat_the_baseline() -> None:
+    assert math.isnan(gap_closed(baseline=0.8, model=0.81, oracle=0.8))
+    assert math.isnan(gap_closed(baseline=0.8, model=0.81, oracle=0.7))
+    assert math.isnan(gap_closed(baseline=0.8, model=0.81, oracle=float("nan")))
+
+
+def test_there_is_no_truth_for_a_business_without_sample_data(tmp_path: Path) -> None:
+    settings = load_settings().model_copy(update={"data_dir": tmp_path})
+    assert truth_dir_for(settings) is None
+
+    (settings.sample_dir / "truth").mkdir(parents=True)
+    assert truth_dir_for(settings) is None  # an empty folder is no truth either
+
+
+def test_the_sample_truth_is_found_where_generate_writes_it(settings: Settings) -> None:
+    assert truth_dir_for(settings) == settings.sample_dir / "truth"
+
+
+def test_cutoffs_are_midnight_utc() -> None:
+    # the oracle's calendar assumes it: a cutoff is 07:00 local time in the generated shop
+    assert cutoff_instant(CHURN_CUTOFF) == datetime(2026, 7, 1, tzinfo=cutoff_instant(CHURN_CUTOFF).tzinfo)
