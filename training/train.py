@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,33 @@ def _log_dataset(rows: pd.DataFrame, model: ModelName, frame: ModelFrame, contex
     mlflow.log_input(dataset, context=context)
 
 
+@contextmanager
+def _trial_progress(
+    console: Console | None, model: str, trials: int
+) -> Iterator[Callable[[optuna.trial.FrozenTrial], None]]:
+    """Each finished trial is logged as a nested run and, on a console, advances a progress bar."""
+    if console is None:
+        yield _log_trial
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(f"[bold]{model}[/]: tuning"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("trials", total=trials, best="-")
+        best = float("inf")
+
+        def on_trial(trial: optuna.trial.FrozenTrial) -> None:
+            nonlocal best
+            _log_trial(trial)
+            if trial.value is not None and trial.value < best:
+                best = trial.value
+            progress.update(task, advance=1, best=f"{best:.4f}" if best < float("inf") else "-")
+
+        yield on_trial
+
+
 def _log_trial(trial: optuna.trial.FrozenTrial) -> None:
     with mlflow.start_run(run_name=f"trial {trial.number:03d}", nested=True):
         mlflow.log_params(trial.params)
@@ -181,11 +209,11 @@ def train_model(
         for rows, context in ((train, "training"), (valid, "validation"), (test, "test")):
             _log_dataset(rows, model, frame, context, settings.features_dir)
 
-        say(f"[bold]{model}[/]: tuning LightGBM ({settings.training.trials} trials at most)")
-        tuned = tune(
-            objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
-            settings.training.timeout_seconds, settings.training.seed, settings.training.threads, on_trial=_log_trial,
-        )  # fmt: skip
+        with _trial_progress(console, model, settings.training.trials) as on_trial:
+            tuned = tune(
+                objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
+                settings.training.timeout_seconds, settings.training.seed, settings.training.threads, on_trial=on_trial,
+            )  # fmt: skip
         mlflow.log_params({f"best_{k}": v for k, v in tuned.params.items() if k not in ("num_threads", "verbosity")})
         mlflow.log_metrics({"validation_loss": tuned.best_value, "trials": tuned.trials, "trials_pruned": tuned.pruned})
 
