@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,12 +94,18 @@ def _log_dataset(rows: pd.DataFrame, model: ModelName, frame: ModelFrame, contex
     plain = rows.copy()
     for name in CATEGORY_FEATURES:
         plain[name] = plain[name].astype("object")
-    dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-        plain,
-        source=str(source.resolve()),  # the snapshot folder Feast's point-in-time join read
-        targets=LABELS[model],
-        name=f"{frame.service} {cutoffs[0]}..{cutoffs[-1]}",
-    )
+    # counts as float64: they can be missing, which an integer column in the schema cannot say
+    integers = plain.select_dtypes("integer").columns
+    plain[integers] = plain[integers].astype("float64")
+    with warnings.catch_warnings():
+        # a local folder matches MLflow's local-artifact source twice; it picks the right one
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+            plain,
+            source=str(source.resolve()),  # the snapshot folder Feast's point-in-time join read
+            targets=LABELS[model],
+            name=f"{frame.service} {cutoffs[0]}..{cutoffs[-1]}",
+        )
     mlflow.log_input(dataset, context=context)
 
 

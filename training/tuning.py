@@ -68,10 +68,9 @@ Data = tuple[pd.DataFrame, np.ndarray]
 def datasets(train: Data, valid: Data) -> tuple[lgb.Dataset, lgb.Dataset]:
     """Binned once and reused by every trial: binning is most of a small fit's cost."""
     # feature_pre_filter off: trials change min_data_in_leaf, which pre-filtering would freeze
-    train_set = lgb.Dataset(
-        train[0], train[1], free_raw_data=False, params={"verbosity": -1, "feature_pre_filter": False}
-    )
-    valid_set = lgb.Dataset(valid[0], valid[1], reference=train_set, free_raw_data=False)
+    binning = {"verbosity": -1, "feature_pre_filter": False}
+    train_set = lgb.Dataset(train[0], train[1], free_raw_data=False, params=binning)
+    valid_set = lgb.Dataset(valid[0], valid[1], reference=train_set, free_raw_data=False, params=binning)
     return train_set, valid_set
 
 
