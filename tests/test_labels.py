@@ -214,3 +214,14 @@ def test_a_better_model_than_champion_and_baselines_is_promoted() -> None:
                           {"bgnbd_gamma_gamma": {"test_normalized_gini": 0.75}}, 0.002)  # fmt: skip
 
     assert promoted
+
+
+def test_calibration_error_is_zero_for_calibrated_and_large_for_overconfident_scores() -> None:
+    rng = np.random.default_rng(1)
+    probability = rng.random(50_000)
+    actual = (rng.random(50_000) < probability).astype(float)
+
+    calibrated = classifier_metrics(actual, probability)["test_calibration_error"]
+    overconfident = classifier_metrics(actual, np.where(probability > 0.5, 0.99, 0.01))["test_calibration_error"]
+
+    assert calibrated < 0.01 and overconfident > 0.2

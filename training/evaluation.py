@@ -38,9 +38,21 @@ def classifier_metrics(actual: np.ndarray, probability: np.ndarray) -> dict[str,
         "test_brier": float(brier_score_loss(y, p)),
         "test_top_decile_lift": float(y[top].mean() / base_rate) if base_rate > 0 else float("nan"),
         "test_top_decile_capture": float(y[top].sum() / y.sum()) if y.sum() > 0 else float("nan"),
+        "test_calibration_error": expected_calibration_error(y, p),
+        "test_mean_predicted": float(p.mean()),
         "test_positive_rate": float(base_rate),
         "test_rows": float(len(y)),
     }
+
+
+def expected_calibration_error(actual: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed share - mean prediction| over equal-count bins of the prediction, weighted by size."""
+    order = np.argsort(probability, kind="stable")
+    error = 0.0
+    for part in np.array_split(order, bins):
+        if len(part):
+            error += len(part) * abs(actual[part].mean() - probability[part].mean())
+    return float(error / len(actual))
 
 
 def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
