@@ -20,6 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/custlens generate --customers $(DEMO_CUSTOMERS) --seed 7 --dirty-rate 0.01
 	$(BIN)/custlens ingest
+	$(BIN)/custlens kpis
 	$(BIN)/custlens features build
 	$(BIN)/custlens features apply
 	$(BIN)/custlens features materialize

@@ -104,10 +104,61 @@ def ingest(
 ) -> None:
     """Validate exports, quarantine bad rows, resolve identities, hash PII, write the lake."""
     from features.ingest import ingest as run_ingest
+    from features.kpis import build_kpi_cube
 
     settings = _settings(config)
     report = run_ingest(settings, source or settings.sample_dir, console=console)
     console.print(report.render())
+    console.print(f"KPI cube: {build_kpi_cube(settings)}", highlight=False)
+
+
+@app.command("kpis")
+@user_errors_exit_cleanly
+def kpis_command(
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="First day, YYYY-MM-DD (UTC), included (default: last full month).")
+    ] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), included.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="month, week, channel or city.")] = None,
+    output_format: Annotated[
+        Literal["table", "json", "csv"], typer.Option("--format", help="How the KPIs are printed.")
+    ] = "table",
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the KPI cube from the lake first.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """KPI summary of a period from the daily KPI cube; a KPI without data shows as missing, with the reason."""
+    from typing import cast
+
+    from features.kpis import Grouping, build_kpi_cube
+    from features.kpis import kpis as compute_kpis
+
+    settings = _settings(config)
+    if rebuild:
+        build_kpi_cube(settings)
+    if date_from is None and date_to is None:
+        start, end = _last_full_month(settings)
+    elif date_from is None or date_to is None:
+        raise CustlensError("give both --from and --to, or neither for the last full month of the data")
+    else:
+        start, end = _required_day(date_from, "--from"), _required_day(date_to, "--to")
+    table = compute_kpis(settings, start, end, cast("Grouping | None", by))  # checks --by and the date order
+    if output_format == "table":
+        console.print(table.render())
+    else:
+        sys.stdout.write(table.to_json() + "\n" if output_format == "json" else table.to_csv())
+
+
+def _last_full_month(settings: Settings) -> tuple[date, date]:
+    """The last calendar month wholly covered by the lake's orders."""
+    from datetime import timedelta
+
+    from training.labels import lake_end
+
+    end = lake_end(settings).date()  # the day after the last order day
+    last_day = end - timedelta(days=1)
+    if end.day != 1:  # the last month is not complete: take the one before it
+        last_day = end.replace(day=1) - timedelta(days=1)
+    return last_day.replace(day=1), last_day
 
 
 features_app = typer.Typer(

@@ -1,0 +1,306 @@
+"""The KPI engine on a tiny hand-made lake: each KPI against a hand-computed value, missing (never 0)
+where a KPI has no data, clear errors for bad arguments, and the cube equal to a direct scan of a
+generated lake for random periods and groupings."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import SecretStr
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings
+from features.generate import DEFAULT_END, generate
+from features.ingest import ingest
+from features.kpis import GROUPINGS, KpiTable, build_kpi_cube, kpis, kpis_direct
+
+TS = pa.timestamp("us", tz="UTC")
+MONEY = pa.decimal128(18, 2)
+TEXT = pa.string()
+# the lake's columns and types, as features/ingest.py writes them (only what the KPIs read and the ids)
+LAKE = {
+    "customers": [("customer_id", TEXT), ("signup_at", TS), ("city", TEXT), ("acquisition_channel", TEXT)],
+    "orders": [("customer_id", TEXT), ("order_id", TEXT), ("ordered_at", TS), ("status", TEXT),
+               ("net_amount", MONEY), ("channel", TEXT)],
+    "engagement_events": [("customer_id", TEXT), ("event_id", TEXT), ("occurred_at", TS), ("event_type", TEXT),
+                          ("channel", TEXT), ("session_id", TEXT), ("duration_s", pa.float64())],
+    "surveys": [("customer_id", TEXT), ("response_id", TEXT), ("responded_at", TS), ("survey_type", TEXT),
+                ("score", pa.int64()), ("channel", TEXT)],
+    "tickets": [("customer_id", TEXT), ("ticket_id", TEXT), ("opened_at", TS), ("first_response_at", TS),
+                ("resolved_at", TS), ("channel", TEXT)],
+    "marketing_spend": [("date", pa.date32()), ("channel", TEXT), ("spend", MONEY), ("new_customers", pa.int64())],
+}  # fmt: skip
+MARCH = (date(2024, 3, 1), date(2024, 3, 31))
+
+
+def at(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+
+
+def tiny_lake() -> dict[str, list[tuple[Any, ...]]]:
+    """Three customers; March 2024 is the period the hand-computed values are about."""
+    return {
+        "customers": [
+            ("A", at("2023-12-01 00:00"), "Hà Nội", "organic"),
+            ("B", at("2024-03-01 00:00"), "Hồ Chí Minh", "paid_search"),
+            ("C", at("2024-05-01 00:00"), "Hà Nội", "paid_search"),
+        ],
+        "orders": [
+            ("A", "O1", at("2024-01-10 10:00"), "completed", Decimal("100"), "web"),
+            ("A", "O2", at("2024-03-05 10:00"), "completed", Decimal("300"), "web"),
+            ("A", "O3", at("2024-03-20 10:00"), "returned", Decimal("50"), "web"),
+            ("B", "O4", at("2024-03-10 09:05"), "completed", Decimal("200"), "app"),
+            ("B", "O5", at("2024-03-12 20:00"), "completed", Decimal("100"), "app"),
+            ("B", "O6", at("2024-03-15 10:00"), "cancelled", Decimal("80"), "app"),
+            ("C", "O7", at("2024-06-01 10:00"), "completed", Decimal("400"), "pos"),
+        ],
+        "engagement_events": [
+            # B: a session that ends in order O4, and one that leaves a cart behind
+            ("B", "E01", at("2024-03-10 09:00"), "session_start", "web", "s1", 600.0),
+            ("B", "E02", at("2024-03-10 09:02"), "add_to_cart", "web", "s1", None),
+            ("B", "E03", at("2024-03-11 10:00"), "session_start", "app", "s2", 60.0),
+            ("B", "E04", at("2024-03-11 10:00"), "add_to_cart", "app", "s2", None),
+            # A: a bounce, and a session without a duration
+            ("A", "E05", at("2024-03-12 08:00"), "session_start", "web", "s3", 10.0),
+            ("A", "E06", at("2024-03-12 08:00"), "bounce", "web", "s3", None),
+            ("A", "E07", at("2024-03-13 08:00"), "session_start", "web", "s4", None),
+            *[("A", f"E1{k}", at("2024-03-01 08:00"), "email_sent", "email", None, None) for k in range(4)],
+            ("A", "E20", at("2024-03-01 09:00"), "email_open", "email", None, None),
+            ("A", "E21", at("2024-03-02 09:00"), "email_open", "email", None, None),
+            ("A", "E22", at("2024-03-02 09:01"), "email_click", "email", None, None),
+            ("A", "E23", at("2024-03-03 09:00"), "email_unsubscribe", "email", None, None),
+            ("B", "E24", at("2024-03-04 09:00"), "sms_sent", "sms", None, None),
+            ("B", "E25", at("2024-03-04 09:00"), "sms_sent", "sms", None, None),
+            ("B", "E26", at("2024-03-04 09:01"), "sms_delivered", "sms", None, None),
+            ("A", "E27", at("2024-03-06 09:00"), "social_share", "web", None, None),
+            ("A", "E28", at("2024-03-06 09:00"), "referral", "web", None, None),
+            ("B", "E29", at("2024-03-16 09:00"), "referral", "app", None, None),
+        ],
+        "surveys": [
+            ("A", "R1", at("2024-03-05 12:00"), "csat", 5, "email"),
+            ("A", "R2", at("2024-03-06 12:00"), "csat", 4, "email"),
+            ("B", "R3", at("2024-03-07 12:00"), "csat", 2, "app"),
+            ("A", "R4", at("2024-03-08 12:00"), "nps", 10, "email"),
+            ("B", "R5", at("2024-03-08 12:00"), "nps", 9, "app"),
+            ("B", "R6", at("2024-03-09 12:00"), "nps", 7, "app"),
+            ("A", "R7", at("2024-03-09 12:00"), "nps", 3, "email"),
+        ],
+        "tickets": [
+            ("A", "T1", at("2024-03-05 10:00"), at("2024-03-05 12:00"), at("2024-03-06 10:00"), "chat"),
+            ("B", "T2", at("2024-03-07 10:00"), at("2024-03-07 11:00"), at("2024-03-07 14:00"), "phone"),
+            ("B", "T3", at("2024-03-08 10:00"), None, None, "phone"),  # never answered
+            ("A", "T4", at("2024-03-09 10:00"), at("2024-03-09 16:00"), None, "chat"),
+        ],
+        "marketing_spend": [
+            (date(2024, 3, 1), "paid_search", Decimal("600"), 3),
+            (date(2024, 3, 2), "organic", Decimal("100"), None),
+        ],
+    }
+
+
+def write_lake(settings: Settings, tables: dict[str, list[tuple[Any, ...]]]) -> Settings:
+    settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    for table, rows in tables.items():
+        schema = pa.schema(LAKE[table])
+        arrays = [pa.array([row[number] for row in rows], type=field.type) for number, field in enumerate(schema)]
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), settings.lake_dir / f"{table}.parquet")
+    return settings
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Settings:
+    settings = write_lake(Settings(data_dir=tmp_path / "data"), tiny_lake())
+    build_kpi_cube(settings)
+    return settings
+
+
+@pytest.fixture
+def march(lake: Settings) -> KpiTable:
+    return kpis(lake, *MARCH)
+
+
+def value(table: KpiTable, kpi: str, group: str = "all") -> float | None:
+    return table.get(kpi, group).value
+
+
+# ---------------------------------------------------------------- each KPI, by hand
+
+
+@pytest.mark.parametrize(
+    ("kpi", "expected"),
+    [
+        ("csat", 2 / 3),  # 5 and 4 of 5, 4, 2
+        ("nps", 25.0),  # (2 promoters - 1 detractor) / 4 responses
+        ("nps_responses", 4),
+        ("frt_mean_hours", 3.0),  # 2 h, 1 h, 6 h; the ticket never answered is left out
+        ("frt_median_hours", 2.0),
+        ("ttr_mean_hours", 14.0),  # 24 h and 4 h
+        ("ttr_median_hours", 14.0),
+        ("tickets", 4),
+        ("tickets_per_100_active", 200.0),  # 4 tickets, 2 active customers
+        ("sessions", 4),
+        ("bounce_rate", 0.25),
+        ("conversion_rate", 0.25),  # s1 ends in O4
+        ("cart_abandonment_rate", 0.5),  # s2 carted and bought nothing
+        ("email_open_rate", 0.5),
+        ("email_ctr", 0.25),
+        ("email_unsubscribe_rate", 0.25),
+        ("email_spam_report_rate", 0.0),
+        ("sms_delivery_rate", 0.5),
+        ("new_customers", 1),  # B's first order
+        ("returning_customers", 1),  # A
+        ("new_customer_share", 0.5),
+        ("social_shares", 1),
+        ("referrals", 2),
+        ("revenue", 600.0),  # O2 + O4 + O5; returned and cancelled orders are not revenue
+        ("orders", 3),
+        ("aov", 200.0),
+        ("return_rate", 0.25),  # O3 of O2, O3, O4, O5
+        ("repeat_purchase_rate", 0.5),  # B ordered twice
+        ("active_customers", 2),
+        ("churn_rate", 0.0),  # A bought in the year before March and again within 90 days
+        ("retention_rate", 1.0),
+        ("marketing_spend", 700.0),
+        ("cac", 700.0),  # 700 / 1 new customer
+        ("historic_clv", 350.0),  # 700 of completed revenue by 31 March over A and B
+        ("ltv_to_cac", 0.5),
+    ],
+)
+def test_each_kpi_matches_the_hand_computed_value(march: KpiTable, kpi: str, expected: float) -> None:
+    assert value(march, kpi) == pytest.approx(expected)
+    assert march.get(kpi).missing is None
+
+
+def test_nps_reports_its_response_count(march: KpiTable) -> None:
+    nps = march.get("nps")
+    assert (nps.numerator, nps.denominator) == (1, 4)
+
+
+def test_a_month_grouping_splits_the_period_and_keeps_empty_months(lake: Settings) -> None:
+    table = kpis(lake, date(2024, 1, 5), date(2024, 3, 31), by="month")
+    assert table.groups == ("2024-01", "2024-02", "2024-03")
+    assert [value(table, "orders", month) for month in table.groups] == [1, 0, 3]
+    assert table.get("aov", "2024-02").missing == "no completed orders in the period"
+
+
+def test_customers_group_by_acquisition_channel(lake: Settings) -> None:
+    table = kpis(lake, *MARCH, by="channel")
+    assert value(table, "active_customers", "paid_search") == 1
+    assert value(table, "cac", "paid_search") == pytest.approx(600.0)
+    assert value(table, "orders", "app") == 2
+
+
+# ---------------------------------------------------------------- missing, never 0
+
+
+def test_a_period_without_sessions_reports_rates_missing_not_zero(lake: Settings) -> None:
+    table = kpis(lake, date(2024, 2, 1), date(2024, 2, 29))
+    assert value(table, "sessions") == 0
+    assert table.get("bounce_rate").value is None
+    assert table.get("bounce_rate").missing == "no sessions in the period"
+    assert table.get("conversion_rate").missing == "no sessions in the period"
+
+
+def test_a_period_without_responses_reports_csat_and_nps_missing(lake: Settings) -> None:
+    table = kpis(lake, date(2024, 2, 1), date(2024, 2, 29))
+    assert table.get("csat").missing == "no CSAT responses in the period"
+    assert table.get("nps").missing == "no NPS responses in the period"
+    assert value(table, "nps_responses") == 0
+
+
+def test_tickets_never_answered_are_left_out_of_response_times(lake: Settings) -> None:
+    table = kpis(lake, date(2024, 3, 8), date(2024, 3, 8))  # only T3, never answered
+    assert value(table, "tickets") == 1
+    assert table.get("frt_median_hours").missing == "no ticket opened in the period got a first response"
+    assert table.get("ttr_mean_hours").missing == "no ticket was resolved in the period"
+
+
+def test_a_lake_without_a_surveys_export_says_so(tmp_path: Path) -> None:
+    tables = tiny_lake()
+    del tables["surveys"]
+    settings = write_lake(Settings(data_dir=tmp_path / "data"), tables)
+    build_kpi_cube(settings)
+    table = kpis(settings, *MARCH)
+    assert table.get("csat").missing == "no surveys export in the lake"
+    assert table.get("nps_responses").missing == "no surveys export in the lake"
+    assert value(table, "orders") == 3
+
+
+def test_churn_is_missing_while_its_window_is_still_open(lake: Settings) -> None:
+    table = kpis(lake, date(2024, 5, 1), date(2024, 5, 31))  # 90 days from 1 May end after 1 June
+    assert table.get("churn_rate").value is None
+    assert "churn window from 2024-05-01" in str(table.get("churn_rate").missing)
+
+
+# ---------------------------------------------------------------- bad arguments and output
+
+
+def test_start_after_end_is_a_clear_error(lake: Settings) -> None:
+    with pytest.raises(CustlensError, match="--from must not be after --to"):
+        kpis(lake, date(2024, 3, 2), date(2024, 3, 1))
+
+
+def test_an_unknown_grouping_is_a_clear_error(lake: Settings) -> None:
+    with pytest.raises(CustlensError, match="unknown grouping 'segment'"):
+        kpis(lake, *MARCH, by="segment")  # type: ignore[arg-type]
+
+
+def test_asking_before_the_cube_exists_says_how_to_build_it(tmp_path: Path) -> None:
+    settings = write_lake(Settings(data_dir=tmp_path / "data"), tiny_lake())
+    with pytest.raises(CustlensError, match="no KPI cube"):
+        kpis(settings, *MARCH)
+
+
+def test_the_table_renders_as_json_and_csv(march: KpiTable) -> None:
+    loaded = json.loads(march.to_json())
+    assert loaded["groups"] == ["all"] and len(loaded["kpis"]) == len(march.values)
+    lines = march.to_csv().splitlines()
+    assert lines[0] == "start,end,group,kpi,value,numerator,denominator,missing"
+    assert len(lines) == 1 + len(march.values)
+    assert march.render() is not None
+
+
+# ---------------------------------------------------------------- cube == direct scan
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("kpis") / "data", pii_salt=SecretStr("test-salt"))
+    generate(out_dir=settings.sample_dir, customers=1_000, seed=11, start=None, end=DEFAULT_END, dirty_rate=0.0,
+             file_format="parquet")  # fmt: skip
+    ingest(settings, settings.sample_dir)
+    build_kpi_cube(settings)
+    return settings
+
+
+@pytest.mark.integration
+def test_the_cube_agrees_with_a_direct_scan_of_the_lake(generated: Settings) -> None:
+    rng = random.Random(7)
+    last = DEFAULT_END
+    first = last - timedelta(days=3 * 365)
+    questions: list[tuple[date, date, Any]] = [(first, last, None), (first, last, "month")]
+    for by in (None, *GROUPINGS):
+        for _ in range(2):
+            start = first + timedelta(days=rng.randrange(0, 3 * 365))
+            questions.append((start, min(last, start + timedelta(days=rng.randrange(0, 200))), by))
+    for start, end, by in questions:
+        cube, direct = kpis(generated, start, end, by), kpis_direct(generated, start, end, by)
+        assert cube.groups == direct.groups, (start, end, by)
+        for fast, slow in zip(cube.values, direct.values, strict=True):
+            where = (start, end, by, fast.group, fast.kpi)
+            assert fast.missing == slow.missing, where
+            if slow.value is None:
+                assert fast.value is None, where
+            else:
+                assert fast.value is not None and math.isclose(fast.value, slow.value, rel_tol=1e-9, abs_tol=1e-9), (
+                    where, fast.value, slow.value,
+                )  # fmt: skip
