@@ -335,19 +335,7 @@ def build_kpi_cube(settings: Settings) -> Path:
     new_dir.mkdir(parents=True)
     try:
         with closing(_connect(settings)) as con:
-            tables = _table_sources(settings, present)
-            con.execute(f"CREATE TEMP TABLE customer_dims AS {CUSTOMER_DIMS_SQL.format(**tables)}")
-            tables["customer_dims"] = "customer_dims"
-            span = con.execute(
-                f"SELECT min(CAST(ordered_at AS DATE)), max(CAST(ordered_at AS DATE)) FROM {tables['orders']}"
-            ).fetchone()
-            assert span is not None
-            if span[0] is None:
-                raise CustlensError(
-                    f"the lake {settings.lake_dir} has no orders; the KPI cube needs at least one order. "
-                    "Check the orders export and run `custlens ingest` again"
-                )
-            first_day, last_day = span
+            tables, first_day, last_day = _lake_tables(con, settings, present)
             parts = []
             for source, (rows_sql, columns) in FACT_ROWS.items():
                 if FACT_TABLE.get(source, source) not in ("orders", *present):
@@ -775,22 +763,35 @@ def _ticket_durations(
     return [(label, measure, n, total, median_of[number]) for number, (label, measure, n, total) in enumerate(found)]
 
 
+def _lake_tables(
+    con: duckdb.DuckDBPyConnection, settings: Settings, present: Sequence[str]
+) -> tuple[dict[str, str], date, date]:
+    """The lake's tables as SQL sources (plus the per-customer dimensions) and its first and last
+    order day; both the cube build and the direct scan start here."""
+    tables = _table_sources(settings, present)
+    con.execute(f"CREATE TEMP TABLE customer_dims AS {CUSTOMER_DIMS_SQL.format(**tables)}")
+    tables["customer_dims"] = "customer_dims"
+    span = con.execute(
+        f"SELECT min(CAST(ordered_at AS DATE)), max(CAST(ordered_at AS DATE)) FROM {tables['orders']}"
+    ).fetchone()
+    if span is None or span[0] is None:
+        raise CustlensError(
+            f"the lake {settings.lake_dir} has no orders; the KPI cube needs at least one order. "
+            "Check the orders export and run `custlens ingest` again"
+        )
+    return tables, span[0], span[1]
+
+
 def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None = None) -> KpiTable:
     """The same table as `kpis()`, computed by scanning the lake itself (slow; the tests' oracle)."""
     _check_arguments(start, end, by)
     present = _present_tables(settings)
     with closing(_connect(settings)) as con:
-        tables = _table_sources(settings, present)
-        con.execute(f"CREATE TEMP TABLE customer_dims AS {CUSTOMER_DIMS_SQL.format(**tables)}")
-        tables["customer_dims"] = "customer_dims"
-        span = con.execute(
-            f"SELECT min(CAST(ordered_at AS DATE)), max(CAST(ordered_at AS DATE)) FROM {tables['orders']}"
-        ).fetchone()
-        assert span is not None and span[0] is not None
+        tables, first_day, last_day = _lake_tables(con, settings, present)
         meta = CubeMeta(
             tables=("customers", "orders", *present),
-            first_day=span[0],
-            last_day=span[1],
+            first_day=first_day,
+            last_day=last_day,
             activity_days=settings.training.activity_window_days,
             churn_days=settings.training.churn_window_days,
             lake_stamp="",
