@@ -8,7 +8,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from custlens.errors import CustlensError
@@ -115,6 +115,44 @@ class TrainingSettings(_Section):
     )
 
 
+class ServingSettings(_Section):
+    """The Scorer and the online service (`custlens serve`)."""
+
+    model_alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$", description="Registry alias the Scorer loads.")
+    churn_medium_risk: float = Field(0.3, gt=0.0, lt=1.0, description="Churn probability from which risk is medium.")
+    churn_high_risk: float = Field(0.6, gt=0.0, lt=1.0, description="Churn probability from which risk is high.")
+    reasons: int = Field(3, ge=1, le=10, description="Reasons given behind each churn score.")
+    max_ids_per_request: int = Field(1000, ge=1, description="Most customer ids one /score call may ask for.")
+    host: str = Field("127.0.0.1", description="Address `custlens serve` listens on.")
+    port: int = Field(3000, ge=1, le=65535, description="Port `custlens serve` listens on.")
+    workers: int = Field(1, ge=1, description="Service worker processes.")
+    reload_poll_seconds: float = Field(
+        30.0, ge=0.0, description="How often the service checks the registry for a new champion (0: never)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_bands(self) -> ServingSettings:
+        if self.churn_medium_risk >= self.churn_high_risk:
+            raise ValueError(
+                f"churn_medium_risk ({self.churn_medium_risk}) must be below churn_high_risk ({self.churn_high_risk})"
+            )
+        return self
+
+
+class BatchSettings(_Section):
+    """Nightly batch scoring (`custlens score`) and its write-back."""
+
+    sink: str | None = Field(
+        None,
+        description="Where scores are written: sqlite:///path.db, postgresql://..., parquet:PATH or csv:PATH; "
+        "default: sqlite:///<data_dir>/scores/scores.db.",
+    )
+    chunk_rows: int = Field(200_000, ge=1_000, description="Customers scored at a time (bounds memory).")
+    psi_warning: float = Field(
+        0.2, gt=0.0, description="Warn when a score's PSI against the previous run exceeds this."
+    )
+
+
 class Settings(BaseSettings):
     """Everything custlens can be told; one instance per command run."""
 
@@ -127,10 +165,17 @@ class Settings(BaseSettings):
     pii_salt: SecretStr | None = Field(
         None, description="Salt for hashing emails and phones; set CUSTLENS_PII_SALT, never in a file."
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated keys the service accepts as `Authorization: Bearer <key>`; "
+        "set CUSTLENS_API_KEYS, never in a file.",
+    )
     ingest: IngestSettings = IngestSettings()
     features: FeatureSettings = FeatureSettings()
     feast: FeastSettings = FeastSettings()
     training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+    batch: BatchSettings = BatchSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -168,6 +213,15 @@ class Settings(BaseSettings):
     @property
     def feast_dir(self) -> Path:
         return self.data_dir / "feast"
+
+    @property
+    def scores_sink(self) -> str:
+        return self.batch.sink or f"sqlite:///{(self.data_dir / 'scores' / 'scores.db').resolve()}"
+
+    def api_key_set(self) -> frozenset[str]:
+        """The accepted API keys; empty when none is configured."""
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return frozenset(key.strip() for key in raw.split(",") if key.strip())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -460,7 +460,7 @@ class OnlineFeatures:
             raise CustlensError("the feature store has no customer_vector view; run `custlens features apply`") from exc
         self._table = _online_table(self.store, view)
         self._services: dict[str, tuple[str, ...]] = {}
-        self._plans: dict[str, _FramePlan] = {}
+        self._plans: dict[tuple[str, ...], _FramePlan] = {}
 
     def read(self, customer_ids: Sequence[str], request_time: datetime | None = None) -> OnlineRows:
         ids = [str(customer_id) for customer_id in customer_ids]
@@ -501,6 +501,15 @@ class OnlineFeatures:
     def frame(self, customer_ids: Sequence[str], service: str, request_time: datetime | None = None) -> pd.DataFrame:
         """The features of `service` for these ids, one row per id in order, as of the request time.
 
+        See `features_frame` for the columns.
+        """
+        return self.features_frame(customer_ids, self.service_features(service), request_time)
+
+    def features_frame(
+        self, customer_ids: Sequence[str], names: Sequence[str], request_time: datetime | None = None
+    ) -> pd.DataFrame:
+        """These features (catalog or day-count names) for these ids, one row per id in order.
+
         Columns: `customer_id` (object), `known` (bool), `feature_time` (datetime64[us, UTC]), then
         the service's features in its order. A column's dtype never depends on the batch: numbers,
         day counts and counts too are float64 with NaN for NULL (a count column holding a NULL is
@@ -508,7 +517,7 @@ class OnlineFeatures:
         object with None. An unknown id has NULL in every column but `customer_id` and `known`.
         """
         rows = self.read(customer_ids, request_time)
-        plan = self._plan(service)
+        plan = self._plan(tuple(names))
         count = len(rows.customer_ids)
         numbers = rows.numbers
         customer_id = np.empty(count, dtype=object)
@@ -532,10 +541,10 @@ class OnlineFeatures:
         # copy=False: the columns are fresh arrays, made for this frame and shared with nothing.
         return pd.DataFrame(columns, index=pd.RangeIndex(count), copy=False)
 
-    def _plan(self, service: str) -> _FramePlan:
-        if service not in self._plans:
-            self._plans[service] = _FramePlan.of(self.service_features(service))
-        return self._plans[service]
+    def _plan(self, names: tuple[str, ...]) -> _FramePlan:
+        if names not in self._plans:
+            self._plans[names] = _FramePlan.of(names)
+        return self._plans[names]
 
 
 @dataclass(frozen=True)

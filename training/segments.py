@@ -74,7 +74,10 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
         raise CustlensError(
             f"the feature frame has no column {name!r}: pass the catalog features (features/catalog.py)"
         )
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64")
+    column = frame[name]
+    if column.dtype == "float64":
+        return column.to_numpy()
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _edges(values: np.ndarray) -> tuple[float, ...]:
@@ -132,11 +135,18 @@ class RfmScorer:
 
     def segment(self, frame: pd.DataFrame) -> pd.Series:
         """The RFM segment name per row (RFM_GRID); NO_PURCHASE where there is no order to score."""
-        scores = self.scores(frame)
-        r = scores["r_score"].fillna(0).astype(int).to_numpy()
-        f = scores["f_score"].fillna(0).astype(int).to_numpy()
-        names = _RFM_LOOKUP[r, f]
-        return pd.Series(names, index=frame.index, name="rfm_segment", dtype="object")
+        return pd.Series(self.segment_array(frame), index=frame.index, name="rfm_segment", dtype="object")
+
+    def segment_array(self, frame: pd.DataFrame) -> np.ndarray:
+        """`segment` as an object array, without the per-call frames of `scores` (the online path)."""
+        recency = _column(frame, RECENCY_FEATURE)
+        frequency = _column(frame, FREQUENCY_FEATURE)
+        r = 5 - np.searchsorted(np.asarray(self.recency_edges), recency, side="left")
+        f = 1 + np.searchsorted(np.asarray(self.frequency_edges), frequency, side="left")
+        no_order = np.isnan(recency)
+        r = np.where(no_order, 0, r)
+        f = np.where(no_order | np.isnan(frequency), 0, f)
+        return _RFM_LOOKUP[r, f]
 
     def to_dict(self) -> dict[str, list[float]]:
         return {

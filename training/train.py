@@ -19,7 +19,8 @@ import numpy as np
 import optuna
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
 from rich.console import Console, Group
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
@@ -327,11 +328,18 @@ def _log_and_register(model: ModelName, bundle: ModelBundle, test: pd.DataFrame)
             artifacts={"bundle": str(path)},
             # named, not inferred: inference imports the model in a subprocess (10 s per model)
             pip_requirements=_requirements(),
-            signature=infer_signature(example, bundle.predict(example)),
+            signature=ModelSignature(_input_schema(bundle), infer_signature(example, bundle.predict(example)).outputs),
             input_example=example,
             registered_model_name=registered_name(model),
         )
     return str(info.registered_model_version)
+
+
+def _input_schema(bundle: ModelBundle) -> Schema:
+    """Numbers as optional doubles, categories as optional strings: written out, not inferred from a
+    few example rows (a category NULL in all of them would be inferred as a double)."""
+    return Schema([ColSpec("string" if name in CATEGORY_FEATURES else "double", name, required=False)
+                   for name in bundle.features])  # fmt: skip
 
 
 def _set_alias(settings: Settings, model: str, version: str, promoted: bool, decision: str) -> None:

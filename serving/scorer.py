@@ -1,0 +1,326 @@
+"""The Scorer: one object that turns a frame of customer features into every score.
+
+It holds the registry versions of the churn, repurchase and CLV models and the segments (by
+default the `@champion` of each), and the feature services they were trained with. The online
+service and the batch job both call `Scorer.score`, so one customer with the same features gets
+the same scores in both.
+
+Scoring reads the models' own bundles (LightGBM trees, calibration, categories, segment rules)
+rather than MLflow's pyfunc wrappers: the feature matrix is built once per call as one float
+array with the categories coded as the trees expect, and every booster predicts on it. The
+pyfunc `predict` of each registered model gives the same numbers (checked in the tests); it is
+the slow path a hand-stitched stack would take.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from custlens.errors import CustlensError
+from custlens.settings import ServingSettings, Settings
+from serving.reasons import describe
+from training.packaging import BUNDLE_FILE, SEGMENTS_FILE, ModelBundle, SegmentsBundle
+from training.tracking import connect, registered_name
+
+MODELS = ("churn", "repurchase", "clv", "segments")
+RISK_BANDS = ("low", "medium", "high")
+
+# What `score` returns per customer, in this order (plus `churn_reasons` when asked for).
+SCORE_COLUMNS = (
+    "churn_probability",
+    "churn_risk",
+    "repurchase_probability_30d",
+    "expected_days_to_next_order",
+    "expected_next_order_date",
+    "predicted_clv_12m",
+    "rfm_segment",
+    "behavioural_segment",
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which registered version a score comes from."""
+
+    model: str
+    registered_model: str
+    version: str
+    alias: str
+    run_id: str | None
+    feature_service: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "registered_model": self.registered_model,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "feature_service": self.feature_service,
+        }
+
+
+class Scorer:
+    """Every score for a frame of features; build once (`from_registry`), call per request or chunk."""
+
+    def __init__(
+        self,
+        churn: ModelBundle,
+        repurchase: ModelBundle,
+        clv: ModelBundle,
+        segments: SegmentsBundle,
+        refs: Mapping[str, ModelRef],
+        serving: ServingSettings,
+    ) -> None:
+        self.churn, self.repurchase, self.clv, self.segments = churn, repurchase, clv, segments
+        self.refs = dict(refs)
+        self.serving = serving
+        self._encoders = {id(b): _Encoder(b.features, b.categories) for b in (churn, repurchase, clv)}
+        # One encoding serves every model trained with the same inputs and categories.
+        self._shared = {key: next(k for k, e in self._encoders.items() if e.same_as(enc))
+                        for key, enc in self._encoders.items()}  # fmt: skip
+
+    # -----------------------------------------------------------------------------------------
+    # Loading
+
+    @classmethod
+    def from_registry(cls, settings: Settings, alias: str | None = None) -> Scorer:
+        """The versions behind `alias` (default: the configured one, `champion`) of all four models."""
+        alias = alias or settings.serving.model_alias
+        client = connect(settings)
+        refs: dict[str, ModelRef] = {}
+        missing = []
+        for model in MODELS:
+            name = registered_name(model)
+            try:
+                version = client.get_model_version_by_alias(name, alias)
+            except MlflowException:
+                missing.append(f"{name}@{alias}")
+                continue
+            refs[model] = ModelRef(model, name, str(version.version), alias, version.run_id, "")
+        if missing:
+            raise CustlensError(
+                f"no registered version for {', '.join(missing)} in {mlflow.get_tracking_uri()}; "
+                "run `custlens train all` first"
+            )
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
+        with tempfile.TemporaryDirectory(prefix="custlens-scorer-") as folder:
+            bundles = {
+                model: _download_bundle(ref, Path(folder) / model) for model, ref in refs.items()
+            }
+        for model, bundle in bundles.items():
+            refs[model] = ModelRef(**{**refs[model].as_dict(), "feature_service": bundle.feature_service})
+        churn, repurchase, clv, segments = (bundles[model] for model in MODELS)
+        assert isinstance(churn, ModelBundle) and isinstance(repurchase, ModelBundle) and isinstance(clv, ModelBundle)
+        assert isinstance(segments, SegmentsBundle)
+        return cls(churn, repurchase, clv, segments, refs, settings.serving)
+
+    @staticmethod
+    def registry_versions(settings: Settings, alias: str | None = None) -> dict[str, str | None]:
+        """The version each model's alias points at now (None where unset): cheap, for reload polling."""
+        alias = alias or settings.serving.model_alias
+        client = connect(settings)
+        versions: dict[str, str | None] = {}
+        for model in MODELS:
+            try:
+                versions[model] = str(client.get_model_version_by_alias(registered_name(model), alias).version)
+            except MlflowException:
+                versions[model] = None
+        return versions
+
+    # -----------------------------------------------------------------------------------------
+    # What it needs and what it is
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {model: ref.version for model, ref in self.refs.items()}
+
+    @property
+    def feature_services(self) -> dict[str, str]:
+        return {model: ref.feature_service for model, ref in self.refs.items()}
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every feature some model or segment rule reads, in a fixed order."""
+        names = [*self.churn.features, *self.repurchase.features, *self.clv.features, *self.segments.inputs]
+        return tuple(dict.fromkeys(names))
+
+    # -----------------------------------------------------------------------------------------
+    # Scoring
+
+    def score(self, features: pd.DataFrame, as_of: datetime | date, reasons: bool = False) -> pd.DataFrame:
+        """Every score per row of `features` (the columns of `inputs`; a `known` column, where
+        present, marks rows with no features, which get no scores: None/NaN, never made-up values).
+
+        `as_of` is the moment the features describe: the request time online, the as-of date in
+        batch; the expected next order date counts from it.
+        """
+        frame = features
+        known = frame["known"].to_numpy(dtype=bool) if "known" in frame.columns else np.ones(len(frame), bool)
+        rows = frame if known.all() else frame.loc[known]
+        matrices: dict[int, np.ndarray] = {}
+
+        def matrix(bundle: ModelBundle) -> np.ndarray:
+            key = self._shared[id(bundle)]
+            if key not in matrices:
+                matrices[key] = self._encoders[key].encode(rows)
+            return matrices[key]
+
+        churn_x = matrix(self.churn)
+        churn = self.churn.calibrate(np.asarray(self.churn.booster.predict(churn_x), dtype=float)).clip(0.0, 1.0)
+        repurchase_x = matrix(self.repurchase)
+        repurchase = self.repurchase.calibrate(np.asarray(self.repurchase.booster.predict(repurchase_x), dtype=float))
+        if self.repurchase.timing_booster is not None:
+            days = np.expm1(np.asarray(self.repurchase.timing_booster.predict(repurchase_x), dtype=float))
+        else:
+            days = np.full(len(rows), np.nan)
+        clv = np.maximum(np.asarray(self.clv.booster.predict(matrix(self.clv)), dtype=float), 0.0)
+        rfm = self.segments.rfm.segment_array(rows)
+        behaviour = self.segments.behaviour.predict(rows).to_numpy(dtype=object)
+
+        scored: dict[str, Any] = {
+            "churn_probability": churn,
+            "churn_risk": self.risk_band(churn),
+            "repurchase_probability_30d": repurchase.clip(0.0, 1.0),
+            "expected_days_to_next_order": days,
+            "expected_next_order_date": _dates_after(as_of, days),
+            "predicted_clv_12m": clv,
+            "rfm_segment": rfm,
+            "behavioural_segment": behaviour,
+        }
+        if reasons:
+            scored["churn_reasons"] = self._reasons(rows, churn_x, scored["churn_risk"])
+        out = pd.DataFrame(scored, copy=False)
+        if not known.all():
+            out = _spread(out, known)
+        if "customer_id" in frame.columns:
+            out.insert(0, "customer_id", frame["customer_id"].to_numpy(dtype=object))
+        return out
+
+    def risk_band(self, churn: np.ndarray) -> np.ndarray:
+        return risk_band(churn, self.serving.churn_medium_risk, self.serving.churn_high_risk)
+
+    def _reasons(self, rows: pd.DataFrame, churn_x: np.ndarray, risk: np.ndarray) -> list[list[dict[str, Any]]]:
+        """Why a customer got their churn risk: the features that push the score most in the
+        direction of the band (LightGBM's per-row contributions, in log-odds), each with the
+        customer's value in plain words. A customer at medium or high risk gets what raises the
+        risk first, one at low risk what keeps it low; the other direction only fills up."""
+        if not len(rows):
+            return []
+        contributions = np.asarray(self.churn.booster.predict(churn_x, pred_contrib=True), dtype=float)
+        per_feature = contributions[:, :-1]  # the last column is the average (expected) score
+        wanted = np.where(risk == "low", -1.0, 1.0)[:, None]
+        rank = np.abs(per_feature) + np.where(per_feature * wanted > 0, _PRIMARY, 0.0)
+        top = np.argsort(-rank, axis=1, kind="stable")[:, : self.serving.reasons]
+        names = self.churn.features
+        columns = {names[j]: rows[names[j]].to_numpy() for j in np.unique(top)}
+        out = []
+        for row, picks in enumerate(top):
+            reasons = []
+            for column in picks:
+                name, impact = names[column], float(per_feature[row, column])
+                if impact == 0.0:
+                    break
+                value = columns[name][row]
+                reasons.append({
+                    "feature": name,
+                    "value": _plain(value),
+                    "text": describe(name, value),
+                    "direction": "raises risk" if impact > 0 else "lowers risk",
+                    "impact": round(impact, 4),
+                })  # fmt: skip
+            out.append(reasons)
+        return out
+
+
+# Added to the rank of a contribution that pushes the way of the customer's band: those come first.
+_PRIMARY = 1e6
+
+
+def risk_band(churn: np.ndarray, medium: float, high: float) -> np.ndarray:
+    """low / medium / high per churn probability; a probability equal to a threshold takes the
+    higher band; NaN (no score) gets None."""
+    bands = np.asarray(RISK_BANDS, dtype=object)[np.searchsorted([medium, high], churn, side="right")]
+    bands[np.isnan(churn)] = None
+    return bands
+
+
+class _Encoder:
+    """A features frame as the float matrix a booster reads: numbers as float64 (NaN for NULL),
+    each category as its index in the training categories (NaN for NULL or unseen), exactly what
+    LightGBM makes of the pandas frame the model was trained on."""
+
+    def __init__(self, features: list[str], categories: Mapping[str, list[str]]) -> None:
+        self.features = list(features)
+        self.codes = {name: {label: float(i) for i, label in enumerate(labels)} for name, labels in categories.items()}
+
+    def same_as(self, other: _Encoder) -> bool:
+        return self.features == other.features and self.codes == other.codes
+
+    def encode(self, rows: pd.DataFrame) -> np.ndarray:
+        out = np.empty((len(rows), len(self.features)), dtype="float64")
+        for j, name in enumerate(self.features):
+            column = rows[name]
+            if name in self.codes:
+                codes = self.codes[name]
+                out[:, j] = [codes.get(label, np.nan) if isinstance(label, str) else np.nan for label in column]
+            elif column.dtype == "float64":
+                out[:, j] = column.to_numpy()
+            else:
+                out[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return out
+
+
+def _download_bundle(ref: ModelRef, folder: Path) -> ModelBundle | SegmentsBundle:
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{ref.registered_model}/{ref.version}", dst_path=str(folder)))  # fmt: skip
+    except MlflowException as exc:
+        raise CustlensError(f"cannot read {ref.registered_model} version {ref.version}: {exc.message}") from exc
+    file_name = SEGMENTS_FILE if ref.model == "segments" else BUNDLE_FILE
+    found = sorted(local.rglob(file_name))
+    if not found:
+        raise CustlensError(f"{ref.registered_model} version {ref.version} holds no {file_name}; retrain it")
+    if ref.model == "segments":
+        return SegmentsBundle.load(found[0])
+    return ModelBundle.load(found[0])
+
+
+def _dates_after(as_of: datetime | date, days: np.ndarray) -> np.ndarray:
+    """as_of + days as a date per row (None where days is NaN)."""
+    start = as_of.astimezone(UTC).date() if isinstance(as_of, datetime) else as_of
+    out = np.empty(len(days), dtype=object)
+    for i, value in enumerate(days):
+        out[i] = None if np.isnan(value) else start + timedelta(days=round(float(value)))
+    return out
+
+
+def _spread(scored: pd.DataFrame, known: np.ndarray) -> pd.DataFrame:
+    """Scores of the known rows put back among all rows; unknown rows hold None/NaN."""
+    full = pd.DataFrame(index=pd.RangeIndex(len(known)), columns=scored.columns)
+    for name in scored.columns:
+        column = np.full(len(known), np.nan) if scored[name].dtype.kind == "f" else np.full(len(known), None, object)
+        column[known] = scored[name].to_numpy()
+        full[name] = column
+    return full
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able scalar: numpy numbers as Python numbers, NaN as None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+        return None if isinstance(value, float) and np.isnan(value) else value
+    return value

@@ -1,0 +1,170 @@
+"""The Scorer: champions loaded from the registry, the same numbers as the registered pyfunc
+models, no scores for unknown customers, risk bands and reasons in plain words."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import SecretStr
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings, load_settings
+from features.online import OnlineFeatures, load_packed_snapshot
+from serving.reasons import describe
+from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
+from tests.trained import trained_project
+from training.tracking import registered_name
+
+NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+
+
+def test_risk_bands_take_the_higher_band_at_a_threshold() -> None:
+    bands = risk_band(np.array([0.0, 0.29, 0.3, 0.59, 0.6, 1.0, np.nan]), 0.3, 0.6)
+    assert bands.tolist() == ["low", "low", "medium", "medium", "high", "high", None]
+
+
+def test_bands_must_be_ordered(tmp_path: Path) -> None:
+    config = tmp_path / "bands.yaml"
+    config.write_text("serving:\n  churn_medium_risk: 0.7\n  churn_high_risk: 0.6\n")
+    with pytest.raises(CustlensError, match="churn_medium_risk"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "text"),
+    [
+        ("days_since_last_order", 141.6, "no order for 142 days"),
+        ("days_since_last_order", None, "no completed order yet"),
+        ("orders_365d", 1.0, "1 order in the last 12 months"),
+        ("orders_365d", 0.0, "0 orders in the last 12 months"),
+        ("email_open_rate_90d", 0.125, "opened 12% of emails in 90 days"),
+        ("email_open_rate_90d", float("nan"), "no email sent in 90 days"),
+        ("orders_trend_90d", -2.0, "2 orders fewer than the 90 days before"),
+        ("city", "Hà Nội", "lives in Hà Nội"),
+        ("last_nps_category", None, "no last nps category"),
+        ("mean_first_response_hours_365d", 72.0, "waited 3.0 days for a first answer on average"),
+    ],
+)
+def test_reasons_read_as_plain_words(name: str, value: object, text: str) -> None:
+    assert describe(name, value) == text
+
+
+def test_every_model_input_has_words() -> None:
+    from training.frames import CATEGORY_FEATURES, NUMERIC_FEATURES
+
+    for name in (*NUMERIC_FEATURES, *CATEGORY_FEATURES):
+        assert describe(name, None)
+        assert describe(name, "x" if name in CATEGORY_FEATURES else 3.0)
+
+
+def test_a_missing_champion_is_a_clear_error(tmp_path: Path) -> None:
+    base = load_settings()
+    settings = base.model_copy(
+        update={"training": base.training.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'empty.db'}"})}
+    )
+    with pytest.raises(CustlensError, match=r"custlens-churn@champion.*custlens train all"):
+        Scorer.from_registry(settings)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Settings:
+    return trained_project(tmp_path_factory, worker_id)
+
+
+@pytest.fixture(scope="module")
+def scorer(project: Settings) -> Scorer:
+    return Scorer.from_registry(project)
+
+
+@pytest.fixture(scope="module")
+def features(project: Settings, scorer: Scorer) -> pd.DataFrame:
+    ids = load_packed_snapshot(project).customer_ids[:200]
+    return OnlineFeatures(project).features_frame([*ids, "C-does-not-exist"], scorer.inputs, NOW)
+
+
+def test_the_champions_are_loaded_with_their_feature_services(scorer: Scorer) -> None:
+    assert set(scorer.versions) == {"churn", "repurchase", "clv", "segments"}
+    assert scorer.feature_services == {
+        "churn": "churn_v1", "repurchase": "repurchase_v1", "clv": "clv_v1", "segments": "segments_v1",
+    }  # fmt: skip
+    assert all(ref.alias == "champion" and ref.run_id for ref in scorer.refs.values())
+
+
+def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Scorer, features: pd.DataFrame) -> None:
+    known = features[features["known"]].reset_index(drop=True)
+    scores = scorer.score(known, NOW)
+    for model, column, pyfunc_column in (
+        ("churn", "churn_probability", "probability"),
+        ("repurchase", "repurchase_probability_30d", "probability"),
+        ("repurchase", "expected_days_to_next_order", "expected_days_to_next_order"),
+        ("clv", "predicted_clv_12m", "predicted_value"),
+    ):
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name(model)}@champion")
+        expected = pyfunc.predict(known[scorer.churn.features])[pyfunc_column].to_numpy()
+        np.testing.assert_allclose(scores[column].to_numpy(dtype=float), expected, rtol=1e-12, err_msg=model)
+    segments = mlflow.pyfunc.load_model(f"models:/{registered_name('segments')}@champion")
+    expected_segments = segments.predict(known[scorer.segments.inputs].astype("float64"))
+    assert scores["rfm_segment"].tolist() == expected_segments["rfm_segment"].tolist()
+    assert scores["behavioural_segment"].tolist() == expected_segments["behavioural_segment"].tolist()
+
+
+def test_every_known_customer_gets_every_score(scorer: Scorer, features: pd.DataFrame) -> None:
+    scores = scorer.score(features, NOW, reasons=True)
+    assert list(scores.columns) == ["customer_id", *SCORE_COLUMNS, "churn_reasons"]
+    assert scores["customer_id"].tolist() == features["customer_id"].tolist()
+    known = scores.iloc[:-1]
+    assert known["churn_probability"].between(0, 1).all()
+    assert known["repurchase_probability_30d"].between(0, 1).all()
+    assert (known["predicted_clv_12m"] >= 0).all()
+    assert known["churn_risk"].isin(["low", "medium", "high"]).all()
+    assert known["rfm_segment"].notna().all() and known["behavioural_segment"].notna().all()
+    assert all(d > NOW.date() or d == NOW.date() for d in known["expected_next_order_date"])
+
+
+def test_an_unknown_customer_gets_no_scores(scorer: Scorer, features: pd.DataFrame) -> None:
+    unknown = scorer.score(features, NOW, reasons=True).iloc[-1]
+    assert unknown["customer_id"] == "C-does-not-exist"
+    for column in SCORE_COLUMNS:
+        value = unknown[column]
+        assert value is None or (isinstance(value, float) and np.isnan(value)), column
+    assert unknown["churn_reasons"] is None
+
+
+def test_reasons_follow_the_band_and_name_the_customers_value(scorer: Scorer, features: pd.DataFrame) -> None:
+    scores = scorer.score(features.iloc[:-1], NOW, reasons=True)
+    for risk, reasons in zip(scores["churn_risk"], scores["churn_reasons"], strict=True):
+        assert 1 <= len(reasons) <= 3
+        first = reasons[0]["direction"]
+        assert first == ("lowers risk" if risk == "low" else "raises risk")
+        impacts = [abs(r["impact"]) for r in reasons if r["direction"] == first]
+        assert impacts == sorted(impacts, reverse=True)
+        assert all(r["text"] and r["feature"] in scorer.churn.features for r in reasons)
+
+
+def test_the_expected_next_order_date_counts_from_the_as_of_date(scorer: Scorer, features: pd.DataFrame) -> None:
+    rows = features.iloc[:5]
+    online = scorer.score(rows, NOW)
+    batch = scorer.score(rows, date(2026, 11, 1))
+    assert online["expected_next_order_date"].tolist() == batch["expected_next_order_date"].tolist()
+    days = online["expected_days_to_next_order"].to_numpy()
+    assert [(d - date(2026, 11, 1)).days for d in online["expected_next_order_date"]] == np.round(days).tolist()
+
+
+def test_scoring_one_row_at_a_time_equals_scoring_all(scorer: Scorer, features: pd.DataFrame) -> None:
+    rows = features.iloc[:20]
+    together = scorer.score(rows, NOW)
+    alone = pd.concat([scorer.score(rows.iloc[[i]], NOW) for i in range(len(rows))], ignore_index=True)
+    pd.testing.assert_frame_equal(together, alone)
+
+
+def test_settings_carry_api_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUSTLENS_API_KEYS", " a-key, another ,,")
+    assert load_settings().api_key_set() == {"a-key", "another"}
+    monkeypatch.delenv("CUSTLENS_API_KEYS")
+    assert Settings(api_keys=SecretStr("")).api_key_set() == frozenset()
+    assert Settings().api_key_set() == frozenset()
