@@ -119,7 +119,9 @@ def kpis_command(
         str | None, typer.Option("--from", help="First day, YYYY-MM-DD (UTC), included (default: last full month).")
     ] = None,
     date_to: Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), included.")] = None,
-    by: Annotated[str | None, typer.Option("--by", help="month, week, channel or city.")] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="month, week, channel, city, segment or behaviour (after scoring).")
+    ] = None,
     output_format: Annotated[
         Literal["table", "json", "csv"], typer.Option("--format", help="How the KPIs are printed.")
     ] = "table",

@@ -20,13 +20,14 @@ import uuid
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, get_args
 
 import duckdb
 import numpy as np
+import pandas as pd
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -34,8 +35,12 @@ from rich.text import Text
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 
-Grouping = Literal["month", "week", "channel", "city"]
+Grouping = Literal["month", "week", "channel", "city", "segment", "behaviour"]
 GROUPINGS: tuple[str, ...] = get_args(Grouping)
+# Groupings by the customers' latest batch scores (`custlens score`): name -> the score column. Each
+# has its own cube, built like the main one with the segment standing in the city's place.
+SEGMENT_GROUPINGS: dict[str, str] = {"segment": "rfm_segment", "behaviour": "behavioural_segment"}
+UNSCORED = "(not scored)"  # a customer the latest batch run did not score
 NONE_LABEL = "(none)"  # a row without a channel or city is grouped under this label
 ALL = "all"
 OPTIONAL_TABLES = ("engagement_events", "surveys", "tickets", "marketing_spend")
@@ -209,6 +214,15 @@ SELECT customer_id,
 FROM {customers}
 """
 
+# A segment cube's dimensions: the customer's segment from the scores in the city's place.
+SEGMENT_DIMS_SQL = """
+SELECT customers.customer_id,
+       coalesce(assignments.{segment_column}, '{unscored}') AS city,
+       coalesce(customers.acquisition_channel, '(none)') AS acquisition_channel
+FROM {customers} AS customers
+LEFT JOIN read_parquet({assignments}) AS assignments USING (customer_id)
+"""
+
 CUSTOMER_ORDERS_SQL = """
 -- one row per completed order with the customer's previous two order days: a customer is active
 -- in [s, e] once, on the order whose previous one is before s (see docs/kpis.md)
@@ -330,12 +344,21 @@ class CubeMeta:
 def build_kpi_cube(settings: Settings) -> Path:
     """Aggregate the lake into the daily KPI cube under <data_dir>/kpis/ and return that folder;
     the old cube is replaced whole (a reader sees the old cube or the new one)."""
-    present = _present_tables(settings)
     new_dir = settings.data_dir / f".kpis-new-{uuid.uuid4().hex}"
     new_dir.mkdir(parents=True)
     try:
+        _build_cube(settings, new_dir, dims_sql=CUSTOMER_DIMS_SQL, stamp=_lake_stamp(settings))
+    except BaseException:
+        shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+    return _swap_in(new_dir, kpi_dir(settings))
+
+
+def _build_cube(settings: Settings, new_dir: Path, dims_sql: str, stamp: str) -> None:
+    present = _present_tables(settings)
+    try:
         with closing(_connect(settings)) as con:
-            tables, first_day, last_day = _lake_tables(con, settings, present)
+            tables, first_day, last_day = _lake_tables(con, settings, present, dims_sql)
             parts = []
             for source, (rows_sql, columns) in FACT_ROWS.items():
                 if FACT_TABLE.get(source, source) not in ("orders", *present):
@@ -385,25 +408,56 @@ def build_kpi_cube(settings: Settings) -> Path:
             last_day=last_day,
             activity_days=settings.training.activity_window_days,
             churn_days=settings.training.churn_window_days,
-            lake_stamp=_lake_stamp(settings),
+            lake_stamp=stamp,
         )
         (new_dir / "meta.json").write_text(meta.to_json(), encoding="utf-8")
     except duckdb.Error as exc:
-        shutil.rmtree(new_dir, ignore_errors=True)
         reason = str(exc).splitlines()[0].rstrip(".")
         raise CustlensError(
             f"building the KPI cube from {settings.lake_dir} failed: {reason}. The old cube was left as it was"
         ) from exc
-    except BaseException:
-        shutil.rmtree(new_dir, ignore_errors=True)
-        raise
-    target = kpi_dir(settings)
-    old_dir = settings.data_dir / f".kpis-old-{uuid.uuid4().hex}"
+
+
+def _swap_in(new_dir: Path, target: Path) -> Path:
+    """Replace `target` by `new_dir` whole: a reader sees the old folder or the new one."""
+    old_dir = target.parent / f".{target.name}-old-{uuid.uuid4().hex}"
     if target.exists():
         os.rename(target, old_dir)
     os.rename(new_dir, target)
     shutil.rmtree(old_dir, ignore_errors=True)
     return target
+
+
+def segment_dir(settings: Settings) -> Path:
+    """Where the cubes by segment and the latest scores' segments and predicted values live."""
+    return settings.data_dir / "kpis-by-segment"
+
+
+def build_segment_cubes(settings: Settings, scores: pd.DataFrame, as_of: date) -> Path:
+    """The KPI cubes by RFM segment and by behavioural segment, from one batch run's scores
+    (customer_id, rfm_segment, behavioural_segment, predicted_clv_12m): `custlens score` calls it
+    after writing the scores. Every customer is grouped by their segment at `as_of`, for any period
+    (segments describe who the customers are now, not who they were then)."""
+    missing = {"customer_id", *SEGMENT_GROUPINGS.values(), "predicted_clv_12m"} - set(scores.columns)
+    if missing:
+        raise CustlensError(f"segment cubes need the score columns {sorted(missing)}")
+    new_dir = settings.data_dir / f".kpis-by-segment-new-{uuid.uuid4().hex}"
+    new_dir.mkdir(parents=True)
+    try:
+        assignments = new_dir / "assignments.parquet"
+        columns = ["customer_id", *SEGMENT_GROUPINGS.values(), "predicted_clv_12m"]
+        scores[columns].to_parquet(assignments, index=False)
+        stamp = f"{_lake_stamp(settings)}|scores {as_of.isoformat()} {uuid.uuid4().hex}"
+        for grouping, column in SEGMENT_GROUPINGS.items():
+            cube = new_dir / grouping
+            cube.mkdir()
+            dims = SEGMENT_DIMS_SQL.replace("{segment_column}", column).replace("{unscored}", UNSCORED)
+            _build_cube(settings, cube, dims.replace("{assignments}", _literal(assignments)), stamp)
+        (new_dir / "scores.json").write_text(json.dumps({"as_of": as_of.isoformat(), "stamp": stamp}), "utf-8")
+    except BaseException:
+        shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+    return _swap_in(new_dir, segment_dir(settings))
 
 
 # ---------------------------------------------------------------- the answer
@@ -551,6 +605,8 @@ KPIS: tuple[KpiDefinition, ...] = (
          empty="no new customers in the period"),
     _kpi("historic_clv", "historic CLV", "money", "orders", "clv_revenue", "clv_customers"),
     _kpi("ltv_to_cac", "LTV:CAC", "ratio", "marketing_spend", "historic_clv", "cac"),
+    _kpi("predicted_clv", "predicted CLV (next 12 months)", "money", "orders", "predicted_clv_total",
+         "scored_customers", empty="no batch scores for these customers yet; run `custlens score`"),
 )  # fmt: skip
 KPI_NAMES = tuple(definition.name for definition in KPIS)
 
@@ -558,12 +614,73 @@ KPI_NAMES = tuple(definition.name for definition in KPIS)
 def kpis(settings: Settings, start: date, end: date, by: Grouping | None = None) -> KpiTable:
     """The KPIs of [start, end] (UTC days, both included), overall or per group, from the cube."""
     _check_arguments(start, end, by)
-    meta = _read_meta(settings)
-    folder = kpi_dir(settings)
+    if by in SEGMENT_GROUPINGS:
+        folder = segment_dir(settings) / by
+        meta = _read_meta(settings, folder)
+    else:
+        folder = kpi_dir(settings)
+        meta = _read_meta(settings)
     loaded = _loaded_cube(folder, meta)
     orders = _loaded_customer_orders(folder, meta, loaded)
     with closing(loaded.cursor()) as con:
-        return _answer(con, meta, {name: name for name in CUBE_FILES}, start, end, by, cube=True, orders=orders)
+        table = _answer(con, meta, {name: name for name in CUBE_FILES}, start, end, _dimension(by), cube=True,
+                        orders=orders, predicted=_predicted_clv(settings, by))  # fmt: skip
+    return _as_grouped_by(table, by)
+
+
+def _dimension(by: str | None) -> str | None:
+    """The cube dimension a grouping reads: a segment sits in the city's place of its own cube."""
+    return "city" if by in SEGMENT_GROUPINGS else by
+
+
+def _as_grouped_by(table: KpiTable, by: str | None) -> KpiTable:
+    if by not in SEGMENT_GROUPINGS:
+        return table
+    values = tuple(
+        replace(value, missing=value.missing.replace("by city", f"by {by}")) if value.missing else value
+        for value in table.values
+    )
+    return replace(table, by=by, values=values)
+
+
+_PREDICTED: dict[Path, tuple[str, dict[str | None, dict[str, tuple[float, float]]]]] = {}
+
+
+def _predicted_clv(settings: Settings, by: str | None) -> dict[str, tuple[float, float]] | None:
+    """(sum of predicted 12-month value, customers) per group from the latest batch scores; None
+    when there are none (or they were scored on an older lake) or the grouping is by period."""
+    folder = segment_dir(settings)
+    if by in ("month", "week") or not (folder / "scores.json").is_file():
+        return None
+    stamp = json.loads((folder / "scores.json").read_text(encoding="utf-8"))["stamp"]
+    if stamp.split("|")[0] != _lake_stamp(settings):
+        return None
+    with _LOADING:
+        cached = _PREDICTED.get(folder.resolve())
+        if cached is None or cached[0] != stamp:
+            with closing(_connect(settings)) as con:
+                cached = (stamp, _predicted_clv_query(con, settings, folder))
+            _PREDICTED[folder.resolve()] = cached
+    return cached[1].get(by)
+
+
+def _predicted_clv_query(
+    con: duckdb.DuckDBPyConnection, settings: Settings, folder: Path
+) -> dict[str | None, dict[str, tuple[float, float]]]:
+    """Every grouping's predicted-value sums in one pass over the scores joined to the customers."""
+    groups: dict[str | None, str] = {None: f"'{ALL}'", "channel": "acquisition_channel", "city": "city",
+              **{name: f"coalesce({column}, '{UNSCORED}')" for name, column in SEGMENT_GROUPINGS.items()}}  # fmt: skip
+    con.execute(
+        f"CREATE TEMP TABLE scored AS SELECT assignments.*, dims.city, dims.acquisition_channel "
+        f"FROM read_parquet({_literal(folder / 'assignments.parquet')}) AS assignments "
+        f"JOIN ({CUSTOMER_DIMS_SQL.format(customers=_table_sources(settings, ())['customers'])}) AS dims "
+        "USING (customer_id) WHERE predicted_clv_12m IS NOT NULL"
+    )
+    out: dict[str | None, dict[str, tuple[float, float]]] = {}
+    for grouping, label_sql in groups.items():
+        rows = con.execute(f"SELECT {label_sql}, sum(predicted_clv_12m), count(*) FROM scored GROUP BY 1").fetchall()
+        out[grouping] = {str(label): (float(total), float(count)) for label, total, count in rows}
+    return out
 
 
 # One in-memory copy of each cube per process, replaced when the lake (and so the cube) changes: the
@@ -764,12 +881,12 @@ def _ticket_durations(
 
 
 def _lake_tables(
-    con: duckdb.DuckDBPyConnection, settings: Settings, present: Sequence[str]
+    con: duckdb.DuckDBPyConnection, settings: Settings, present: Sequence[str], dims_sql: str = CUSTOMER_DIMS_SQL
 ) -> tuple[dict[str, str], date, date]:
     """The lake's tables as SQL sources (plus the per-customer dimensions) and its first and last
     order day; both the cube build and the direct scan start here."""
     tables = _table_sources(settings, present)
-    con.execute(f"CREATE TEMP TABLE customer_dims AS {CUSTOMER_DIMS_SQL.format(**tables)}")
+    con.execute(f"CREATE TEMP TABLE customer_dims AS {dims_sql.format(**tables)}")
     tables["customer_dims"] = "customer_dims"
     span = con.execute(
         f"SELECT min(CAST(ordered_at AS DATE)), max(CAST(ordered_at AS DATE)) FROM {tables['orders']}"
@@ -786,8 +903,14 @@ def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None 
     """The same table as `kpis()`, computed by scanning the lake itself (slow; the tests' oracle)."""
     _check_arguments(start, end, by)
     present = _present_tables(settings)
+    dims_sql = CUSTOMER_DIMS_SQL
+    if by in SEGMENT_GROUPINGS:
+        _read_meta(settings, segment_dir(settings) / by)  # the scores exist and fit this lake
+        assignments = _literal(segment_dir(settings) / "assignments.parquet")
+        dims_sql = (SEGMENT_DIMS_SQL.replace("{segment_column}", SEGMENT_GROUPINGS[by])
+                    .replace("{unscored}", UNSCORED).replace("{assignments}", assignments))  # fmt: skip
     with closing(_connect(settings)) as con:
-        tables, first_day, last_day = _lake_tables(con, settings, present)
+        tables, first_day, last_day = _lake_tables(con, settings, present, dims_sql)
         meta = CubeMeta(
             tables=("customers", "orders", *present),
             first_day=first_day,
@@ -796,7 +919,11 @@ def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None 
             churn_days=settings.training.churn_window_days,
             lake_stamp="",
         )
-        return _answer(con, meta, tables, start, end, by, cube=False)
+        predicted = None
+        if by not in ("month", "week") and (segment_dir(settings) / "scores.json").is_file():
+            predicted = _predicted_clv_query(con, settings, segment_dir(settings)).get(by)
+        table = _answer(con, meta, tables, start, end, _dimension(by), cube=False, predicted=predicted)
+    return _as_grouped_by(table, by)
 
 
 def _check_arguments(start: date, end: date, by: str | None) -> None:
@@ -808,7 +935,19 @@ def _check_arguments(start: date, end: date, by: str | None) -> None:
         )
 
 
-def _read_meta(settings: Settings) -> CubeMeta:
+def _read_meta(settings: Settings, folder: Path | None = None) -> CubeMeta:
+    if folder is not None:  # a segment cube, built by `custlens score`
+        if not (folder / "meta.json").is_file():
+            raise CustlensError(
+                f"KPIs by {folder.name} need segments from a batch scoring run; run `custlens score` first"
+            )
+        meta = CubeMeta.read(folder / "meta.json")
+        if meta.lake_stamp.split("|")[0] != _lake_stamp(settings):
+            raise CustlensError(
+                f"the segments in {folder.parent} were scored on an older lake than {settings.lake_dir}; "
+                "run `custlens score` again"
+            )
+        return meta
     folder = kpi_dir(settings)
     if not (folder / "meta.json").is_file():
         raise CustlensError(
@@ -869,6 +1008,7 @@ def _answer(
     by: str | None,
     cube: bool,
     orders: _CustomerOrders | None = None,
+    predicted: dict[str, tuple[float, float]] | None = None,
 ) -> KpiTable:
     periods = _periods(start, end, by)
     parts: dict[str, dict[str, float]] = {}
@@ -971,6 +1111,11 @@ def _answer(
             if label in complete:
                 values.update(_churn_cohort(con, tables, meta, first, label, group_of))
             values.update(_clv(con, tables, last, label, group_of))
+
+    # predicted value: from the latest batch scores, per customer group (not per period)
+    for label, (total, customers) in (predicted or {}).items():
+        if label in spans:
+            parts.setdefault(label, {}).update(predicted_clv_total=total, scored_customers=customers)
 
     values_out: list[KpiValue] = []
     for label in labels:
@@ -1095,6 +1240,9 @@ def _finish(
         if name in ("cac", "ltv_to_cac") and by == "city":
             out[name] = KpiValue(label, name, None, missing="marketing spend is not split by city")
             continue
+        if name == "predicted_clv" and by in ("month", "week"):
+            out[name] = KpiValue(label, name, None, missing=f"a prediction from the latest scores is not split by {by}")
+            continue
         if name in ("churn_rate", "retention_rate") and "churn_base" not in parts:
             window_end = span[0] + timedelta(days=meta.churn_days - 1)
             out[name] = KpiValue(
@@ -1207,6 +1355,7 @@ __all__ = [
     "KpiTable",
     "KpiValue",
     "build_kpi_cube",
+    "build_segment_cubes",
     "kpi_dir",
     "kpis",
     "kpis_direct",

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,7 +22,7 @@ from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.generate import DEFAULT_END, generate
 from features.ingest import ingest
-from features.kpis import GROUPINGS, KpiTable, build_kpi_cube, kpis, kpis_direct
+from features.kpis import GROUPINGS, KpiTable, build_kpi_cube, build_segment_cubes, kpis, kpis_direct
 
 TS = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
@@ -250,8 +251,45 @@ def test_start_after_end_is_a_clear_error(lake: Settings) -> None:
 
 
 def test_an_unknown_grouping_is_a_clear_error(lake: Settings) -> None:
-    with pytest.raises(CustlensError, match="unknown grouping 'segment'"):
-        kpis(lake, *MARCH, by="segment")  # type: ignore[arg-type]
+    with pytest.raises(CustlensError, match="unknown grouping 'product'"):
+        kpis(lake, *MARCH, by="product")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- by segment, predicted value
+
+
+def scores_of(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["customer_id", "rfm_segment", "behavioural_segment", "predicted_clv_12m"])
+
+
+def test_grouping_by_segment_before_any_scoring_says_to_score(lake: Settings) -> None:
+    with pytest.raises(CustlensError, match="run `custlens score` first"):
+        kpis(lake, *MARCH, by="segment")
+    assert kpis(lake, *MARCH).get("predicted_clv").missing == (
+        "no batch scores for these customers yet; run `custlens score`"
+    )
+
+
+def test_kpis_by_segment_group_customers_by_their_latest_segment(lake: Settings) -> None:
+    # A is a champion, B at risk; C was not scored (and does nothing in March)
+    build_segment_cubes(lake, scores_of([("A", "Champions", "Loyal", 1000.0), ("B", "At risk", "Deal", 500.0)]),
+                        date(2024, 4, 1))  # fmt: skip
+    table = kpis(lake, *MARCH, by="segment")
+    assert table.by == "segment"
+    assert set(table.groups) >= {"Champions", "At risk"}
+    assert table.get("revenue", "Champions").value == 300.0  # A's O2
+    assert table.get("revenue", "At risk").value == 300.0  # B's O4 + O5
+    assert table.get("csat", "At risk").value == 0.0  # B's one CSAT answer is a 2
+    assert table.get("predicted_clv", "Champions").value == 1000.0
+    assert table.get("cac", "Champions").missing == "marketing spend is not split by segment"
+    behaviour = kpis(lake, *MARCH, by="behaviour")
+    assert behaviour.get("orders", "Deal").value == 2.0
+    assert kpis(lake, *MARCH).get("predicted_clv").value == 750.0  # (1000 + 500) / 2 scored customers
+    assert kpis(lake, *MARCH, by="month").get("predicted_clv", "2024-03").missing == (
+        "a prediction from the latest scores is not split by month"
+    )
+    for by in ("segment", "behaviour", None):
+        assert kpis(lake, *MARCH, by=by) == kpis_direct(lake, *MARCH, by=by)  # type: ignore[arg-type]
 
 
 def test_asking_before_the_cube_exists_says_how_to_build_it(tmp_path: Path) -> None:
@@ -279,6 +317,14 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Settings:
              file_format="parquet")  # fmt: skip
     ingest(settings, settings.sample_dir)
     build_kpi_cube(settings)
+    # segments as a batch run would write them, a made-up but fixed one per customer (a few unscored)
+    customers = pq.read_table(settings.lake_dir / "customers.parquet", columns=["customer_id"]).column(0).to_pylist()
+    rng = random.Random(3)
+    build_segment_cubes(settings, scores_of([
+        (customer, rng.choice(["Champions", "At risk", "New"]), rng.choice(["Deal seekers", "Loyal"]),
+         rng.uniform(0, 5e6))
+        for customer in customers if rng.random() < 0.9
+    ]), DEFAULT_END)  # fmt: skip
     return settings
 
 
