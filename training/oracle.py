@@ -15,6 +15,13 @@ remaining life is exactly Exp(mu): the oracle's probabilities are the generator'
 best prediction from the latent parameters. It is not an absolute bound: engagement fades in the
 25 days before drop-out, so the observed data carry a little of the future drop-out time that
 the oracle ignores. `knows_dropout_time=True` gives the clairvoyant variant that uses tau itself.
+
+The observable oracle (`oracle_predictions(..., evidence=load_evidence(...))`) knows the same
+latent parameters but not whether the person is still alive: it infers tau from what the lake
+shows of the person before t, by Bayes with the generator's own law (the Exp(mu) prior from
+signup; no order after tau; browsing sessions, social shares, referrals and email opens thinned
+by the engagement fade, which also tells a little about a drop-out soon after t). What separates
+it from the oracle no model can learn from this data: it is the ceiling for any model.
 Left out as negligible: the signup order of someone who signed up in the 20 minutes before t,
 and orders moved back to the drop-out instant on the window's last day.
 """
@@ -35,7 +42,21 @@ import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.generate import CRM, LOCAL_OFFSET_S, ORDER_HOURS, ORDER_SOURCES, POS, SOURCES, order_intensity
+from features.generate import (
+    APP,
+    CRM,
+    FADE_DAYS,
+    FADE_FLOOR,
+    LOCAL_OFFSET_S,
+    ORDER_HOURS,
+    ORDER_SOURCES,
+    POS,
+    PURCHASE_RATE_MEAN,
+    SESSION_RATE,
+    SOURCES,
+    WEB,
+    order_intensity,
+)
 
 OracleModel = Literal["churn", "repurchase", "clv"]
 
@@ -62,6 +83,19 @@ _PERSON_COLUMNS = [
     "is_deal_seeker",
     "engagement_rate",
 ]
+# features.generate._simulate_engagement and _add_campaign_sends draw these inline: social shares
+# and referrals per year (x exp(0.4 z) and exp(0.6 z)), P(email open) = 0.02 + 0.45 (1 - exp(-e)),
+# the open Exp(0.25 days) after the send, and a session that leads to an order 3-40 min before it.
+SHARE_RATE, SHARE_SATISFACTION = 0.4, 0.4
+REFERRAL_RATE, REFERRAL_SATISFACTION = 0.2, 0.6
+EMAIL_OPEN_BASE, EMAIL_OPEN_RESPONSIVE = 0.02, 0.45
+EMAIL_OPEN_DELAY_DAYS = 0.25
+ORDER_SESSION_LEAD_DAYS = 41 / 1440
+# Activity this long before the last order says nothing more about tau (the fade is exp(-10) away).
+FADE_REACH_DAYS = 10 * FADE_DAYS
+# The observable oracle's grid of drop-out times reaches this far past the window's end: later,
+# the fade no longer touches anything observed before t.
+TAU_GRID_BEYOND_DAYS = 6 * FADE_DAYS
 
 
 @dataclass(frozen=True)
@@ -78,6 +112,8 @@ class PersonBehind:
     dropout_hazard: float  # per year
     is_deal_seeker: bool
     expected_order_value: float  # VND, net
+    engagement_rate: float
+    latent_satisfaction: float
     account_opened_s: np.ndarray  # int64 UTC epoch seconds of each order account
     account_weight: np.ndarray  # float, 0 for an account whose opening time is unknown
     account_here: np.ndarray  # bool: the account belongs to this customer_id
@@ -141,6 +177,8 @@ def load_truth(truth_dir: Path, lake_dir: Path) -> pd.DataFrame:
                     dropout_hazard=float(latent["dropout_hazard"][i]),
                     is_deal_seeker=bool(latent["is_deal_seeker"][i]),
                     expected_order_value=float(latent["expected_order_value"][i]),
+                    engagement_rate=float(latent["engagement_rate"][i]),
+                    latent_satisfaction=float(latent["latent_satisfaction"][i]),
                     account_opened_s=opened_s[first:last],
                     account_weight=weight[first:last],
                     account_here=account_customer[first:last] == customer_id,
@@ -239,6 +277,73 @@ def _history_end(lake_dir: Path) -> pd.Timestamp:
     return (last_local_day + pd.Timedelta(days=1) - offset).tz_localize("UTC")
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What the lake shows of each simulated person's activity, over all their accounts (whichever
+    customer_id carries them), in days since 1970-01-01 UTC and keyed by person_id: the clues to
+    whether they are still alive that the observable oracle reads.
+
+    `browsing` is what the fade thins and nothing else drives: sessions that lead to no order,
+    social shares and referrals. Left out: tickets (about 0.3 a year, while alive) and
+    unsubscribes (0.4% of sends while alive, 1.5% after), too rare to move the estimate much."""
+
+    orders: dict[int, np.ndarray]  # every recorded order, any status, sorted
+    browsing: dict[int, np.ndarray]  # sorted
+    email_sent: dict[int, np.ndarray]  # sorted
+    email_opened: dict[int, np.ndarray]  # per send, when it was opened (NaN: never)
+    online_from: dict[int, float]  # when the first web or app account opened (sessions need one)
+
+
+def load_evidence(truth_dir: Path, lake_dir: Path) -> Evidence:
+    """Each person's orders, browsing and email history from the lake, through the truth's identities."""
+    identities = pd.read_parquet(truth_dir / "identities.parquet")
+    orders = pd.read_parquet(lake_dir / "orders.parquet", columns=[*_KEY, "ordered_at"])
+    orders = orders.merge(identities, on=_KEY, how="inner").assign(at=lambda o: _epoch_days(o["ordered_at"]))
+    columns = [*_KEY, "occurred_at", "event_type", "campaign_id"]
+    events_path = lake_dir / "engagement_events.parquet"
+    if events_path.exists():
+        clues = ["session_start", "social_share", "referral", "email_sent", "email_open"]
+        events = pd.read_parquet(events_path, columns=columns, filters=[("event_type", "in", clues)])
+    else:
+        events = pd.DataFrame({name: pd.Series(dtype="datetime64[us, UTC]" if name == "occurred_at" else object)
+                               for name in columns})  # fmt: skip
+    events = events.merge(identities, on=_KEY, how="inner").assign(at=lambda e: _epoch_days(e["occurred_at"]))
+
+    sessions = events[events["event_type"] == "session_start"].sort_values("at")
+    ahead = orders[[*_KEY, "at"]].rename(columns={"at": "order_at"}).sort_values("order_at")
+    sessions = pd.merge_asof(sessions, ahead, left_on="at", right_on="order_at", by=_KEY, direction="forward",
+                             tolerance=ORDER_SESSION_LEAD_DAYS)  # fmt: skip
+    browsing = pd.concat(
+        [sessions[sessions["order_at"].isna()], events[events["event_type"].isin(["social_share", "referral"])]]
+    )
+    sent = events[events["event_type"] == "email_sent"]
+    opens = events[events["event_type"] == "email_open"].groupby([*_KEY, "campaign_id"], as_index=False)["at"].min()
+    sent = sent.merge(opens.rename(columns={"at": "opened_at"}), on=[*_KEY, "campaign_id"], how="left")
+
+    opened = _account_opening(truth_dir.parent).merge(identities, on=_KEY, how="inner")
+    online = opened[opened["source"].isin([SOURCES[WEB], SOURCES[APP]])].dropna(subset=["opened_s"])
+    return Evidence(
+        orders=_by_person(orders, "at"),
+        browsing=_by_person(browsing, "at"),
+        email_sent=_by_person(sent, "at"),
+        email_opened=_by_person(sent, "at", "opened_at"),
+        online_from=(online.groupby("person_id")["opened_s"].min() / _DAY_S).to_dict(),
+    )
+
+
+def _epoch_days(values: pd.Series) -> np.ndarray:
+    return _epoch_seconds(values) / _DAY_S
+
+
+def _by_person(rows: pd.DataFrame, order_by: str, column: str | None = None) -> dict[int, np.ndarray]:
+    """person_id -> the `column` (default `order_by`) values of their rows, in `order_by` order."""
+    rows = rows.sort_values(["person_id", order_by], kind="stable")
+    person = rows["person_id"].to_numpy()
+    values = rows[column or order_by].to_numpy(dtype=float)
+    starts = np.flatnonzero(np.r_[True, person[1:] != person[:-1]]) if len(person) else np.array([], dtype=int)
+    return {int(person[start]): part for start, part in zip(starts, np.split(values, starts[1:]), strict=True)}
+
+
 # ---------------------------------------------------------------- predictions
 
 
@@ -291,12 +396,15 @@ def oracle_predictions(
     window_days: int,
     *,
     knows_dropout_time: bool = False,
+    evidence: Evidence | None = None,
 ) -> np.ndarray:
     """The oracle's prediction for each customer at `cutoff` over [cutoff, cutoff + window_days):
     churn P(no completed order), repurchase P(a completed order), clv expected completed net revenue.
 
     People who dropped out before the cutoff, or sign up after it, add no orders. With
-    `knows_dropout_time` the oracle also knows when the others drop out (an upper bound)."""
+    `knows_dropout_time` the oracle also knows when the others drop out (an upper bound). With
+    `evidence` it does not know who is alive at the cutoff (the observable oracle): it weighs each
+    drop-out time by how well it explains what the lake shows of the person before the cutoff."""
     wanted = pd.Index(customer_ids, dtype=object)
     rows = truth.set_index("customer_id").reindex(wanted)
     unknown = wanted[rows["persons"].isna().to_numpy()]
@@ -313,7 +421,11 @@ def oracle_predictions(
 
     owner = np.repeat(np.arange(len(rows)), [len(behind) for behind in rows["persons"]])
     people: list[PersonBehind] = [person for behind in rows["persons"] for person in behind]
-    no_order, orders = _per_person(people, calendar, cutoff_s, per_order, knows_dropout_time)
+    if evidence is None:
+        no_order, orders = _per_person(people, calendar, cutoff_s, per_order, knows_dropout_time)
+    else:
+        recorded_share = float(truth["recorded_order_share"].iat[0])
+        no_order, orders = _per_person_observed(people, calendar, cutoff_s, per_order, recorded_share, evidence)
     if model == "clv":
         value = np.array([person.expected_order_value for person in people])
         return np.bincount(owner, weights=orders * value, minlength=len(rows))
@@ -326,18 +438,10 @@ def _per_person(people: list[PersonBehind], calendar: _Calendar, cutoff_s: int, 
                 knows_dropout_time: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """P(no recorded completed order) and the expected number of them, per person behind a customer,
     counting only the orders this customer's accounts carry."""
-    signup_s = np.array([p.signup_s for p in people], dtype=float)
     dropout_s = np.array([p.dropout_s for p in people])
-    buying = (dropout_s > cutoff_s) & (signup_s < cutoff_s)  # alive at the cutoff, and known by then
-    per_day = np.array([p.purchase_rate for p in people]) / 365 * per_order
-    deal = np.array([p.is_deal_seeker for p in people])
-    seasonality = np.where(deal[:, None], calendar.deal_seeker[None, :], calendar.regular[None, :])
-    share = np.ones((len(people), len(calendar.start)))
-    for i, person in enumerate(people):
-        if len(person.account_here) == 0 or not person.account_here.all():
-            share[i] = person.order_share(calendar.middle_s)
-    rate = per_day[:, None] * seasonality * calendar.landing[None, :] * share * buying[:, None]  # orders per day
-    before = rate[:, 0] * calendar.before_cutoff  # day d0's orders drawn before t that land after it
+    rate, before = _window_rates(people, calendar, cutoff_s, per_order)
+    buying = (dropout_s > cutoff_s) & (rate.sum(axis=1) > 0)  # alive at the cutoff, and known by then
+    rate, before = rate * buying[:, None], before * buying
 
     if knows_dropout_time:
         left = (dropout_s - cutoff_s) / _DAY_S
@@ -356,6 +460,157 @@ def _per_person(people: list[PersonBehind], calendar: _Calendar, cutoff_s: int, 
     no_order = np.exp(-before) * (gone_in.sum(axis=1) + never_gone)
     expected = before + (rate * surviving * -np.expm1(-hazard * length) / hazard).sum(axis=1)
     return np.where(buying, no_order, 1.0), np.where(buying, expected, 0.0)  # exactly, not up to rounding
+
+
+def _window_rates(people: list[PersonBehind], calendar: _Calendar, cutoff_s: int,
+                  per_order: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Orders per day in each segment of the window while alive (0 for someone who signs up after
+    the cutoff), and the orders of day d0 drawn before t that land after it."""
+    signup_s = np.array([p.signup_s for p in people], dtype=float)
+    per_day = np.array([p.purchase_rate for p in people]) / 365 * per_order * (signup_s < cutoff_s)
+    deal = np.array([p.is_deal_seeker for p in people])
+    seasonality = np.where(deal[:, None], calendar.deal_seeker[None, :], calendar.regular[None, :])
+    share = np.ones((len(people), len(calendar.start)))
+    for i, person in enumerate(people):
+        if len(person.account_here) == 0 or not person.account_here.all():
+            share[i] = person.order_share(calendar.middle_s)
+    rate = per_day[:, None] * seasonality * calendar.landing[None, :] * share  # orders per day
+    return rate, rate[:, 0] * calendar.before_cutoff
+
+
+def _per_person_observed(people: list[PersonBehind], calendar: _Calendar, cutoff_s: int, per_order: float,
+                         recorded_share: float, evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`_per_person` for the observable oracle: each person's drop-out time tau is unknown, its
+    posterior given the evidence before t is a grid of one-day cells, and the window's orders are
+    averaged over it (the clairvoyant formula at each cell, no orders for a tau before t)."""
+    rate, before = _window_rates(people, calendar, cutoff_s, per_order)
+    knots = np.concatenate([calendar.start, [calendar.start[-1] + calendar.length[-1]]])
+    expected_by = before[:, None] + np.concatenate([np.zeros((len(people), 1)),
+                                                    np.cumsum(rate * calendar.length, axis=1)], axis=1)  # fmt: skip
+    cutoff = cutoff_s / _DAY_S
+    first = min((p.signup_s for p in people), default=cutoff_s) / _DAY_S
+    intensity = _OrderIntensity.of(first, cutoff)
+    no_order, expected = np.ones(len(people)), np.zeros(len(people))
+    for i, person in enumerate(people):
+        if rate[i].sum() == 0:
+            continue  # signs up after the cutoff
+        after, weight, tail = _dropout_posterior(person, evidence, cutoff, knots[-1] + TAU_GRID_BEYOND_DAYS,
+                                                 intensity, recorded_share)  # fmt: skip
+        alive = after > 0
+        by_then = np.interp(after[alive], knots, expected_by[i])  # orders in the window before tau
+        total = expected_by[i, -1]
+        no_order[i] = weight[~alive].sum() + (weight[alive] * np.exp(-by_then)).sum() + tail * np.exp(-total)
+        expected[i] = (weight[alive] * by_then).sum() + tail * total
+    return no_order, expected
+
+
+@dataclass(frozen=True)
+class _OrderIntensity:
+    """The cumulative order-rate multiplier m(day) from `first` on, at the local day boundaries, in
+    days since 1970-01-01 UTC; linear within a day (the hour-of-day profile left out)."""
+
+    knots: np.ndarray
+    regular: np.ndarray
+    deal_seeker: np.ndarray
+
+    @classmethod
+    def of(cls, first: float, last: float) -> _OrderIntensity:
+        offset_days = LOCAL_OFFSET_S / _DAY_S
+        days = np.arange(np.floor(first + offset_days) - 1, np.ceil(last + offset_days) + 2).astype(np.int64)
+        levels = [np.concatenate([[0.0], np.cumsum(order_intensity(days[:-1], deal))]) for deal in (False, True)]
+        return cls(days - offset_days, levels[0], levels[1])
+
+    def level(self, at: np.ndarray | float, deal_seeker: bool) -> np.ndarray:
+        return np.interp(at, self.knots, self.deal_seeker if deal_seeker else self.regular)
+
+
+def _dropout_posterior(
+    person: PersonBehind,
+    evidence: Evidence,
+    cutoff: float,
+    beyond: float,
+    intensity: _OrderIntensity,
+    recorded_share: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """P(tau in each one-day cell) from the last order to `beyond` days after the cutoff (times in
+    days since 1970-01-01; returned as each cell's middle minus the cutoff) and P(tau later still),
+    given the person's evidence before the cutoff and the generator's law:
+    - prior: tau - signup ~ Exp(mu);
+    - orders: a Poisson process at lambda m(day) until tau, so none between the last one and
+      min(tau, t) has probability exp(-lambda (M(min(tau, t)) - M(last)));
+    - browsing: a Poisson process at rho f(u; tau) from the first web/app account on, f the fade;
+    - emails: each send observed before t opened with probability q f(send; tau), seen by t
+      with probability 1 - exp(-(t - send) / 0.25 days).
+    Factors that do not depend on tau (older activity, the orders' own densities) are left out."""
+    pid = person.person_id
+    signup = person.signup_s / _DAY_S
+    empty = np.zeros(0)
+    orders = evidence.orders.get(pid, empty)
+    last = max(signup, float(orders[orders < cutoff].max(initial=-np.inf)))
+    edges = np.unique(np.concatenate([np.arange(last, cutoff, 1.0), np.arange(cutoff, cutoff + beyond, 1.0),
+                                      [cutoff + beyond]]))  # fmt: skip
+    low, high = edges[:-1], edges[1:]
+    tau = (low + high) / 2
+    hazard = person.dropout_hazard / 365
+    log_weight = -hazard * (low - signup) + np.log(-np.expm1(-hazard * (high - low)))
+    log_tail = -hazard * (cutoff + beyond - signup)
+
+    order_rate = person.purchase_rate / 365 * recorded_share
+    at_last = intensity.level(last, person.is_deal_seeker)
+    log_weight -= order_rate * (intensity.level(np.minimum(tau, cutoff), person.is_deal_seeker) - at_last)
+    log_tail -= order_rate * (intensity.level(cutoff, person.is_deal_seeker) - at_last)
+
+    since = last - FADE_REACH_DAYS
+    online = evidence.online_from.get(pid, np.inf)
+    if online < cutoff:
+        satisfaction, engagement = person.latent_satisfaction, person.engagement_rate
+        per_day = (
+            SESSION_RATE * engagement * np.sqrt(person.purchase_rate / PURCHASE_RATE_MEAN)
+            + SHARE_RATE * engagement * np.exp(SHARE_SATISFACTION * satisfaction)
+            + REFERRAL_RATE * np.exp(REFERRAL_SATISFACTION * satisfaction)
+        ) / 365
+        browsing = evidence.browsing.get(pid, empty)
+        seen = browsing[(browsing >= max(online, since)) & (browsing < cutoff)]
+        log_weight += np.log(_fade(seen[None, :], tau[:, None])).sum(axis=1)
+        log_weight -= per_day * _faded_exposure(online, cutoff, tau)
+        log_tail -= per_day * (cutoff - online)
+
+    sent = evidence.email_sent.get(pid, empty)
+    recent = (sent >= since) & (sent < cutoff)
+    if recent.any():
+        sent, opened = sent[recent], evidence.email_opened[pid][recent] < cutoff  # NaN: never opened
+        opens = EMAIL_OPEN_BASE + EMAIL_OPEN_RESPONSIVE * -np.expm1(-person.engagement_rate)
+        shown = -np.expm1(-(cutoff - sent) / EMAIL_OPEN_DELAY_DAYS)
+        fade = _fade(sent[None, :], tau[:, None])
+        log_weight += np.where(opened, np.log(fade), np.log1p(-opens * fade * shown)).sum(axis=1)
+        log_tail += np.log1p(-opens * shown[~opened]).sum()
+
+    top = max(float(log_weight.max(initial=-np.inf)), log_tail)
+    weight, tail = np.exp(log_weight - top), float(np.exp(log_tail - top))
+    total = weight.sum() + tail
+    return tau - cutoff, weight / total, tail / total
+
+
+def _fade(at: np.ndarray, dropout: np.ndarray) -> np.ndarray:
+    """features.generate's engagement fade f(u; tau): 1 long before drop-out, FADE_FLOOR from it on."""
+    return 1 - (1 - FADE_FLOOR) * np.exp(-np.maximum(dropout - at, 0.0) / FADE_DAYS)
+
+
+def _faded_exposure(start: float, end: float, dropout: np.ndarray) -> np.ndarray:
+    """The integral of f(u; tau) over u in [start, end), for each tau."""
+    fading = (1 - FADE_FLOOR) * FADE_DAYS
+    before = dropout <= start
+    inside = ~before & (dropout <= end)
+    lived = np.clip(dropout, start, end) - start
+    return np.where(
+        before,
+        FADE_FLOOR * (end - start),
+        np.where(
+            inside,
+            lived + fading * np.expm1(-lived / FADE_DAYS) + FADE_FLOOR * (end - np.clip(dropout, start, end)),
+            (end - start) - fading * (np.exp(-(dropout - end) / FADE_DAYS) - np.exp(-(dropout - start) / FADE_DAYS)),
+        ),
+    )
 
 
 # ---------------------------------------------------------------- comparing

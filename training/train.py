@@ -277,9 +277,11 @@ def _oracle_metrics(
     baselines: dict[str, dict[str, float]],
 ) -> dict[str, float]:
     """On generated sample data, the best achievable score and the share of the gap from the best
-    baseline to it that the model closes. Real data has no truth: then nothing is returned."""
+    baseline to it that the model closes; the same for the observable oracle, which does not know
+    who is still alive (no model can: what separates the two is beyond reach). Real data has no
+    truth: then nothing is returned."""
     from custlens.errors import CustlensError
-    from training.oracle import gap_closed, load_truth, oracle_predictions, truth_dir_for
+    from training.oracle import gap_closed, load_evidence, load_truth, oracle_predictions, truth_dir_for
 
     truth_dir = truth_dir_for(settings)
     if truth_dir is None:
@@ -289,15 +291,20 @@ def _oracle_metrics(
     except CustlensError:
         return {}  # the lake was not ingested from this sample: no truth to compare with
     test = frame.part("test")
-    predicted = oracle_predictions(truth, test["customer_id"].tolist(), frame.split.test, model,
-                                   label_window(settings, model))  # fmt: skip
+    ids, window = test["customer_id"].tolist(), label_window(settings, model)
     key, _ = PRIMARY_METRIC[model]
-    oracle = test_metrics(model, _labels(test, model), predicted)[key]
+    actual = _labels(test, model)
+    oracle = test_metrics(model, actual, oracle_predictions(truth, ids, frame.split.test, model, window))[key]
+    evidence = load_evidence(truth_dir, settings.lake_dir)
+    observable_predicted = oracle_predictions(truth, ids, frame.split.test, model, window, evidence=evidence)
+    observable = test_metrics(model, actual, observable_predicted)[key]
     best_baseline = max((b[key] for b in baselines.values()), default=float("nan"))
     return {
         f"oracle_{key}": oracle,
         "oracle_best_baseline": best_baseline,
         "oracle_gap_closed": gap_closed(best_baseline, metrics[key], oracle),
+        f"oracle_observable_{key}": observable,
+        "oracle_observable_gap_closed": gap_closed(best_baseline, metrics[key], observable),
     }
 
 
@@ -460,20 +467,25 @@ def train_all(settings: Settings, models: Sequence[str], console: Console | None
 
 def render(results: list[ModelResult]) -> Group:
     table = Table(title="custlens train", expand=False)
-    for column in ("model", "version", "test metric", "baseline", "oracle", "gap closed", "alias", "seconds"):
+    for column in ("model", "version", "test metric", "baseline", "oracle", "gap closed", "observable",
+                   "closed (obs.)", "alias", "seconds"):  # fmt: skip
         table.add_column(column)
     for result in results:
         key, _ = PRIMARY_METRIC[result.model]
         best = max((m[key] for m in result.baselines.values()), default=float("nan"))
         oracle = result.metrics.get(f"oracle_{key}", float("nan"))
         closed = result.metrics.get("oracle_gap_closed", float("nan"))
+        observable = result.metrics.get(f"oracle_observable_{key}", float("nan"))
+        closed_observable = result.metrics.get("oracle_observable_gap_closed", float("nan"))
         table.add_row(
             result.model,
             result.version,
             f"{key.removeprefix('test_')} {result.metrics[key]:.4f}",
             _number(best),
             _number(oracle),
-            "-" if np.isnan(closed) else f"{closed:.0%}",
+            _share(closed),
+            _number(observable),
+            _share(closed_observable),
             CHAMPION if result.promoted else CHALLENGER,
             f"{result.seconds:.0f}",
         )
@@ -483,3 +495,7 @@ def render(results: list[ModelResult]) -> Group:
 
 def _number(value: float) -> str:
     return "-" if np.isnan(value) else f"{value:.4f}"
+
+
+def _share(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.0%}"
