@@ -26,6 +26,8 @@ demo: $(STAMP)
 	$(BIN)/custlens features materialize
 	$(BIN)/custlens features online
 	$(BIN)/custlens train all --trials $(DEMO_TRIALS)
+	$(BIN)/custlens score
+	$(BIN)/custlens kpis --by segment
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -46,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_1m.py
 	$(BIN)/python benchmarks/features_1m.py
 	$(BIN)/python benchmarks/feature_store_1m.py
+	$(BIN)/python benchmarks/score_1m.py
 
 # The MLflow UI over the embedded default's tracking store (runs, trials, baselines, registry).
 mlflow-ui: $(STAMP)

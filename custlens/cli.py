@@ -266,6 +266,35 @@ def train(
     console.print(f"MLflow: {tracking_uri(settings)}; open the UI with `make mlflow-ui` (http://127.0.0.1:5000)")
 
 
+@app.command()
+@user_errors_exit_cleanly
+def score(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Snapshot date to score, YYYY-MM-DD (default: the latest).")
+    ] = None,
+    sink: Annotated[
+        str | None,
+        typer.Option(
+            "--sink",
+            help="sqlite:///path.db, postgresql://user@host:5432/db, parquet:FOLDER or csv:FOLDER "
+            "(default: batch.sink, else sqlite:///<data_dir>/scores/scores.db).",
+        ),
+    ] = None,
+    customers: Annotated[
+        Path | None,
+        typer.Option(
+            "--customers", help="File of customer ids (unified or CRM), one a line; default: everyone.", dir_okay=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Score every customer of a feature snapshot (or the listed ones) and write the scores to a sink."""
+    from serving.batch import score_customers
+
+    report = score_customers(_settings(config), _parse_day(as_of, "--as-of"), sink, customers, console=console)
+    console.print(report.render())
+
+
 def _shown(value: Any) -> str:
     import pandas as pd
 

@@ -151,6 +151,9 @@ class BatchSettings(_Section):
     psi_warning: float = Field(
         0.2, gt=0.0, description="Warn when a score's PSI against the previous run exceeds this."
     )
+    kpi_segments: bool = Field(
+        True, description="After a run of every customer, rebuild the KPI cubes by segment from its scores."
+    )
 
 
 class Settings(BaseSettings):

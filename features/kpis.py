@@ -433,6 +433,14 @@ def segment_dir(settings: Settings) -> Path:
     return settings.data_dir / "kpis-by-segment"
 
 
+def segment_as_of(settings: Settings) -> date | None:
+    """The as-of date of the scores the KPI cubes by segment come from; None before any."""
+    path = segment_dir(settings) / "scores.json"
+    if not path.is_file():
+        return None
+    return date.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["as_of"])
+
+
 def build_segment_cubes(settings: Settings, scores: pd.DataFrame, as_of: date) -> Path:
     """The KPI cubes by RFM segment and by behavioural segment, from one batch run's scores
     (customer_id, rfm_segment, behavioural_segment, predicted_clv_12m): `custlens score` calls it
@@ -1359,4 +1367,5 @@ __all__ = [
     "kpi_dir",
     "kpis",
     "kpis_direct",
+    "segment_as_of",
 ]

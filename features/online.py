@@ -517,34 +517,66 @@ class OnlineFeatures:
         object with None. An unknown id has NULL in every column but `customer_id` and `known`.
         """
         rows = self.read(customer_ids, request_time)
-        plan = self._plan(tuple(names))
-        count = len(rows.customer_ids)
-        numbers = rows.numbers
-        customer_id = np.empty(count, dtype=object)
-        customer_id[:] = rows.customer_ids
-        # Every instant column (feature_time first) converted in one call, then cut apart.
         feature_time = np.array([np.nan if t is None else t.timestamp() for t in rows.feature_time], dtype="float64")
-        instants = _utc_instants(np.concatenate([feature_time, numbers[:, plan.instants].T.ravel()]))
-        days = days_between_epochs(rows.request_time.timestamp(), numbers[:, plan.day_counts])
-        columns: dict[str, Any] = {JOIN_KEY: customer_id, "known": rows.known, "feature_time": instants[:count]}
-        for name, (kind, index) in zip(plan.names, plan.steps, strict=True):
-            if kind == "number":
-                columns[name] = numbers[:, index]
-            elif kind == "days":
-                columns[name] = days[:, index]
-            elif kind == "instant":
-                columns[name] = instants[(index + 1) * count : (index + 2) * count]
-            else:
-                label = np.empty(count, dtype=object)
-                label[:] = [row[index] for row in rows.labels]
-                columns[name] = label
-        # copy=False: the columns are fresh arrays, made for this frame and shared with nothing.
-        return pd.DataFrame(columns, index=pd.RangeIndex(count), copy=False)
+        return _packed_frame(
+            rows.customer_ids, rows.known, feature_time, rows.numbers, rows.labels, rows.request_time,
+            self._plan(tuple(names)),
+        )  # fmt: skip
 
     def _plan(self, names: tuple[str, ...]) -> _FramePlan:
         if names not in self._plans:
             self._plans[names] = _FramePlan.of(names)
         return self._plans[names]
+
+
+def snapshot_features_frame(
+    snapshot: PackedSnapshot, names: Sequence[str], request_time: datetime, rows: slice | None = None
+) -> pd.DataFrame:
+    """Rows `rows` of a packed snapshot (default: all) as `OnlineFeatures.features_frame` gives
+    them once that snapshot is materialized: the same columns and dtypes, every row known, day
+    counts at `request_time`. The batch job scores from this, so batch and online see the same
+    features."""
+    rows = rows or slice(None)
+    customer_ids = snapshot.customer_ids[rows]
+    count = len(customer_ids)
+    feature_time = np.full(count, cutoff_instant(snapshot.cutoff).timestamp(), dtype="float64")
+    return _packed_frame(
+        customer_ids, np.ones(count, dtype=bool), feature_time, snapshot.numbers[rows], snapshot.labels[rows],
+        request_time, _FramePlan.of(names),
+    )  # fmt: skip
+
+
+def _packed_frame(
+    customer_ids: Sequence[str],
+    known: np.ndarray,
+    feature_time: np.ndarray,
+    numbers: np.ndarray,
+    labels: Sequence[Sequence[str | None]],
+    request_time: datetime,
+    plan: _FramePlan,
+) -> pd.DataFrame:
+    """The features frame of packed rows (see `OnlineFeatures.features_frame`); `feature_time` in
+    epoch seconds (NaN: none), a label "" or None is NULL."""
+    count = len(customer_ids)
+    customer_id = np.empty(count, dtype=object)
+    customer_id[:] = customer_ids
+    # Every instant column (feature_time first) converted in one call, then cut apart.
+    instants = _utc_instants(np.concatenate([feature_time, numbers[:, plan.instants].T.ravel()]))
+    days = days_between_epochs(request_time.timestamp(), numbers[:, plan.day_counts])
+    columns: dict[str, Any] = {JOIN_KEY: customer_id, "known": known, "feature_time": instants[:count]}
+    for name, (kind, index) in zip(plan.names, plan.steps, strict=True):
+        if kind == "number":
+            columns[name] = numbers[:, index]
+        elif kind == "days":
+            columns[name] = days[:, index]
+        elif kind == "instant":
+            columns[name] = instants[(index + 1) * count : (index + 2) * count]
+        else:
+            label = np.empty(count, dtype=object)
+            label[:] = [row[index] or None for row in labels]
+            columns[name] = label
+    # copy=False: the columns are fresh arrays, made for this frame and shared with nothing.
+    return pd.DataFrame(columns, index=pd.RangeIndex(count), copy=False)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,602 @@
+"""Where batch scores go: the `customer_scores` table and the `scoring_runs` manifest, in a SQL
+database (SQLite, PostgreSQL) or as Parquet/CSV files, written so that a reader sees either the
+previous complete result or the new one, never a mix.
+
+- SQL: a run's rows go to a temporary staging table (private to the run's connection, gone if the
+  run dies); one transaction then deletes what they replace, copies them in and marks the run
+  succeeded in the manifest.
+- Files: `PATH/customer_scores/<as-of>.parquet|csv`, one file per as-of date, written under a
+  hidden temporary name and renamed over the old file; `PATH/scoring_runs.parquet|csv` is the
+  manifest, replaced the same way. A folder of these files reads as one table
+  (`pyarrow.parquet.read_table(PATH / "customer_scores")`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from custlens.errors import CustlensError
+
+SCORES_TABLE = "customer_scores"
+MANIFEST_TABLE = "scoring_runs"
+STAGING_TABLE = "customer_scores_staging"
+MODEL_VERSION_COLUMNS = ("churn_model_version", "repurchase_model_version", "clv_model_version",
+                         "segments_model_version")  # fmt: skip
+
+# One row per customer and as-of date; the Arrow schema every sink writes.
+SCORES_SCHEMA = pa.schema([
+    pa.field("customer_id", pa.string(), nullable=False),
+    pa.field("crm_customer_id", pa.string()),
+    pa.field("as_of", pa.date32(), nullable=False),
+    pa.field("churn_probability", pa.float64()),
+    pa.field("churn_risk", pa.string()),
+    pa.field("repurchase_probability_30d", pa.float64()),
+    pa.field("expected_next_order_date", pa.date32()),
+    pa.field("predicted_clv_12m", pa.float64()),
+    pa.field("rfm_segment", pa.string()),
+    pa.field("behavioural_segment", pa.string()),
+    *(pa.field(name, pa.string()) for name in MODEL_VERSION_COLUMNS),
+    pa.field("scoring_run_id", pa.string(), nullable=False),
+])  # fmt: skip
+SCORE_COLUMNS = tuple(SCORES_SCHEMA.names)
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One row of the manifest: a scoring run, from `running` to `succeeded` (or `failed`).
+
+    A run killed outright stays `running`: it never got to say otherwise, and its rows never
+    reached `customer_scores`. `score_bins` holds each score's deciles and shares (JSON), what
+    the next run measures drift (PSI) against; `psi` the drift measured against the run before.
+    """
+
+    run_id: str
+    as_of: date
+    status: str
+    scope: str  # "all" customers of the snapshot, or "listed" ones (only those rows are replaced)
+    started_at: datetime
+    churn_model_version: str
+    repurchase_model_version: str
+    clv_model_version: str
+    segments_model_version: str
+    rows: int | None = None
+    finished_at: datetime | None = None
+    seconds: float | None = None
+    score_bins: str | None = None
+    psi: str | None = None
+    error: str | None = None
+
+    def bins(self) -> dict[str, Any]:
+        return dict(json.loads(self.score_bins)) if self.score_bins else {}
+
+
+MANIFEST_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("as_of", pa.date32(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("scope", pa.string(), nullable=False),
+    pa.field("started_at", pa.timestamp("us", "UTC"), nullable=False),
+    *(pa.field(name, pa.string()) for name in MODEL_VERSION_COLUMNS),
+    pa.field("rows", pa.int64()),
+    pa.field("finished_at", pa.timestamp("us", "UTC")),
+    pa.field("seconds", pa.float64()),
+    pa.field("score_bins", pa.string()),
+    pa.field("psi", pa.string()),
+    pa.field("error", pa.string()),
+])  # fmt: skip
+assert tuple(MANIFEST_SCHEMA.names) == tuple(f.name for f in fields(RunEntry))
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Customers per (segment at the previous as-of, segment now); "(none)" when a customer had no
+    score at the previous as-of."""
+
+    column: str
+    previous_as_of: date
+    as_of: date
+    counts: pd.DataFrame = field(repr=False)  # columns: previous, current, customers
+
+    def matrix(self) -> pd.DataFrame:
+        return self.counts.pivot_table(
+            index="previous", columns="current", values="customers", aggfunc="sum", fill_value=0
+        ).astype("int64")
+
+
+NEW_CUSTOMER = "(none)"
+
+
+class Sink(ABC):
+    """A place that holds `customer_scores` and the manifest of scoring runs."""
+
+    uri: str  # as shown to people: no password
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise a CustlensError unless the sink can be reached and written (creates its tables)."""
+
+    @abstractmethod
+    def runs(self) -> list[RunEntry]:
+        """The manifest, oldest start first."""
+
+    @abstractmethod
+    def as_of_dates(self) -> list[date]:
+        """As-of dates holding scores, oldest first."""
+
+    @abstractmethod
+    def scores(self, as_of: date | None = None) -> pd.DataFrame:
+        """The scores of one as-of date (default: all), ordered by as_of and customer_id."""
+
+    @abstractmethod
+    def segment_counts(self, column: str, as_of: date) -> dict[str, int]:
+        """Customers per segment of `column` at `as_of`."""
+
+    @abstractmethod
+    def migration(self, column: str, previous_as_of: date, as_of: date) -> Migration: ...
+
+    @abstractmethod
+    def begin(self, entry: RunEntry) -> None:
+        """Record the run as running and open its staging area."""
+
+    @abstractmethod
+    def write(self, chunk: pa.Table) -> None:
+        """Stage a chunk of rows (SCORES_SCHEMA); nothing is visible to readers yet."""
+
+    @abstractmethod
+    def commit(self, entry: RunEntry) -> None:
+        """Swap the staged rows in and mark the run succeeded, atomically: for a run of all
+        customers, every row of its as-of date is replaced; for listed ones, only theirs."""
+
+    @abstractmethod
+    def abort(self, entry: RunEntry) -> None:
+        """Drop the staged rows; the run is recorded as failed where the sink still answers."""
+
+    def previous_run(self, scope: str | None = None) -> RunEntry | None:
+        """The last run that succeeded (of this scope: "all" or "listed", when given)."""
+        succeeded = [run for run in self.runs() if run.status == SUCCEEDED and scope in (None, run.scope)]
+        return succeeded[-1] if succeeded else None
+
+    def previous_as_of(self, as_of: date) -> date | None:
+        earlier = [day for day in self.as_of_dates() if day < as_of]
+        return earlier[-1] if earlier else None
+
+    def close(self) -> None:  # noqa: B027 - a sink without connections has nothing to close
+        pass
+
+
+def open_sink(uri: str, create_folder: bool = False) -> Sink:
+    """The sink a URI names: sqlite:///path.db, postgresql://..., parquet:PATH or csv:PATH.
+
+    `create_folder`: create a missing folder of a SQLite file (the default sink's, say); an explicit
+    path must exist, so a typo is an error rather than a new database somewhere unexpected.
+    """
+    if uri.startswith("parquet:") or uri.startswith("csv:"):
+        kind, _, path = uri.partition(":")
+        if not path:
+            raise CustlensError(f"sink {uri!r} names no folder; write {kind}:PATH")
+        return FileSink(Path(path), kind)
+    if uri.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+        return SqlSink(uri, create_folder)
+    raise CustlensError(
+        f"unknown sink {uri!r}; use sqlite:///path.db, postgresql://user@host:5432/db, parquet:PATH or csv:PATH"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL: SQLite and PostgreSQL through SQLAlchemy
+
+_METADATA = sa.MetaData()
+
+_SQL_TYPES: dict[pa.DataType, Any] = {
+    pa.string(): sa.Text(),
+    pa.date32(): sa.Date(),
+    pa.float64(): sa.Float(precision=53),
+    pa.int64(): sa.BigInteger(),
+    pa.timestamp("us", "UTC"): sa.DateTime(timezone=True),
+}
+
+
+def _sql_columns(schema: pa.Schema, primary_key: Sequence[str] = ()) -> list[sa.Column[Any]]:
+    return [
+        sa.Column(f.name, _SQL_TYPES[f.type], nullable=f.nullable or f.name not in primary_key,
+                  primary_key=f.name in primary_key)
+        for f in schema
+    ]  # fmt: skip
+
+
+SCORES = sa.Table(SCORES_TABLE, _METADATA, *_sql_columns(SCORES_SCHEMA, ("as_of", "customer_id")))
+MANIFEST = sa.Table(MANIFEST_TABLE, _METADATA, *_sql_columns(MANIFEST_SCHEMA, ("run_id",)))
+# Per connection and gone with it: a run that dies leaves nothing behind.
+STAGING = sa.Table(STAGING_TABLE, sa.MetaData(), *_sql_columns(SCORES_SCHEMA), prefixes=["TEMPORARY"])
+
+
+class SqlSink(Sink):
+    def __init__(self, uri: str, create_folder: bool = False) -> None:
+        try:
+            url = make_url(uri)
+        except ArgumentError as exc:
+            raise CustlensError(f"sink {uri!r} is not a database URL: {exc}") from None
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")  # psycopg 3, not the default psycopg2
+        self.url = url
+        self.uri = url.render_as_string(hide_password=True)
+        self.dialect = url.get_backend_name()
+        self.create_folder = create_folder
+        self._engine: Engine | None = None
+        self._conn: Connection | None = None
+        self._scope = "all"
+
+    # -- connecting
+
+    def _connect(self) -> Connection:
+        if self._conn is not None:
+            return self._conn
+        if self.dialect == "sqlite":
+            self._check_sqlite_path()
+            engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+            _sqlite_transactions(engine)
+        elif self.dialect == "postgresql":
+            engine = sa.create_engine(self.url, connect_args={"connect_timeout": 10})
+        else:
+            raise CustlensError(f"sink {self.uri}: only SQLite and PostgreSQL databases are supported")
+        try:
+            conn = engine.connect()
+        except DBAPIError as exc:
+            engine.dispose()
+            raise CustlensError(
+                f"cannot reach the sink {self.uri}: {_first_line(exc)}; check the server, the address "
+                "and the credentials, or choose another --sink"
+            ) from None
+        self._engine, self._conn = engine, conn
+        return conn
+
+    def _check_sqlite_path(self) -> None:
+        database = self.url.database
+        if not database or database == ":memory:":
+            raise CustlensError(f"sink {self.uri}: an in-memory SQLite database would be lost; name a file")
+        folder = Path(database).resolve().parent
+        if self.create_folder and not folder.exists():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CustlensError(f"sink {self.uri}: cannot create folder {folder}: {exc.strerror}") from None
+        if not folder.is_dir():
+            raise CustlensError(
+                f"sink {self.uri}: folder {folder} does not exist or is not a folder; create it or choose another path"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CustlensError(f"sink {self.uri}: folder {folder} is not writable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._engine is not None:
+            self._engine.dispose()
+        self._conn = self._engine = None
+
+    def check(self) -> None:
+        conn = self._connect()
+        try:
+            with conn.begin():
+                _METADATA.create_all(conn)
+            # A write that is rolled back: proves the tables are writable without changing them.
+            with conn.begin() as probe:
+                conn.execute(sa.delete(MANIFEST).where(MANIFEST.c.run_id == "writability-probe"))
+                STAGING.create(conn, checkfirst=True)
+                probe.rollback()
+        except SQLAlchemyError as exc:
+            raise CustlensError(f"cannot write to the sink {self.uri}: {_first_line(exc)}") from None
+
+    # -- reading
+
+    def _all(self, query: sa.Executable) -> list[Any]:
+        """The rows of a query, its read transaction ended at once (no snapshot held open)."""
+        conn = self._connect()
+        try:
+            return list(conn.execute(query).all())
+        finally:
+            conn.rollback()
+
+    def runs(self) -> list[RunEntry]:
+        rows = self._all(sa.select(MANIFEST).order_by(MANIFEST.c.started_at, MANIFEST.c.run_id))
+        entries = [RunEntry(**row._asdict()) for row in rows]
+        return [replace(e, started_at=_utc(e.started_at) or e.started_at, finished_at=_utc(e.finished_at))
+                for e in entries]  # fmt: skip
+
+    def as_of_dates(self) -> list[date]:
+        query = sa.select(SCORES.c.as_of).distinct().order_by(SCORES.c.as_of)
+        return [row[0] for row in self._all(query)]
+
+    def previous_as_of(self, as_of: date) -> date | None:
+        found = self._all(sa.select(sa.func.max(SCORES.c.as_of)).where(SCORES.c.as_of < as_of))
+        return found[0][0] if found else None
+
+    def scores(self, as_of: date | None = None) -> pd.DataFrame:
+        query = sa.select(SCORES).order_by(SCORES.c.as_of, SCORES.c.customer_id)
+        if as_of is not None:
+            query = query.where(SCORES.c.as_of == as_of)
+        return pd.DataFrame(self._all(query), columns=list(SCORE_COLUMNS))
+
+    def segment_counts(self, column: str, as_of: date) -> dict[str, int]:
+        segment = SCORES.c[column]
+        query = sa.select(segment, sa.func.count()).where(SCORES.c.as_of == as_of).group_by(segment)
+        return {str(row[0]): int(row[1]) for row in self._all(query)}
+
+    def migration(self, column: str, previous_as_of: date, as_of: date) -> Migration:
+        now, before = SCORES.alias("now"), SCORES.alias("before")
+        joined = now.outerjoin(
+            before, sa.and_(before.c.customer_id == now.c.customer_id, before.c.as_of == previous_as_of)
+        )
+        previous = sa.func.coalesce(before.c[column], NEW_CUSTOMER)
+        query = (
+            sa.select(previous.label("previous"), now.c[column].label("current"), sa.func.count().label("customers"))
+            .select_from(joined)
+            .where(now.c.as_of == as_of)
+            .group_by(previous, now.c[column])
+        )
+        counts = pd.DataFrame(self._all(query), columns=["previous", "current", "customers"])
+        return Migration(column, previous_as_of, as_of, counts)
+
+    # -- writing
+
+    def begin(self, entry: RunEntry) -> None:
+        conn = self._connect()
+        self._scope = entry.scope
+        with conn.begin():
+            STAGING.drop(conn, checkfirst=True)
+            STAGING.create(conn)
+            conn.execute(sa.insert(MANIFEST).values(**_manifest_values(entry)))
+
+    def write(self, chunk: pa.Table) -> None:
+        conn = self._connect()
+        columns = [_sql_values(chunk.column(name)) for name in SCORE_COLUMNS]
+        with conn.begin():
+            if self.dialect == "postgresql":
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                names = ", ".join(SCORE_COLUMNS)
+                with raw.cursor() as cursor, cursor.copy(f"COPY {STAGING_TABLE} ({names}) FROM STDIN") as copy:
+                    for row in zip(*columns, strict=True):
+                        copy.write_row(row)
+            else:
+                marks = ", ".join("?" * len(SCORE_COLUMNS))
+                conn.exec_driver_sql(f"INSERT INTO {STAGING_TABLE} VALUES ({marks})", list(zip(*columns, strict=True)))
+
+    def commit(self, entry: RunEntry) -> None:
+        conn = self._connect()
+        replaced = sa.delete(SCORES).where(SCORES.c.as_of == entry.as_of)
+        if self._scope != "all":
+            replaced = replaced.where(SCORES.c.customer_id.in_(sa.select(STAGING.c.customer_id)))
+        with conn.begin():
+            conn.execute(replaced)
+            conn.execute(sa.insert(SCORES).from_select(list(SCORE_COLUMNS), sa.select(STAGING)))
+            conn.execute(sa.update(MANIFEST).where(MANIFEST.c.run_id == entry.run_id).values(**_manifest_values(entry)))
+        with conn.begin():
+            STAGING.drop(conn, checkfirst=True)
+
+    def abort(self, entry: RunEntry) -> None:
+        if self._conn is None:
+            return
+        try:
+            if self._conn.in_transaction():
+                self._conn.rollback()
+            with self._conn.begin():
+                STAGING.drop(self._conn, checkfirst=True)
+                self._conn.execute(
+                    sa.update(MANIFEST).where(MANIFEST.c.run_id == entry.run_id).values(**_manifest_values(entry))
+                )
+        except SQLAlchemyError:
+            pass  # the sink went away: the run stays `running` there, and the error is reported anyway
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy, not the sqlite3 module, begin transactions, so that the DDL and every
+    statement of a swap share one (SQLAlchemy's documented recipe for pysqlite)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        # WAL: readers keep reading the previous result while a run commits the next.
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _sql_values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values a driver binds: dates as ISO text (SQLite has no date type and
+    PostgreSQL's COPY parses it), NaN as NULL."""
+    if pa.types.is_date(column.type):
+        return column.cast(pa.string()).to_pylist()
+    if pa.types.is_floating(column.type):
+        return pc.if_else(pc.is_nan(column), None, column).to_pylist()
+    return column.to_pylist()
+
+
+def _manifest_values(entry: RunEntry) -> dict[str, Any]:
+    return asdict(entry)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)  # SQLite keeps no offset; we only ever write UTC
+
+
+def _first_line(exc: Exception) -> str:
+    original = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: Parquet and CSV
+
+
+class FileSink(Sink):
+    def __init__(self, root: Path, kind: str) -> None:
+        self.root = root.resolve()
+        self.kind = kind
+        self.uri = f"{kind}:{self.root}"
+        self.scores_dir = self.root / SCORES_TABLE
+        self.manifest_path = self.root / f"{MANIFEST_TABLE}.{kind}"
+        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
+        self._staged: Path | None = None
+        self._staged_ids: list[pa.Array] = []
+
+    def _final(self, as_of: date) -> Path:
+        return self.scores_dir / f"{as_of}.{self.kind}"
+
+    def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise CustlensError(f"sink {self.uri}: {self.root} is a file; {self.kind}:PATH names a folder")
+        if not self.root.parent.is_dir():
+            raise CustlensError(
+                f"sink {self.uri}: folder {self.root.parent} does not exist; create it or choose another path"
+            )
+        try:
+            self.scores_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.scores_dir / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            self.runs()  # an unreadable manifest is an error now, not after the scoring
+        except OSError as exc:
+            raise CustlensError(f"cannot write to the sink {self.uri}: {exc.strerror} ({exc.filename})") from None
+
+    # -- reading
+
+    def _read(self, path: Path, schema: pa.Schema) -> pa.Table:
+        if self.kind == "parquet":
+            return pq.read_table(path, schema=schema)
+        return pa_csv.read_csv(
+            path,
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict(zip(schema.names, schema.types, strict=True)),
+                strings_can_be_null=True,
+                include_columns=schema.names,
+            ),
+        ).cast(schema)
+
+    def runs(self) -> list[RunEntry]:
+        if not self.manifest_path.exists():
+            return []
+        try:
+            table = self._read(self.manifest_path, MANIFEST_SCHEMA)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CustlensError(f"sink {self.uri}: cannot read the manifest {self.manifest_path}: {exc}") from None
+        entries = [RunEntry(**row) for row in table.to_pylist()]
+        return sorted(entries, key=lambda e: (e.started_at, e.run_id))
+
+    def as_of_dates(self) -> list[date]:
+        if not self.scores_dir.is_dir():
+            return []
+        return sorted(date.fromisoformat(p.stem) for p in self.scores_dir.glob(f"*.{self.kind}"))
+
+    def _scores_table(self, as_of: date) -> pa.Table:
+        return self._read(self._final(as_of), SCORES_SCHEMA)
+
+    def scores(self, as_of: date | None = None) -> pd.DataFrame:
+        days = [as_of] if as_of is not None else self.as_of_dates()
+        tables = [self._scores_table(day) for day in days if self._final(day).exists()]
+        table = pa.concat_tables(tables) if tables else SCORES_SCHEMA.empty_table()
+        table = table.sort_by([("as_of", "ascending"), ("customer_id", "ascending")])
+        return table.to_pandas(types_mapper=None, date_as_object=True)
+
+    def segment_counts(self, column: str, as_of: date) -> dict[str, int]:
+        counts = self._scores_table(as_of).group_by(column).aggregate([([], "count_all")])
+        return dict(zip(counts.column(column).to_pylist(), counts.column("count_all").to_pylist(), strict=True))
+
+    def migration(self, column: str, previous_as_of: date, as_of: date) -> Migration:
+        now = self._scores_table(as_of).select(["customer_id", column]).rename_columns(["customer_id", "current"])
+        before = self._scores_table(previous_as_of).select(["customer_id", column])
+        joined = now.join(before.rename_columns(["customer_id", "previous"]), "customer_id", join_type="left outer")
+        joined = joined.set_column(
+            joined.schema.get_field_index("previous"), "previous", pc.fill_null(joined.column("previous"), NEW_CUSTOMER)
+        )
+        counts = joined.group_by(["previous", "current"]).aggregate([([], "count_all")])
+        frame = counts.to_pandas().rename(columns={"count_all": "customers"})
+        return Migration(column, previous_as_of, as_of, frame[["previous", "current", "customers"]])
+
+    # -- writing
+
+    def begin(self, entry: RunEntry) -> None:
+        self.scores_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.scores_dir.glob(f".{entry.as_of}.*.tmp"):
+            leftover.unlink(missing_ok=True)  # from a run of this date that was killed
+        self._record(entry)
+        self._staged = self.scores_dir / f".{entry.as_of}.{entry.run_id}.tmp"
+        self._staged_ids = []
+        if self.kind == "parquet":
+            self._writer = pq.ParquetWriter(self._staged, SCORES_SCHEMA, compression="zstd")
+        else:
+            self._writer = pa_csv.CSVWriter(self._staged, SCORES_SCHEMA)
+
+    def write(self, chunk: pa.Table) -> None:
+        assert self._writer is not None, "begin() first"
+        self._writer.write_table(chunk)
+        self._staged_ids.append(chunk.column("customer_id").combine_chunks())
+
+    def commit(self, entry: RunEntry) -> None:
+        assert self._writer is not None and self._staged is not None, "begin() first"
+        final = self._final(entry.as_of)
+        if entry.scope != "all" and final.exists():
+            # Listed customers replace only their own rows: carry the others over.
+            scored = pa.chunked_array(self._staged_ids, pa.string())
+            kept = self._scores_table(entry.as_of)
+            kept = kept.filter(pc.invert(pc.is_in(kept.column("customer_id"), value_set=scored.combine_chunks())))
+            self._writer.write_table(kept)
+        self._writer.close()
+        self._writer = None
+        _fsync(self._staged)
+        os.replace(self._staged, final)
+        self._staged = None
+        self._record(entry)
+
+    def abort(self, entry: RunEntry) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._staged is not None:
+            self._staged.unlink(missing_ok=True)
+            self._staged = None
+        with contextlib.suppress(OSError):  # the folder went away: the error is reported anyway
+            self._record(entry)
+
+    def _record(self, entry: RunEntry) -> None:
+        """The manifest with `entry` added or updated, swapped in whole."""
+        runs = {run.run_id: run for run in self.runs()}
+        runs[entry.run_id] = entry
+        table = pa.Table.from_pylist([asdict(run) for run in runs.values()], schema=MANIFEST_SCHEMA)
+        partial = self.root / f".{self.manifest_path.name}.{entry.run_id}.tmp"
+        if self.kind == "parquet":
+            pq.write_table(table, partial)
+        else:
+            pa_csv.write_csv(table, partial)
+        _fsync(partial)
+        os.replace(partial, self.manifest_path)
+
+
+def _fsync(path: Path) -> None:
+    # Renamed only once its bytes are on disk: a crash of the machine never leaves a short file.
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())

@@ -1,0 +1,481 @@
+"""Batch scoring (`custlens score`): every sink holds each as-of's complete result once, a re-run
+of a date leaves the same rows, a job killed at any moment leaves the previous complete result,
+batch scores equal online ones, and an unreachable sink fails before any scoring."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from custlens.cli import app
+from custlens.errors import CustlensError
+from custlens.settings import Settings
+from features.online import OnlineFeatures, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
+from features.store import cutoff_instant
+from serving.batch import BatchReport, decile_bins, population_stability, score_customers
+from serving.scorer import Scorer
+from serving.sinks import FAILED, RUNNING, SUCCEEDED, open_sink
+from tests.test_feature_store import postgres_is_running
+from tests.trained import trained_project
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+CHUNK_ROWS = 1_000  # the smallest allowed: several chunks even in the small project
+# What differs between two runs of the same as-of: which run wrote the row.
+RUN_COLUMNS = ["scoring_run_id"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Settings:
+    """The shared trained project, with a tracking store of our own: batch runs are recorded in it."""
+    shared = trained_project(tmp_path_factory, worker_id)
+    assert shared.training.tracking_uri is not None
+    copy = tmp_path_factory.mktemp("batch-mlruns") / "mlflow.db"
+    with (
+        sqlite3.connect(shared.training.tracking_uri.removeprefix("sqlite:///")) as source,
+        sqlite3.connect(copy) as to,
+    ):
+        source.backup(to)
+    return shared.model_copy(update={
+        "training": shared.training.model_copy(update={"tracking_uri": f"sqlite:///{copy}"}),
+        # the shared project's data folder is read only here; test_kpi_segments_follow_the_scores copies it
+        "batch": shared.batch.model_copy(update={"chunk_rows": CHUNK_ROWS, "kpi_segments": False}),
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cutoffs(project: Settings) -> tuple[date, date]:
+    """The snapshot before the latest, and the latest (the one materialized online)."""
+    available = snapshot_cutoffs(project)
+    return available[-2], available[-1]
+
+
+@pytest.fixture(scope="module")
+def customers(project: Settings, cutoffs: tuple[date, date]) -> dict[date, int]:
+    """Customers per snapshot: later snapshots know customers who signed up since."""
+    return {cutoff: len(load_packed_snapshot(project, cutoff)) for cutoff in cutoffs}
+
+
+def postgres_sink() -> Iterator[str]:
+    """A schema of our own in the test database, dropped afterwards."""
+    if not postgres_is_running():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432: the postgresql sink is not tested")
+    import psycopg
+
+    schema = f"custlens_batch_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "parquet", "csv"])
+def sink_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    kind = request.param
+    if kind == "postgresql":
+        yield from postgres_sink()
+    elif kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'scores.db'}"
+    else:
+        yield f"{kind}:{tmp_path / 'scores'}"
+
+
+def read_sink(uri: str, as_of: date | None = None) -> pd.DataFrame:
+    sink = open_sink(uri)
+    try:
+        return sink.scores(as_of)
+    finally:
+        sink.close()
+
+
+def manifest(uri: str) -> list[tuple[str, str, date]]:
+    sink = open_sink(uri)
+    try:
+        return [(run.run_id, run.status, run.as_of) for run in sink.runs()]
+    finally:
+        sink.close()
+
+
+def without_run(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=RUN_COLUMNS).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every sink
+
+
+def test_every_sink_holds_each_as_of_once_with_every_column(
+    project: Settings, cutoffs: tuple[date, date], customers: dict[date, int], sink_uri: str
+) -> None:
+    earlier, latest = cutoffs
+    first = score_customers(project, earlier, sink_uri)
+    second = score_customers(project, None, sink_uri)
+
+    rows = read_sink(sink_uri)
+    assert second.as_of == latest and (first.rows, second.rows) == (customers[earlier], customers[latest])
+    assert rows.groupby("as_of")["customer_id"].nunique().to_dict() == customers
+    assert len(rows) == sum(customers.values())
+    assert set(rows.loc[rows["as_of"] == latest, "scoring_run_id"]) == {second.run_id}
+    assert rows[["churn_model_version", "segments_model_version"]].notna().all().all()
+    assert rows["churn_probability"].astype(float).between(0, 1).all()
+    assert rows["rfm_segment"].notna().all() and rows["behavioural_segment"].notna().all()
+    assert manifest(sink_uri) == [(first.run_id, SUCCEEDED, earlier), (second.run_id, SUCCEEDED, latest)]
+
+
+def test_each_customer_carries_the_crm_id_signed_up_first(project: Settings, sink_uri: str) -> None:
+    score_customers(project, None, sink_uri)
+    rows = read_sink(sink_uri).set_index("customer_id")["crm_customer_id"]
+    crosswalk = pq.read_table(project.lake_dir / "crosswalk.parquet").to_pandas()
+    crm = crosswalk[crosswalk["source"] == project.crm_source].sort_values(["signup_at", "source_customer_id"])
+    expected = crm.groupby("customer_id")["source_customer_id"].first().reindex(rows.index)
+    assert rows.isna().sum() == expected.isna().sum() > 0  # some customers never had a CRM account
+    assert (rows.dropna() == expected.dropna()).all()
+
+
+def test_scoring_the_same_as_of_twice_leaves_the_same_rows_and_keeps_earlier_dates(
+    project: Settings, cutoffs: tuple[date, date], sink_uri: str
+) -> None:
+    earlier, latest = cutoffs
+    score_customers(project, earlier, sink_uri)
+    score_customers(project, latest, sink_uri)
+    once = read_sink(sink_uri)
+
+    again = score_customers(project, latest, sink_uri)
+
+    twice = read_sink(sink_uri)
+    pd.testing.assert_frame_equal(without_run(twice), without_run(once))
+    assert set(twice.loc[twice["as_of"] == latest, "scoring_run_id"]) == {again.run_id}
+    assert twice.loc[twice["as_of"] == earlier].equals(once.loc[once["as_of"] == earlier])
+    assert again.psi and all(value == pytest.approx(0.0, abs=1e-12) for value in again.psi.values())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "parquet"])
+def test_listed_customers_replace_only_their_own_rows(
+    project: Settings, cutoffs: tuple[date, date], customers: dict[date, int], kind: str, tmp_path: Path
+) -> None:
+    latest = cutoffs[1]
+    uri = f"sqlite:///{tmp_path / 'scores.db'}" if kind == "sqlite" else f"parquet:{tmp_path / 'scores'}"
+    full = score_customers(project, latest, uri)
+    ids = load_packed_snapshot(project).customer_ids[:10]
+    crm = read_sink(uri).dropna(subset=["crm_customer_id"]).iloc[20:22]
+    listed = tmp_path / "ids.txt"
+    listed.write_text("\n".join(["customer_id", *ids, *crm["crm_customer_id"], "C-nobody", ""]) + "\n")
+
+    report = score_customers(project, latest, uri, listed)
+
+    rows = read_sink(uri)
+    assert report.rows == 12 and report.not_found == ["C-nobody"]
+    rescored = set(rows.loc[rows["scoring_run_id"] == report.run_id, "customer_id"])
+    assert rescored == {*ids, *crm["customer_id"]}
+    assert len(rows) == customers[latest] and (rows["scoring_run_id"] == full.run_id).sum() == customers[latest] - 12
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: migration, drift, the MLflow run
+
+
+def test_the_migration_matrix_counts_each_customers_move_since_the_previous_as_of(
+    project: Settings, cutoffs: tuple[date, date], tmp_path: Path
+) -> None:
+    earlier, latest = cutoffs
+    uri = f"sqlite:///{tmp_path / 'scores.db'}"
+    some = tmp_path / "some.txt"
+    some.write_text("\n".join(load_packed_snapshot(project, earlier).customer_ids[::2]))
+    score_customers(project, earlier, uri, some)  # half the customers: the others are "(none)" before
+
+    report = score_customers(project, latest, uri)
+
+    rows = read_sink(uri)
+    before = rows[rows["as_of"] == earlier].set_index("customer_id")
+    now = rows[rows["as_of"] == latest].set_index("customer_id")
+    for migration in report.migrations:
+        previous = before[migration.column].reindex(now.index).fillna("(none)")
+        expected = pd.crosstab(previous, now[migration.column]).rename_axis(index="previous", columns="current")
+        pd.testing.assert_frame_equal(migration.matrix(), expected, check_dtype=False, check_names=False)
+    assert [m.column for m in report.migrations] == ["rfm_segment", "behavioural_segment"]
+    assert report.migrations[0].matrix().loc["(none)"].sum() == len(now) - len(before)
+
+
+def test_the_file_and_sql_sinks_give_the_same_migration(
+    project: Settings, cutoffs: tuple[date, date], tmp_path: Path
+) -> None:
+    results = {}
+    for uri in (f"sqlite:///{tmp_path / 'scores.db'}", f"csv:{tmp_path / 'scores'}"):
+        score_customers(project, cutoffs[0], uri)
+        results[uri] = score_customers(project, cutoffs[1], uri).migrations[0].matrix()
+    first, second = results.values()
+    pd.testing.assert_frame_equal(first, second, check_dtype=False)
+
+
+def test_population_stability_is_zero_for_the_same_scores_and_warns_on_a_shift() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.beta(2.0, 5.0, 50_000)
+    bins = decile_bins(scores)
+    assert bins is not None
+    assert population_stability(bins, scores) == pytest.approx(0.0, abs=1e-12)
+    assert population_stability(bins, rng.beta(2.0, 5.0, 50_000)) < 0.01
+    assert population_stability(bins, np.clip(scores + 0.2, 0, 1)) > 0.2
+
+
+def test_a_drifted_score_is_flagged_and_the_run_is_recorded_in_mlflow(
+    project: Settings, cutoffs: tuple[date, date], tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'scores.db'}"
+    strict = project.model_copy(update={"batch": project.batch.model_copy(update={"psi_warning": 1e-6})})
+    score_customers(strict, cutoffs[0], uri)
+
+    report = score_customers(strict, cutoffs[1], uri)
+
+    assert report.drifted() and "PSI" in _rendered(report)
+    run = mlflow.get_run(report.run_id)
+    assert mlflow.get_experiment(run.info.experiment_id).name == "custlens-batch-scoring"
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["rows"] == report.rows
+    assert run.data.metrics["psi_churn_probability"] == pytest.approx(report.psi["churn_probability"])
+    assert run.data.params["churn_version"] == report.versions["churn"]
+
+
+def _rendered(report: BatchReport) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(report.render())
+    return console.export_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Online = batch
+
+
+def test_a_customer_gets_the_same_scores_online_and_in_batch(
+    project: Settings, cutoffs: tuple[date, date], tmp_path: Path
+) -> None:
+    latest = cutoffs[1]  # the snapshot the online store serves
+    uri = f"parquet:{tmp_path / 'scores'}"
+    score_customers(project, None, uri)
+    scorer = Scorer.from_registry(project)
+    ids = load_packed_snapshot(project).customer_ids[::15]
+
+    online = OnlineFeatures(project).features_frame(ids, scorer.inputs, cutoff_instant(latest))
+    online_scores = scorer.score(online, cutoff_instant(latest))
+
+    batch = read_sink(uri, latest).set_index("customer_id").loc[ids].reset_index()
+    assert online["known"].all()
+    for column in ("churn_probability", "repurchase_probability_30d", "predicted_clv_12m"):
+        np.testing.assert_array_equal(batch[column].to_numpy(float), online_scores[column].to_numpy(float))
+    for column in ("churn_risk", "expected_next_order_date", "rfm_segment", "behavioural_segment"):
+        assert batch[column].tolist() == online_scores[column].tolist(), column
+
+
+def test_the_batch_features_frame_is_the_online_one(project: Settings) -> None:
+    snapshot = load_packed_snapshot(project)
+    instant = cutoff_instant(snapshot.cutoff)
+    names = Scorer.from_registry(project).inputs
+    batch = snapshot_features_frame(snapshot, names, instant, slice(100, 400))
+    online = OnlineFeatures(project).features_frame(snapshot.customer_ids[100:400], names, instant)
+    pd.testing.assert_frame_equal(batch, online)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors before any scoring
+
+
+@pytest.fixture
+def no_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("scoring started although the sink is unusable")
+
+    monkeypatch.setattr(Scorer, "from_registry", refuse)
+
+
+def unusable_sinks(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    return {
+        "postgresql, closed port": ("postgresql://postgres@127.0.0.1:1/test", "cannot reach the sink"),
+        "sqlite, missing folder": (f"sqlite:///{tmp_path / 'missing' / 'scores.db'}", "does not exist"),
+        "sqlite, parent is a file": (f"sqlite:///{a_file / 'scores.db'}", "is not a folder"),
+        "parquet, path is a file": (f"parquet:{a_file}", "is a file"),
+        "csv, missing parent": (f"csv:{tmp_path / 'missing' / 'scores'}", "does not exist"),
+        "unknown scheme": ("mysql://x@localhost/db", "unknown sink"),
+    }
+
+
+def test_an_unusable_sink_fails_before_any_scoring(project: Settings, tmp_path: Path, no_scoring: None) -> None:
+    for name, (uri, message) in unusable_sinks(tmp_path).items():
+        started = time.perf_counter()
+        with pytest.raises(CustlensError, match=message):
+            score_customers(project, None, uri)
+        assert time.perf_counter() - started < 15, name
+
+
+def test_the_command_prints_an_unreachable_sink_without_a_traceback(tmp_path: Path, no_scoring: None) -> None:
+    result = CliRunner().invoke(app, ["score", "--sink", "postgresql://postgres@127.0.0.1:1/test"])
+    assert result.exit_code == 2
+    assert "cannot reach the sink postgresql+psycopg://postgres@127.0.0.1:1/test" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_as_of_without_a_snapshot_lists_the_snapshots(
+    project: Settings, cutoffs: tuple[date, date], tmp_path: Path
+) -> None:
+    with pytest.raises(CustlensError, match=rf"no feature snapshot at 1999-01-01; snapshots exist at .*{cutoffs[1]}"):
+        score_customers(project, date(1999, 1, 1), f"sqlite:///{tmp_path / 'scores.db'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGKILL at random moments
+#
+# Each trial runs the job in a child of a fork server that imported custlens once (a fresh
+# `custlens score` spends about 4 s importing Feast and MLflow, which no kill needs to land in),
+# and kills it with SIGKILL after a random delay. A real `custlens score` subprocess writes the
+# clean result the trials are compared with.
+
+KILL_TRIALS = 10
+
+
+def command_env(project: Settings) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CUSTLENS_")}
+    assert project.training.tracking_uri is not None
+    env.update({
+        "CUSTLENS_DATA_DIR": str(project.data_dir), "CUSTLENS_TRAINING__TRACKING_URI": project.training.tracking_uri,
+        "CUSTLENS_BATCH__CHUNK_ROWS": str(CHUNK_ROWS),
+    })  # fmt: skip
+    return env
+
+
+def score_in_child(settings: Settings, as_of: date, uri: str) -> None:
+    score_customers(settings, as_of, uri)
+
+
+@pytest.fixture(scope="module")
+def fork_server() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["serving.batch", "tests.test_batch"])
+    return context
+
+
+def wait_for(condition: Callable[[], bool], process: BaseProcess, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and process.is_alive():
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "parquet"])
+def test_a_job_killed_at_any_moment_leaves_the_previous_complete_result(
+    project: Settings,
+    cutoffs: tuple[date, date],
+    customers: dict[date, int],
+    fork_server: multiprocessing.context.BaseContext,
+    kind: str,
+    tmp_path: Path,
+) -> None:
+    earlier, latest = cutoffs
+    uri, clean_uri = (
+        (f"sqlite:///{tmp_path / 'scores.db'}", f"sqlite:///{tmp_path / 'clean.db'}")
+        if kind == "sqlite"
+        else (f"parquet:{tmp_path / 'scores'}", f"parquet:{tmp_path / 'clean'}")
+    )
+    for as_of in (earlier, latest):  # the second run, with the fork server warm, times a run
+        started = time.monotonic()
+        run = fork_server.Process(target=score_in_child, args=(project, as_of, uri))
+        run.start()
+        run.join(timeout=120)
+        assert run.exitcode == 0
+    duration = time.monotonic() - started  # from start to the expected end of a run
+
+    rng = random.Random(20261125)
+    previous = read_sink(uri)
+    outcomes = []
+    for trial in range(KILL_TRIALS):
+        known_runs = frozenset(run_id for run_id, _, _ in manifest(uri))
+        process = fork_server.Process(target=score_in_child, args=(project, latest, uri))
+        process.start()
+        if trial % 2 == 0:
+            # Anywhere in the run: stratified over [0, duration] so the trials cover all of it.
+            time.sleep(duration * (trial / 2 + rng.random()) / (KILL_TRIALS / 2))
+        else:
+            # Inside the write: once the new run is recorded as running, before its expected end.
+            runs_before = len(known_runs)
+            assert wait_for(lambda: len(manifest(uri)) > runs_before, process, duration * 3)  # noqa: B023
+            time.sleep(rng.uniform(0.0, duration / 3))
+        process.kill()  # SIGKILL
+        process.join(timeout=30)
+        assert process.exitcode in (-signal.SIGKILL, 0)
+
+        rows = read_sink(uri)
+        runs = {run_id: status for run_id, status, _ in manifest(uri)}
+        holding = set(rows.loc[rows["as_of"] == latest, "scoring_run_id"])
+        assert len(holding) == 1, f"trial {trial}: rows of several runs at {latest}: {holding}"
+        (run_id,) = holding
+        assert runs[run_id] == SUCCEEDED
+        assert len(rows) == sum(customers.values())
+        if run_id in known_runs:
+            pd.testing.assert_frame_equal(rows, previous)
+            outcomes.append("previous")
+        else:  # killed after its commit: the new complete result
+            pd.testing.assert_frame_equal(without_run(rows), without_run(previous))
+            outcomes.append("new")
+        assert all(status in (RUNNING, SUCCEEDED, FAILED) for status in runs.values())
+        previous = rows
+    assert "previous" in outcomes, outcomes  # some kills landed before the commit
+
+    command = [str(Path(sys.executable).parent / "custlens"), "score", "--as-of", str(latest), "--sink", uri]
+    done = subprocess.run(command, env=command_env(project), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for as_of in (earlier, latest):  # a clean run into a new sink
+        score_customers(project, as_of, clean_uri)
+    pd.testing.assert_frame_equal(without_run(read_sink(uri)), without_run(read_sink(clean_uri)))
+
+
+def test_kpi_segments_follow_the_scores(project: Settings, cutoffs: tuple[date, date], tmp_path: Path) -> None:
+    """A run of every customer rebuilds the KPI cubes by segment from its scores; an earlier as-of
+    does not replace those of a later one."""
+    import shutil
+
+    from features.kpis import build_kpi_cube, kpis, segment_as_of
+
+    data = tmp_path / "data"
+    for folder in ("lake", "features"):
+        shutil.copytree(project.data_dir / folder, data / folder)
+    settings = project.model_copy(update={
+        "data_dir": data, "batch": project.batch.model_copy(update={"kpi_segments": True}),
+    })  # fmt: skip
+    build_kpi_cube(settings)
+    uri = f"sqlite:///{tmp_path / 'scores.db'}"
+    latest = score_customers(settings, cutoffs[1], uri)
+    assert "rebuilt" in latest.kpi_segments and segment_as_of(settings) == cutoffs[1]
+    end = cutoffs[1] - timedelta(days=1)
+    table = kpis(settings, end - timedelta(days=89), end, by="segment")
+    counts = latest.segment_counts["rfm_segment"]
+    assert set(table.groups) - {"(none)"} <= set(counts)
+    scored = read_sink(uri)
+    expected = scored["predicted_clv_12m"].mean()
+    overall = kpis(settings, end - timedelta(days=89), end).get("predicted_clv")
+    assert overall.value == pytest.approx(expected, rel=1e-9)
+    earlier = score_customers(settings, cutoffs[0], uri)
+    assert "kept those of the later as-of" in earlier.kpi_segments and segment_as_of(settings) == cutoffs[1]
