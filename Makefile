@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/custlens features online
 	$(BIN)/custlens train all --trials $(DEMO_TRIALS)
 	$(BIN)/custlens score
-	$(BIN)/custlens kpis --by segment
+	$(BIN)/custlens kpis --by behaviour
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
