@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_CUSTOMERS ?= 20000
 DEMO_TRIALS    ?= 10
 
-.PHONY: demo test lint lock bench clean mlflow-ui
+.PHONY: demo test lint lock bench clean mlflow-ui serve
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "custlens needs Python 3.11")'
@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/custlens train all --trials $(DEMO_TRIALS)
 	$(BIN)/custlens score
 	$(BIN)/custlens kpis --by behaviour
+	$(BIN)/python -m serving.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -49,6 +50,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/features_1m.py
 	$(BIN)/python benchmarks/feature_store_1m.py
 	$(BIN)/python benchmarks/score_1m.py
+	$(BIN)/python benchmarks/serve_http.py
+
+# The online service on the embedded default (set CUSTLENS_API_KEYS; the demo uses demo-key).
+serve: $(STAMP)
+	CUSTLENS_API_KEYS=$${CUSTLENS_API_KEYS:-demo-key} $(BIN)/custlens serve
 
 # The MLflow UI over the embedded default's tracking store (runs, trials, baselines, registry).
 mlflow-ui: $(STAMP)

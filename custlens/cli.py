@@ -131,14 +131,14 @@ def kpis_command(
     """KPI summary of a period from the daily KPI cube; a KPI without data shows as missing, with the reason."""
     from typing import cast
 
-    from features.kpis import Grouping, build_kpi_cube
+    from features.kpis import Grouping, build_kpi_cube, last_full_month
     from features.kpis import kpis as compute_kpis
 
     settings = _settings(config)
     if rebuild:
         build_kpi_cube(settings)
     if date_from is None and date_to is None:
-        start, end = _last_full_month(settings)
+        start, end = last_full_month(settings)
     elif date_from is None or date_to is None:
         raise CustlensError("give both --from and --to, or neither for the last full month of the data")
     else:
@@ -148,19 +148,6 @@ def kpis_command(
         console.print(table.render())
     else:
         sys.stdout.write(table.to_json() + "\n" if output_format == "json" else table.to_csv())
-
-
-def _last_full_month(settings: Settings) -> tuple[date, date]:
-    """The last calendar month wholly covered by the lake's orders."""
-    from datetime import timedelta
-
-    from training.labels import lake_end
-
-    end = lake_end(settings).date()  # the day after the last order day
-    last_day = end - timedelta(days=1)
-    if end.day != 1:  # the last month is not complete: take the one before it
-        last_day = end.replace(day=1) - timedelta(days=1)
-    return last_day.replace(day=1), last_day
 
 
 features_app = typer.Typer(
@@ -293,6 +280,39 @@ def score(
 
     report = score_customers(_settings(config), _parse_day(as_of, "--as-of"), sink, customers, console=console)
     console.print(report.render())
+
+
+@app.command()
+@user_errors_exit_cleanly
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default: serving.port).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: serving.workers).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start the online service: POST /score and /kpis, GET /metadata, /healthz, /readyz, /metrics."""
+    import os
+
+    from custlens.settings import PROJECT_ROOT
+    from serving.runtime import CONFIG_ENV
+
+    settings = _settings(config)
+    if not settings.api_key_set():
+        err_console.print(
+            "[yellow]warning:[/] CUSTLENS_API_KEYS is not set: /score, /kpis and /metadata will answer 401"
+        )
+    # The workers load the same settings: the config file by absolute path, the data folder
+    # resolved from here, the worker count where BentoML reads it.
+    env = dict(os.environ)
+    if config is not None:
+        env[CONFIG_ENV] = str(config.resolve())
+    env["CUSTLENS_DATA_DIR"] = str(settings.data_dir.resolve())
+    env["CUSTLENS_SERVING__WORKERS"] = str(workers or settings.serving.workers)
+    host, port = host or settings.serving.host, port or settings.serving.port
+    console.print(f"serving on http://{host}:{port} (readiness: GET /readyz)", highlight=False)
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Custlens", "--host", host,
+               "--port", str(port), "--working-dir", str(PROJECT_ROOT)]  # fmt: skip
+    os.execvpe(sys.executable, command, env)  # BentoML takes over this process (and its signals)
 
 
 def _shown(value: Any) -> str:

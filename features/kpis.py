@@ -934,6 +934,17 @@ def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None 
     return _as_grouped_by(table, by)
 
 
+def last_full_month(settings: Settings) -> tuple[date, date]:
+    """The last calendar month wholly covered by the lake's orders: the default KPI period."""
+    from training.labels import lake_end
+
+    end = lake_end(settings).date()  # the day after the last order day
+    last_day = end - timedelta(days=1)
+    if end.day != 1:  # the last month is not complete: take the one before it
+        last_day = end.replace(day=1) - timedelta(days=1)
+    return last_day.replace(day=1), last_day
+
+
 def _check_arguments(start: date, end: date, by: str | None) -> None:
     if by is not None and by not in GROUPINGS:
         raise CustlensError(f"unknown grouping {by!r}; group KPIs by one of {', '.join(GROUPINGS)} (or not at all)")
@@ -1367,5 +1378,6 @@ __all__ = [
     "kpi_dir",
     "kpis",
     "kpis_direct",
+    "last_full_month",
     "segment_as_of",
 ]

@@ -280,12 +280,14 @@ class CrmIds:
 
     @classmethod
     def read(cls, settings: Settings) -> CrmIds:
-        path = settings.lake_dir / "crosswalk.parquet"
+        return cls.from_file(settings.lake_dir / "crosswalk.parquet", settings.crm_source)
+
+    @classmethod
+    def from_file(cls, path: Path, crm_source: str) -> CrmIds:
         if not path.exists():
             raise CustlensError(f"no crosswalk at {path}; run `custlens ingest` first")
         accounts = pq.read_table(
-            path, columns=["customer_id", "source_customer_id", "signup_at"],
-            filters=[("source", "=", settings.crm_source)],
+            path, columns=["customer_id", "source_customer_id", "signup_at"], filters=[("source", "=", crm_source)],
         )  # fmt: skip
         ordered = accounts.sort_by([("customer_id", "ascending"), ("signup_at", "ascending"),
                                     ("source_customer_id", "ascending")])  # fmt: skip

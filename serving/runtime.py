@@ -1,0 +1,375 @@
+"""What one service worker holds and does, in plain Python the tests call directly: the Scorer,
+the online feature reader and the lake's crosswalk, loaded off the request path; readiness with
+its reason; hot reload of a new champion; and a /score or /kpis request turned into JSON-able
+answers. serving/service.py is only the HTTP shell around it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from custlens.errors import CustlensError
+from custlens.settings import Settings, load_settings
+from features.online import OnlineFeatures
+from serving.batch import CrmIds
+from serving.scorer import SCORE_COLUMNS, Scorer
+
+logger = logging.getLogger("custlens.serving")
+
+CONFIG_ENV = "CUSTLENS_CONFIG"  # the YAML `custlens serve --config` hands to the service workers
+_CROSSWALK_CHECK_SECONDS = 1.0  # how often a request may look whether the crosswalk file changed
+# A /kpis period longer than this is refused: the schemathesis run found that a week grouping over
+# 6,000 years runs past BentoML's 60 s timeout; ten years of weeks answer in a few milliseconds.
+MAX_KPI_DAYS = 3_660
+_LOAD_RETRY_SECONDS = 5.0  # a failed first load is retried this often (the models may be training)
+
+
+class ClientError(CustlensError):
+    """A request the service cannot answer as asked: the caller gets a 4xx with this message."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+def service_settings() -> Settings:
+    """The settings a worker runs with: configs/default.yaml, the file named by CUSTLENS_CONFIG,
+    then CUSTLENS_* variables."""
+    config = os.environ.get(CONFIG_ENV)
+    return load_settings(Path(config) if config else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The crosswalk: (source, source_customer_id) -> customer_id
+
+
+class Crosswalk:
+    """The lake's id crosswalk as dicts, reloaded when the file changes (a new ingest).
+
+    Keys are "source\\x1fsource_customer_id" strings: one string per id costs half the memory of
+    a tuple of two, and a dict lookup is all a request needs.
+    """
+
+    def __init__(self, path: Path, crm_source: str) -> None:
+        self.path = path
+        self.crm_source = crm_source
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._unified: dict[str, str] = {}
+        self._crm_id: dict[str, str] = {}
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < _CROSSWALK_CHECK_SECONDS:
+            return
+        self._checked = now
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise CustlensError(f"no crosswalk at {self.path}; run `custlens ingest` first") from None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        with self._lock:
+            table = pq.read_table(self.path, columns=["source", "source_customer_id", "customer_id"])
+            sources = table.column("source").to_pylist()
+            source_ids = table.column("source_customer_id").to_pylist()
+            unified_ids = table.column("customer_id").to_pylist()
+            unified = {f"{s}\x1f{i}": c for s, i, c in zip(sources, source_ids, unified_ids, strict=True)}
+            # The CRM's own id of each customer, for answers asked by unified id: the same rule
+            # as the batch write-back (the account signed up first), so both give the CRM one id.
+            crm = CrmIds.from_file(self.path, self.crm_source)
+            crm_id = dict(zip(crm.customer_ids.to_pylist(), crm.crm_ids.to_pylist(), strict=True))
+            self._unified, self._crm_id, self._stamp = unified, crm_id, stamp
+            logger.info("crosswalk loaded: %d source ids from %s", len(unified), self.path)
+
+    def customer_id(self, source: str, source_customer_id: str) -> str | None:
+        return self._unified.get(f"{source}\x1f{source_customer_id}")
+
+    def crm_customer_id(self, customer_id: str) -> str | None:
+        return self._crm_id.get(customer_id)
+
+    def __len__(self) -> int:
+        return len(self._unified)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loaded state, swapped as one reference
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Everything a request reads, replaced whole on reload: a request takes one reference at its
+    start and finishes on it, so a swap never mixes two versions or fails a request."""
+
+    scorer: Scorer
+    online: OnlineFeatures
+    crosswalk: Crosswalk
+    loaded_at: datetime
+
+
+class Runtime:
+    """One worker's scoring state: load in the background, report readiness, reload new champions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loaded: Loaded | None = None
+        self.reason = "loading the models from the registry and opening the feature store"
+        self.last_reload_error: str | None = None
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load (retrying until it works) and then poll the registry, in one daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="custlens-loader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.loaded is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.loaded is not None
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.loaded is None:
+            try:
+                self.load()
+            except Exception as exc:  # reported by /readyz; the loop retries
+                self.reason = f"not ready: {exc}"
+                logger.warning("service not ready: %s", exc)
+                self._stop.wait(_LOAD_RETRY_SECONDS)
+        poll = self.settings.serving.reload_poll_seconds
+        while poll > 0 and not self._stop.wait(poll):
+            self.reload_if_changed()
+
+    def load(self) -> Loaded:
+        """Build everything a request needs, then swap it in with one assignment."""
+        scorer = Scorer.from_registry(self.settings)
+        online = OnlineFeatures(self.settings)
+        crosswalk = self.loaded.crosswalk if self.loaded else Crosswalk(
+            self.settings.lake_dir / "crosswalk.parquet", self.settings.crm_source)  # fmt: skip
+        _warm_up(scorer, online)
+        loaded = Loaded(scorer, online, crosswalk, datetime.now(UTC))
+        self.loaded = loaded
+        self.reason = "ready"
+        _settle_heap()
+        logger.info("serving models %s", scorer.versions)
+        return loaded
+
+    def reload_if_changed(self, force: bool = False) -> dict[str, Any]:
+        """Load the alias's versions if they differ from the served ones (or `force`); the old
+        state keeps answering until the new one is complete. Returns what happened."""
+        with self._reload_lock:
+            before = self.loaded.scorer.versions if self.loaded else None
+            try:
+                now = Scorer.registry_versions(self.settings)
+                if not force and before is not None and now == before:
+                    return {"reloaded": False, "versions": before}
+                if any(version is None for version in now.values()):
+                    missing = sorted(model for model, version in now.items() if version is None)
+                    raise CustlensError(f"no @{self.settings.serving.model_alias} version of {', '.join(missing)}")
+                loaded = self.load()
+            except Exception as exc:
+                self.last_reload_error = str(exc)
+                logger.warning("reload failed, still serving %s: %s", before, exc)
+                return {"reloaded": False, "versions": before, "error": str(exc)}
+            self.last_reload_error = None
+            return {"reloaded": loaded.scorer.versions != before, "versions": loaded.scorer.versions}
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def require(self) -> Loaded:
+        loaded = self.loaded
+        if loaded is None:
+            raise ClientError(f"the service is not ready yet: {self.reason}", status=503)
+        return loaded
+
+    def metadata(self) -> dict[str, Any]:
+        loaded = self.require()
+        return {
+            "models": {model: ref.as_dict() for model, ref in loaded.scorer.refs.items()},
+            "feature_services": loaded.scorer.feature_services,
+            "model_alias": self.settings.serving.model_alias,
+            "loaded_at": loaded.loaded_at.isoformat(),
+            "reload_poll_seconds": self.settings.serving.reload_poll_seconds,
+            "last_reload_error": self.last_reload_error,
+            "online_store": self.settings.feast.online_store,
+            "crosswalk_ids": len(loaded.crosswalk),
+            "max_ids_per_request": self.settings.serving.max_ids_per_request,
+        }
+
+
+def _warm_up(scorer: Scorer, online: OnlineFeatures) -> None:
+    """Score an unknown and a made-up id once so that first-call costs (imports, caches, plans)
+    are paid before the service says it is ready, not by the first customer."""
+    now = datetime.now(UTC)
+    frame = online.features_frame(["C-warm-up"], scorer.inputs, now)
+    scorer.score(frame, now, reasons=True)
+    known = frame.assign(known=True)
+    scorer.score(known, now, reasons=True)
+
+
+def _settle_heap() -> None:
+    """Collect once, then freeze what is alive (modules, models, caches) out of the cyclic GC.
+
+    A full collection walks every tracked object: with MLflow, Feast, pandas and BentoML imported
+    that is several hundred thousand objects and 50-300 ms on a busy 2-core machine, a pause every
+    request in flight waits for. Frozen objects are still freed by reference counting; each reload
+    unfreezes first, so an old model's cycles are collected, then freezes again.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+# ---------------------------------------------------------------------------------------------
+# /score
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One requested customer: the unified id it resolves to (None: not in the crosswalk) and the
+    source id it was asked by (or the CRM's id, when asked by unified id)."""
+
+    customer_id: str | None
+    source: str | None
+    source_customer_id: str | None
+
+
+def resolve(
+    loaded: Loaded,
+    customer_ids: Sequence[str] | None,
+    customers: Sequence[tuple[str, str]] | None,
+    max_ids: int,
+) -> list[Asked]:
+    """The customers a /score request asks for, in order; exactly one of the two lists."""
+    if (customer_ids is None) == (customers is None):
+        raise ClientError("give either `customer_ids` or `customers` (source, source_customer_id pairs), not both")
+    field = "customer_ids" if customer_ids is not None else "customers"
+    count = len(customer_ids if customer_ids is not None else customers or [])
+    if count == 0:
+        raise ClientError(f"`{field}` is empty; ask for at least one customer", field)
+    if count > max_ids:
+        raise ClientError(f"`{field}` holds {count} ids; at most {max_ids} per request", field)
+    crosswalk = loaded.crosswalk
+    crosswalk.refresh()
+    if customers is not None:
+        return [Asked(crosswalk.customer_id(s, i), s, i) for s, i in customers]
+    asked = []
+    for customer_id in customer_ids or []:
+        crm_id = crosswalk.crm_customer_id(customer_id)
+        asked.append(Asked(customer_id, crosswalk.crm_source if crm_id else None, crm_id))
+    return asked
+
+
+def score(loaded: Loaded, asked: Sequence[Asked], reasons: bool, now: datetime | None = None) -> dict[str, Any]:
+    """Every score of the asked customers as JSON-able rows, in order; unknown ones with none."""
+    now = now or datetime.now(UTC)
+    scorer = loaded.scorer
+    ids = [a.customer_id or "" for a in asked]  # "" is never stored: an unresolved pair stays unknown
+    features = loaded.online.features_frame(ids, scorer.inputs, now)
+    scored = scorer.score(features, now, reasons=reasons)
+    columns = {name: _plain_column(scored[name]) for name in (*SCORE_COLUMNS, *(["churn_reasons"] if reasons else []))}
+    known = features["known"].tolist()
+    feature_time = [None if pd.isna(t) else t.isoformat() for t in features["feature_time"]]
+    results = []
+    for row, (who, is_known) in enumerate(zip(asked, known, strict=True)):
+        result: dict[str, Any] = {
+            "customer_id": who.customer_id,
+            "source": who.source,
+            "source_customer_id": who.source_customer_id,
+            "known": is_known,
+        }
+        if is_known:
+            result["feature_time"] = feature_time[row]
+            for name, values in columns.items():
+                result[name] = values[row]
+        results.append(result)
+    return {
+        "scored_at": now.isoformat(),
+        "model_alias": scorer.refs["churn"].alias,
+        "model_versions": scorer.versions,
+        "results": results,
+    }
+
+
+def _plain_column(column: pd.Series) -> list[Any]:
+    """A score column as plain Python values: floats at full precision (online and batch give the
+    same numbers), NaN as None, dates as ISO strings."""
+    values = column.tolist()
+    if column.dtype.kind == "f":
+        return [None if math.isnan(v) else v for v in values]
+    return [v.isoformat() if isinstance(v, date) else v for v in values]
+
+
+# ---------------------------------------------------------------------------------------------
+# /kpis
+
+
+def kpi_period(settings: Settings, date_from: date | None, date_to: date | None) -> tuple[date, date]:
+    """The period `custlens kpis` would use: both days, or neither for the last full month."""
+    if date_from is None and date_to is None:
+        from features.kpis import last_full_month
+
+        return last_full_month(settings)
+    if date_from is None or date_to is None:
+        raise ClientError("give both `from` and `to`, or neither for the last full month of the data", "from")
+    return date_from, date_to
+
+
+def kpis(settings: Settings, date_from: date | None, date_to: date | None, by: str | None) -> dict[str, Any]:
+    """The KPI table `custlens kpis --format json` prints, as a dict."""
+    import json
+    from typing import cast
+
+    from features.kpis import GROUPINGS, SEGMENT_GROUPINGS, Grouping
+    from features.kpis import kpis as compute_kpis
+
+    if by is not None and by not in GROUPINGS:
+        raise ClientError(f"unknown grouping {by!r}; group KPIs by one of {', '.join(GROUPINGS)} (or not at all)", "by")
+    if date_from is not None and date_to is not None and date_from > date_to:
+        raise ClientError(
+            f"the period starts on {date_from}, after its end {date_to}; `from` must not be after `to`", "from"
+        )
+    if date_from is not None and date_to is not None and (date_to - date_from).days >= MAX_KPI_DAYS:
+        raise ClientError(
+            f"the period spans {(date_to - date_from).days + 1:,} days; ask for at most {MAX_KPI_DAYS:,} per request",
+            "to",
+        )
+    try:
+        start, end = kpi_period(settings, date_from, date_to)
+        table = compute_kpis(settings, start, end, cast("Grouping | None", by))
+    except ClientError:
+        raise
+    except CustlensError as exc:
+        if by in SEGMENT_GROUPINGS:  # no batch scores yet (or older than the lake): a state, not a fault
+            raise ClientError(str(exc), "by", status=409) from exc
+        # the arguments are checked above: this is the server's data (no cube, say)
+        raise ClientError(str(exc), status=503) from exc
+    answer: dict[str, Any] = json.loads(table.to_json())
+    return answer
+
+
+__all__ = ["Asked", "ClientError", "Crosswalk", "Loaded", "Runtime", "kpis", "resolve", "score", "service_settings"]
