@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -225,10 +226,9 @@ def _warm_up(scorer: Scorer, online: OnlineFeatures) -> None:
     """Score an unknown and a made-up id once so that first-call costs (imports, caches, plans)
     are paid before the service says it is ready, not by the first customer."""
     now = datetime.now(UTC)
-    frame = online.features_frame(["C-warm-up"], scorer.inputs, now)
-    scorer.score(frame, now, reasons=True)
-    known = frame.assign(known=True)
-    scorer.score(known, now, reasons=True)
+    columns = online.features_columns(["C-warm-up"], scorer.inputs, now)
+    scorer.score(columns, now, reasons=True)
+    scorer.score({**columns, "known": np.ones(1, dtype=bool)}, now, reasons=True)
 
 
 def _settle_heap() -> None:
@@ -289,7 +289,7 @@ def score(loaded: Loaded, asked: Sequence[Asked], reasons: bool, now: datetime |
     now = now or datetime.now(UTC)
     scorer = loaded.scorer
     ids = [a.customer_id or "" for a in asked]  # "" is never stored: an unresolved pair stays unknown
-    features = loaded.online.features_frame(ids, scorer.inputs, now)
+    features = loaded.online.features_columns(ids, scorer.inputs, now)
     scored = scorer.score(features, now, reasons=reasons)
     columns = {name: _plain_column(scored[name]) for name in (*SCORE_COLUMNS, *(["churn_reasons"] if reasons else []))}
     known = features["known"].tolist()

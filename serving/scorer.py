@@ -159,16 +159,25 @@ class Scorer:
     # -----------------------------------------------------------------------------------------
     # Scoring
 
-    def score(self, features: pd.DataFrame, as_of: datetime | date, reasons: bool = False) -> pd.DataFrame:
-        """Every score per row of `features` (the columns of `inputs`; a `known` column, where
-        present, marks rows with no features, which get no scores: None/NaN, never made-up values).
+    def score(
+        self, features: pd.DataFrame | Mapping[str, np.ndarray], as_of: datetime | date, reasons: bool = False
+    ) -> pd.DataFrame:
+        """Every score per row of `features` (the columns of `inputs`, as a frame or a dict of numpy
+        columns; a `known` column, where present, marks rows with no features, which get no scores:
+        None/NaN, never made-up values).
 
         `as_of` is the moment the features describe: the request time online, the as-of date in
         batch; the expected next order date counts from it.
         """
-        frame = features
-        known = frame["known"].to_numpy(dtype=bool) if "known" in frame.columns else np.ones(len(frame), bool)
-        rows = frame if known.all() else frame.loc[known]
+        # Every column read once into numpy: per-column DataFrame access costs more than the trees.
+        if isinstance(features, pd.DataFrame):
+            present = [name for name in ("customer_id", "known") if name in features.columns]
+            columns = {name: features[name].to_numpy() for name in (*present, *self.inputs)}
+        else:
+            columns = dict(features)
+        count = len(next(iter(columns.values()))) if columns else 0
+        known = np.asarray(columns["known"], dtype=bool) if "known" in columns else np.ones(count, bool)
+        rows = columns if known.all() else {name: values[known] for name, values in columns.items()}
         matrices: dict[int, np.ndarray] = {}
 
         def matrix(bundle: ModelBundle) -> np.ndarray:
@@ -184,10 +193,10 @@ class Scorer:
         if self.repurchase.timing_booster is not None:
             days = np.expm1(np.asarray(self.repurchase.timing_booster.predict(repurchase_x), dtype=float))
         else:
-            days = np.full(len(rows), np.nan)
+            days = np.full(int(known.sum()), np.nan)
         clv = np.maximum(np.asarray(self.clv.booster.predict(matrix(self.clv)), dtype=float), 0.0)
         rfm = self.segments.rfm.segment_array(rows)
-        behaviour = self.segments.behaviour.predict(rows).to_numpy(dtype=object)
+        behaviour = self.segments.behaviour.predict_array(rows)
 
         scored: dict[str, Any] = {
             "churn_probability": churn,
@@ -204,19 +213,21 @@ class Scorer:
         out = pd.DataFrame(scored, copy=False)
         if not known.all():
             out = _spread(out, known)
-        if "customer_id" in frame.columns:
-            out.insert(0, "customer_id", frame["customer_id"].to_numpy(dtype=object))
+        if "customer_id" in columns:
+            out.insert(0, "customer_id", np.asarray(columns["customer_id"], dtype=object))
         return out
 
     def risk_band(self, churn: np.ndarray) -> np.ndarray:
         return risk_band(churn, self.serving.churn_medium_risk, self.serving.churn_high_risk)
 
-    def _reasons(self, rows: pd.DataFrame, churn_x: np.ndarray, risk: np.ndarray) -> list[list[dict[str, Any]]]:
+    def _reasons(
+        self, rows: Mapping[str, np.ndarray], churn_x: np.ndarray, risk: np.ndarray
+    ) -> list[list[dict[str, Any]]]:
         """Why a customer got their churn risk: the features that push the score most in the
         direction of the band (LightGBM's per-row contributions, in log-odds), each with the
         customer's value in plain words. A customer at medium or high risk gets what raises the
         risk first, one at low risk what keeps it low; the other direction only fills up."""
-        if not len(rows):
+        if not len(churn_x):
             return []
         contributions = np.asarray(self.churn.booster.predict(churn_x, pred_contrib=True), dtype=float)
         per_feature = contributions[:, :-1]  # the last column is the average (expected) score
@@ -224,7 +235,7 @@ class Scorer:
         rank = np.abs(per_feature) + np.where(per_feature * wanted > 0, _PRIMARY, 0.0)
         top = np.argsort(-rank, axis=1, kind="stable")[:, : self.serving.reasons]
         names = self.churn.features
-        columns = {names[j]: rows[names[j]].to_numpy() for j in np.unique(top)}
+        columns = {names[j]: np.asarray(rows[names[j]]) for j in np.unique(top)}
         out = []
         for row, picks in enumerate(top):
             reasons = []
@@ -268,17 +279,18 @@ class _Encoder:
     def same_as(self, other: _Encoder) -> bool:
         return self.features == other.features and self.codes == other.codes
 
-    def encode(self, rows: pd.DataFrame) -> np.ndarray:
-        out = np.empty((len(rows), len(self.features)), dtype="float64")
+    def encode(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        count = len(rows[self.features[0]]) if self.features else 0
+        out = np.empty((count, len(self.features)), dtype="float64")
         for j, name in enumerate(self.features):
             column = rows[name]
             if name in self.codes:
                 codes = self.codes[name]
                 out[:, j] = [codes.get(label, np.nan) if isinstance(label, str) else np.nan for label in column]
             elif column.dtype == "float64":
-                out[:, j] = column.to_numpy()
+                out[:, j] = column
             else:
-                out[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                out[:, j] = pd.to_numeric(pd.Series(column), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         return out
 
 

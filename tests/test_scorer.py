@@ -168,3 +168,11 @@ def test_settings_carry_api_keys_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.delenv("CUSTLENS_API_KEYS")
     assert Settings(api_keys=SecretStr("")).api_key_set() == frozenset()
     assert Settings().api_key_set() == frozenset()
+
+
+def test_the_online_columns_score_exactly_like_the_frame(
+    project: Settings, scorer: Scorer, features: pd.DataFrame
+) -> None:
+    columns = OnlineFeatures(project).features_columns(features["customer_id"].tolist(), scorer.inputs, NOW)
+    assert set(columns) == set(features.columns)
+    pd.testing.assert_frame_equal(scorer.score(columns, NOW, reasons=True), scorer.score(features, NOW, reasons=True))

@@ -69,15 +69,16 @@ def rfm_segment_of(r_score: int, f_score: int) -> str:
     raise ValueError(f"no RFM segment for R={r_score}, F={f_score}: scores run 1..5")
 
 
-def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
+def _column(frame: pd.DataFrame | Mapping[str, Any], name: str) -> np.ndarray:
+    """One feature as float64 (NaN where missing), from a frame or a dict of numpy columns."""
+    if name not in frame:
         raise CustlensError(
             f"the feature frame has no column {name!r}: pass the catalog features (features/catalog.py)"
         )
     column = frame[name]
     if column.dtype == "float64":
-        return column.to_numpy()
-    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return np.asarray(column)
+    return pd.to_numeric(pd.Series(column), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _edges(values: np.ndarray) -> tuple[float, ...]:
@@ -137,7 +138,7 @@ class RfmScorer:
         """The RFM segment name per row (RFM_GRID); NO_PURCHASE where there is no order to score."""
         return pd.Series(self.segment_array(frame), index=frame.index, name="rfm_segment", dtype="object")
 
-    def segment_array(self, frame: pd.DataFrame) -> np.ndarray:
+    def segment_array(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """`segment` as an object array, without the per-call frames of `scores` (the online path)."""
         recency = _column(frame, RECENCY_FEATURE)
         frequency = _column(frame, FREQUENCY_FEATURE)
@@ -315,10 +316,12 @@ class FeatureScaler:
         names, logs, lows, highs, fills, means, scales = zip(*columns, strict=True) if columns else ((),) * 7
         return cls(names, logs, lows, highs, fills, means, scales)
 
-    def z_scores(self, frame: pd.DataFrame, features: Iterable[str] | None = None, impute: bool = True) -> np.ndarray:
+    def z_scores(
+        self, frame: pd.DataFrame | Mapping[str, Any], features: Iterable[str] | None = None, impute: bool = True
+    ) -> np.ndarray:
         """(rows, features) z-scores of `features` (default: all); missing values imputed, or NaN."""
         names = tuple(features) if features is not None else self.features
-        out = np.empty((len(frame), len(names)), dtype="float64")
+        out = np.empty((_rows(frame), len(names)), dtype="float64")
         for j, name in enumerate(names):
             i = self.features.index(name)
             values = _shaped(frame, name, self.log1p[i]).clip(self.low[i], self.high[i])
@@ -335,7 +338,11 @@ class FeatureScaler:
         return cls(**{name: tuple(state[name]) for name in cls.__dataclass_fields__})
 
 
-def _shaped(frame: pd.DataFrame, name: str, log: bool) -> np.ndarray:
+def _rows(frame: pd.DataFrame | Mapping[str, Any]) -> int:
+    return len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values())))
+
+
+def _shaped(frame: pd.DataFrame | Mapping[str, Any], name: str, log: bool) -> np.ndarray:
     values = _column(frame, name)
     if name == "days_since_last_order":
         # No order yet: the customer has gone without one since signup, not for a median while.
@@ -415,11 +422,14 @@ class BehaviouralSegmenter:
 
     def predict(self, frame: pd.DataFrame) -> pd.Series:
         """The segment name per row: the nearest cluster centre in z-score space."""
+        return pd.Series(self.predict_array(frame), index=frame.index, name="segment", dtype="object")
+
+    def predict_array(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+        """`predict` as an object array, also from a dict of numpy columns (the online path)."""
         matrix = self.scaler.z_scores(frame, self.cluster_features)
         # One centre at a time: a (rows, clusters, features) block would not fit a million customers.
         distances = np.column_stack([((matrix - center) ** 2).sum(axis=1) for center in self.centers])
-        names = np.asarray(self.names, dtype=object)[distances.argmin(axis=1)]
-        return pd.Series(names, index=frame.index, name="segment", dtype="object")
+        return np.asarray(self.names, dtype=object)[distances.argmin(axis=1)]
 
     def profile(self) -> pd.DataFrame:
         """Per segment: its share of the training customers and the mean of each feature used."""
