@@ -428,6 +428,12 @@ def _swap_in(new_dir: Path, target: Path) -> Path:
     return target
 
 
+def _segment_dims_sql(grouping: str, assignments: Path) -> str:
+    """SEGMENT_DIMS_SQL for one segment grouping over one run's assignments file."""
+    return (SEGMENT_DIMS_SQL.replace("{segment_column}", SEGMENT_GROUPINGS[grouping])
+            .replace("{unscored}", UNSCORED).replace("{assignments}", _literal(assignments)))  # fmt: skip
+
+
 def segment_dir(settings: Settings) -> Path:
     """Where the cubes by segment and the latest scores' segments and predicted values live."""
     return settings.data_dir / "kpis-by-segment"
@@ -456,11 +462,10 @@ def build_segment_cubes(settings: Settings, scores: pd.DataFrame, as_of: date) -
         columns = ["customer_id", *SEGMENT_GROUPINGS.values(), "predicted_clv_12m"]
         scores[columns].to_parquet(assignments, index=False)
         stamp = f"{_lake_stamp(settings)}|scores {as_of.isoformat()} {uuid.uuid4().hex}"
-        for grouping, column in SEGMENT_GROUPINGS.items():
+        for grouping in SEGMENT_GROUPINGS:
             cube = new_dir / grouping
             cube.mkdir()
-            dims = SEGMENT_DIMS_SQL.replace("{segment_column}", column).replace("{unscored}", UNSCORED)
-            _build_cube(settings, cube, dims.replace("{assignments}", _literal(assignments)), stamp)
+            _build_cube(settings, cube, _segment_dims_sql(grouping, assignments), stamp)
         (new_dir / "scores.json").write_text(json.dumps({"as_of": as_of.isoformat(), "stamp": stamp}), "utf-8")
     except BaseException:
         shutil.rmtree(new_dir, ignore_errors=True)
@@ -914,9 +919,7 @@ def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None 
     dims_sql = CUSTOMER_DIMS_SQL
     if by in SEGMENT_GROUPINGS:
         _read_meta(settings, segment_dir(settings) / by)  # the scores exist and fit this lake
-        assignments = _literal(segment_dir(settings) / "assignments.parquet")
-        dims_sql = (SEGMENT_DIMS_SQL.replace("{segment_column}", SEGMENT_GROUPINGS[by])
-                    .replace("{unscored}", UNSCORED).replace("{assignments}", assignments))  # fmt: skip
+        dims_sql = _segment_dims_sql(by, segment_dir(settings) / "assignments.parquet")
     with closing(_connect(settings)) as con:
         tables, first_day, last_day = _lake_tables(con, settings, present, dims_sql)
         meta = CubeMeta(

@@ -16,7 +16,7 @@ import hashlib
 import sqlite3
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 
 from custlens.errors import CustlensError
+from custlens.progress import chunks
 from custlens.settings import Settings
 from features import layout
 from features.catalog import FAMILIES, PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, feature
@@ -365,8 +366,8 @@ def materialize(
 
     event_ts = int(cutoff_instant(snapshot.cutoff).timestamp())
     batch = settings.feast.materialize_batch_rows
-    for start in _progress(console, range(0, len(changed), batch), len(changed), batch):
-        part = snapshot.take(changed[start : start + batch])
+    for rows in chunks(console, "materializing", len(changed), batch):
+        part = snapshot.take(changed[rows])
         table.write(
             entity_key_bytes(part.customer_ids),
             number_value_bytes(part.numbers),
@@ -395,21 +396,6 @@ def _write_digests(path: Path, snapshot: PackedSnapshot, digests: np.ndarray) ->
     partial = path.with_suffix(".partial")
     pq.write_table(table, partial)
     partial.replace(path)
-
-
-def _progress(console: Console | None, steps: range, total: int, batch: int) -> Iterator[int]:
-    if console is None:
-        yield from steps
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("materializing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
-        task = progress.add_task("customers", total=total)
-        for start in steps:
-            yield start
-            progress.update(task, advance=min(batch, total - start))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
 from custlens.errors import CustlensError
+from custlens.progress import chunks
 from custlens.settings import Settings
 from features.online import PackedSnapshot, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
 from features.store import cutoff_instant
@@ -178,7 +179,7 @@ def _run(
         sink.begin(entry)
         request_time = cutoff_instant(as_of)
         drift: dict[str, list[np.ndarray]] = {score: [] for score in DRIFT_SCORES}
-        for rows in _progress(console, len(snapshot), settings.batch.chunk_rows):
+        for rows in chunks(console, "scoring", len(snapshot), settings.batch.chunk_rows):
             features = snapshot_features_frame(snapshot, scorer.inputs, request_time, rows)
             scores = scorer.score(features, as_of)
             sink.write(_scores_table(scores, crm_ids[rows], as_of, versions, run_id))
@@ -289,6 +290,11 @@ class CrmIds:
         accounts = pq.read_table(
             path, columns=["customer_id", "source_customer_id", "signup_at"], filters=[("source", "=", crm_source)],
         )  # fmt: skip
+        return cls.from_accounts(accounts)
+
+    @classmethod
+    def from_accounts(cls, accounts: pa.Table) -> CrmIds:
+        """From the CRM source's crosswalk rows (customer_id, source_customer_id, signup_at)."""
         ordered = accounts.sort_by([("customer_id", "ascending"), ("signup_at", "ascending"),
                                     ("source_customer_id", "ascending")])  # fmt: skip
         first = ordered.group_by("customer_id", use_threads=False).aggregate([("source_customer_id", "first")])
@@ -356,22 +362,6 @@ def population_stability(previous: dict[str, list[float]], values: np.ndarray) -
 def _shares(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
     return counts / max(len(values), 1)
-
-
-def _progress(console: Console | None, total: int, chunk_rows: int) -> Iterator[slice]:
-    chunks = (slice(start, min(start + chunk_rows, total)) for start in range(0, total, chunk_rows))
-    if console is None:
-        yield from chunks
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
-        task = progress.add_task("customers", total=total)
-        for rows in chunks:
-            yield rows
-            progress.update(task, advance=rows.stop - rows.start)
 
 
 # ---------------------------------------------------------------------------------------------

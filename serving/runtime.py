@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
@@ -88,14 +89,15 @@ class Crosswalk:
         if stamp == self._stamp:
             return
         with self._lock:
-            table = pq.read_table(self.path, columns=["source", "source_customer_id", "customer_id"])
+            table = pq.read_table(self.path, columns=["source", "source_customer_id", "customer_id", "signup_at"])
             sources = table.column("source").to_pylist()
             source_ids = table.column("source_customer_id").to_pylist()
             unified_ids = table.column("customer_id").to_pylist()
             unified = {f"{s}\x1f{i}": c for s, i, c in zip(sources, source_ids, unified_ids, strict=True)}
             # The CRM's own id of each customer, for answers asked by unified id: the same rule
             # as the batch write-back (the account signed up first), so both give the CRM one id.
-            crm = CrmIds.from_file(self.path, self.crm_source)
+            accounts = table.filter(pc.equal(table.column("source"), self.crm_source))
+            crm = CrmIds.from_accounts(accounts.select(["customer_id", "source_customer_id", "signup_at"]))
             crm_id = dict(zip(crm.customer_ids.to_pylist(), crm.crm_ids.to_pylist(), strict=True))
             self._unified, self._crm_id, self._stamp = unified, crm_id, stamp
             logger.info("crosswalk loaded: %d source ids from %s", len(unified), self.path)
