@@ -46,7 +46,7 @@ from rich.table import Table
 
 from features import layout
 from features.catalog import FAMILIES, Family, family_features
-from features.store import cutoff_instant
+from features.lake.tables import cutoff_instant
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

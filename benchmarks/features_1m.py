@@ -196,8 +196,8 @@ def prepare_lake(work: Path, customers: int, seed: int, env: dict[str, str]) -> 
     code = (
         "from pathlib import Path\n"
         "from custlens.settings import load_settings\n"
-        "from features.generate import DEFAULT_END, generate\n"
-        "from features.ingest import ingest\n"
+        "from features.sample.generate import DEFAULT_END, generate\n"
+        "from features.lake.ingest import ingest\n"
         f"sample = Path({str(work / 'data' / 'sample')!r})\n"
         f"generate(out_dir=sample, customers={customers}, seed={seed}, start=None, end=DEFAULT_END, "
         "dirty_rate=0.0, file_format='parquet')\n"

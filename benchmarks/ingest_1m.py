@@ -67,7 +67,7 @@ def main() -> None:
         "generate",
         f"""
         from pathlib import Path
-        from features.generate import DEFAULT_END, generate
+        from features.sample.generate import DEFAULT_END, generate
         summary = generate(out_dir=Path({str(sample)!r}), customers={args.customers}, seed={args.seed},
                            start=None, end=DEFAULT_END, dirty_rate={args.dirty_rate}, file_format={args.format!r})
         extra = {{"rows": dict(summary.rows)}}
@@ -79,7 +79,7 @@ def main() -> None:
         f"""
         from pathlib import Path
         from custlens.settings import load_settings
-        from features.ingest import ingest
+        from features.lake.ingest import ingest
         report = ingest(load_settings(), Path({str(sample)!r}))
         extra = {{}}
         """,

@@ -43,7 +43,7 @@ def compare_identity(customers_csv: str) -> dict[str, float | int | bool]:
     import pyarrow.csv as pv
 
     from custlens.settings import load_settings
-    from features.identity import normalize_email, normalize_phone, resolve_identities
+    from features.lake.identity import normalize_email, normalize_phone, resolve_identities
 
     settings = load_settings().ingest
     columns = ["source", "source_customer_id", "email", "phone"]

@@ -109,8 +109,9 @@ def worker_naive(args: dict[str, Any]) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from custlens.settings import load_settings
+    from features.lake.tables import cutoff_instant
     from features.online import load_packed_snapshot
-    from features.store import apply_definitions, cutoff_instant, training_frame
+    from features.store import apply_definitions, training_frame
     from serving.scorer import risk_band
     from training.tracking import connect, registered_name
 

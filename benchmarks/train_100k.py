@@ -72,7 +72,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def step_generate(args: argparse.Namespace) -> dict[str, Any]:
-    from features.generate import DEFAULT_END, generate
+    from features.sample.generate import DEFAULT_END, generate
 
     summary = generate(out_dir=args.work / "data" / "sample", customers=args.customers, seed=args.seed, start=None,
                        end=DEFAULT_END, dirty_rate=args.dirty_rate, file_format="parquet")  # fmt: skip
@@ -80,7 +80,7 @@ def step_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def step_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    from features.ingest import ingest
+    from features.lake.ingest import ingest
 
     settings = _settings(args)
     ingest(settings, settings.sample_dir)
@@ -88,7 +88,7 @@ def step_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def step_snapshots(args: argparse.Namespace) -> dict[str, Any]:
-    from features.generate import DEFAULT_END
+    from features.sample.generate import DEFAULT_END
     from features.snapshots import build_snapshots, default_cutoffs
 
     settings = _settings(args)

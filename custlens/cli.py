@@ -78,8 +78,8 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Write realistic sample exports of all six input tables, plus the ground truth."""
-    from features.generate import DEFAULT_END
-    from features.generate import generate as run_generate
+    from features.sample.generate import DEFAULT_END
+    from features.sample.generate import generate as run_generate
 
     settings = _settings(config)
     end_day = _parse_day(end, "--end") or DEFAULT_END
@@ -103,8 +103,8 @@ def ingest(
     config: ConfigOption = None,
 ) -> None:
     """Validate exports, quarantine bad rows, resolve identities, hash PII, write the lake."""
-    from features.ingest import ingest as run_ingest
     from features.kpis import build_kpi_cube
+    from features.lake.ingest import ingest as run_ingest
 
     settings = _settings(config)
     report = run_ingest(settings, source or settings.sample_dir, console=console)

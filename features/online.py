@@ -38,8 +38,9 @@ from custlens.progress import chunks
 from custlens.settings import Settings
 from features import layout
 from features.catalog import FAMILIES, PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, feature
+from features.lake.tables import cutoff_instant
 from features.recency import days_between_epochs
-from features.store import cutoff_instant, feature_service, feature_store
+from features.store import feature_service, feature_store
 
 VECTOR_VIEW = "customer_vector"
 JOIN_KEY = "customer_id"

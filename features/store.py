@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from feast.repo_config import RegistryConfig, RepoConfig
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features import layout
+from features.lake.tables import cutoff_instant
 
 REPO_DIR = Path(__file__).resolve().parent / "repo"
 
@@ -149,11 +150,6 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
         raise CustlensError(
             f"feature service {name!r} is not registered; run `custlens features apply` first"
         ) from exc
-
-
-def cutoff_instant(day: date) -> datetime:
-    """A cutoff date means the first instant of that day in UTC."""
-    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def training_frame(settings: Settings, entities: pd.DataFrame, service: str) -> pd.DataFrame:

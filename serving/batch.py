@@ -18,16 +18,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
 from custlens.errors import CustlensError
 from custlens.progress import chunks
 from custlens.settings import Settings
+from features.lake.tables import CrmIds, cutoff_instant
 from features.online import PackedSnapshot, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
-from features.store import cutoff_instant
 from serving.scorer import MODELS, Scorer
 from serving.sinks import (
     FAILED,
@@ -267,52 +265,6 @@ def _listed(snapshot: PackedSnapshot, ids: Sequence[str], crosswalk: CrmIds) -> 
             "list unified customer ids or the CRM's own ids"
         )
     return snapshot.take(np.asarray(list(dict.fromkeys(picked)), dtype="int64")), not_found
-
-
-@dataclass(frozen=True)
-class CrmIds:
-    """The CRM's own id of each customer: the source_customer_id of the CRM source in the lake's
-    crosswalk. A customer with several CRM accounts gets the one signed up first (ties: the
-    smallest id); one with none gets NULL."""
-
-    customer_ids: pa.Array
-    crm_ids: pa.Array
-    all_rows: pa.Table  # every CRM account: source_customer_id -> customer_id
-
-    @classmethod
-    def read(cls, settings: Settings) -> CrmIds:
-        return cls.from_file(settings.lake_dir / "crosswalk.parquet", settings.crm_source)
-
-    @classmethod
-    def from_file(cls, path: Path, crm_source: str) -> CrmIds:
-        if not path.exists():
-            raise CustlensError(f"no crosswalk at {path}; run `custlens ingest` first")
-        accounts = pq.read_table(
-            path, columns=["customer_id", "source_customer_id", "signup_at"], filters=[("source", "=", crm_source)],
-        )  # fmt: skip
-        return cls.from_accounts(accounts)
-
-    @classmethod
-    def from_accounts(cls, accounts: pa.Table) -> CrmIds:
-        """From the CRM source's crosswalk rows (customer_id, source_customer_id, signup_at)."""
-        ordered = accounts.sort_by([("customer_id", "ascending"), ("signup_at", "ascending"),
-                                    ("source_customer_id", "ascending")])  # fmt: skip
-        first = ordered.group_by("customer_id", use_threads=False).aggregate([("source_customer_id", "first")])
-        return cls(
-            first.column("customer_id").combine_chunks(),
-            first.column("source_customer_id_first").combine_chunks(),
-            accounts.select(["source_customer_id", "customer_id"]),
-        )
-
-    def for_customers(self, customer_ids: Sequence[str]) -> pa.Array:
-        where = pc.index_in(pa.array(customer_ids, pa.string()), value_set=self.customer_ids)
-        return self.crm_ids.take(where)
-
-    def customers_of(self, crm_ids: Sequence[str]) -> dict[str, str]:
-        if not crm_ids:
-            return {}
-        wanted = self.all_rows.filter(pc.is_in(self.all_rows.column("source_customer_id"), pa.array(crm_ids)))
-        return dict(zip(wanted.column(0).to_pylist(), wanted.column(1).to_pylist(), strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
+from features.lake.tables import CrmIds
 from features.online import OnlineFeatures
-from serving.batch import CrmIds
 from serving.scorer import SCORE_COLUMNS, Scorer
 
 logger = logging.getLogger("custlens.serving")

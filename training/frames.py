@@ -14,9 +14,10 @@ import pandas as pd
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.catalog import RECENCY_FEATURES, STORED_FEATURES
+from features.lake.tables import cutoff_instant, lake_end
 from features.online import snapshot_cutoffs
-from features.store import cutoff_instant, training_frame
-from training.labels import compute_labels, lake_end, window_complete
+from features.store import training_frame
+from training.labels import compute_labels, window_complete
 
 ModelName = Literal["churn", "repurchase", "clv"]
 SplitName = Literal["train", "validation", "test"]

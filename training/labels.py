@@ -10,9 +10,8 @@ from datetime import date, datetime, timedelta
 import duckdb
 import pandas as pd
 
-from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.store import cutoff_instant
+from features.lake.tables import cutoff_instant
 
 LABELS_SQL = """
 WITH cutoffs AS (
@@ -54,18 +53,6 @@ FROM per_customer
 WHERE orders_before > 0
 ORDER BY cutoff, customer_id
 """
-
-
-def lake_end(settings: Settings) -> datetime:
-    """The first instant after the last order day in the lake: label windows must end by it."""
-    path = settings.lake_dir / "orders.parquet"
-    if not path.exists():
-        raise CustlensError(f"the lake has no orders at {path}; run `custlens ingest` first")
-    row = duckdb.sql(f"SELECT max(ordered_at) FROM read_parquet('{path}')").fetchone()
-    if row is None or row[0] is None:
-        raise CustlensError(f"{path} holds no orders; labels need order history")
-    last: datetime = row[0]
-    return cutoff_instant(last.date() + timedelta(days=1))
 
 
 def window_complete(cutoff: date, window_days: int, end: datetime) -> bool:

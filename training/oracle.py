@@ -1,5 +1,5 @@
 """The oracle: churn, repurchase and CLV predicted from the simulated customers' latent truth
-(`features.generate`'s truth folder), the ceiling a model's test metric is measured against.
+(`features.sample.generate`'s truth folder), the ceiling a model's test metric is measured against.
 Real businesses have no truth: the oracle exists for the generated sample only.
 
 What the oracle knows at a cutoff t, per person behind a customer: the purchase rate lambda, the
@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.generate import (
+from features.sample.generate import (
     APP,
     CRM,
     FADE_DAYS,
@@ -60,7 +60,7 @@ from features.generate import (
 
 OracleModel = Literal["churn", "repurchase", "clv"]
 
-# features.generate._simulate_orders draws these inline (status 93/4/3%; the account a person signed
+# features.sample.generate._simulate_orders draws these inline (status 93/4/3%; the account a person signed
 # up with carries orders three times as often as each other order account they have opened).
 COMPLETED_SHARE = 0.93
 ENTRY_ACCOUNT_WEIGHT = 3.0
@@ -83,7 +83,7 @@ _PERSON_COLUMNS = [
     "is_deal_seeker",
     "engagement_rate",
 ]
-# features.generate._simulate_engagement and _add_campaign_sends draw these inline: social shares
+# features.sample.generate._simulate_engagement and _add_campaign_sends draw these inline: social shares
 # and referrals per year (x exp(0.4 z) and exp(0.6 z)), P(email open) = 0.02 + 0.45 (1 - exp(-e)),
 # the open Exp(0.25 days) after the send, and a session that leads to an order 3-40 min before it.
 SHARE_RATE, SHARE_SATISFACTION = 0.4, 0.4
@@ -234,7 +234,7 @@ def _order_accounts(sample_dir: Path, accounts: pd.DataFrame, person_ids: np.nda
 
 def _account_opening(sample_dir: Path) -> pd.DataFrame:
     """source, source_customer_id, opened_s (UTC epoch seconds) from the customers export, whose
-    timestamps are written each system's way (`features.generate._format_timestamps`): crm and pos
+    timestamps are written each system's way (`features.sample.generate._format_timestamps`): crm and pos
     in local time, the others in UTC; the first 19 characters are the date and time either way."""
     columns = [*_KEY, "signup_at"]
     csv_path, parquet_path = sample_dir / "customers.csv", sample_dir / "customers.parquet"
@@ -592,7 +592,7 @@ def _dropout_posterior(
 
 
 def _fade(at: np.ndarray, dropout: np.ndarray) -> np.ndarray:
-    """features.generate's engagement fade f(u; tau): 1 long before drop-out, FADE_FLOOR from it on."""
+    """features.sample.generate's engagement fade f(u; tau): 1 long before drop-out, FADE_FLOOR from it on."""
     return 1 - (1 - FADE_FLOOR) * np.exp(-np.maximum(dropout - at, 0.0) / FADE_DAYS)
 
 

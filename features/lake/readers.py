@@ -14,7 +14,7 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
-from features.contracts import CONTRACTS, TableContract
+from features.lake.contracts import CONTRACTS, TableContract
 
 ROW_NUMBER = "_row_number"  # 1-based position among the file's data rows (the header is not a row)
 FileFormat = Literal["csv", "parquet"]

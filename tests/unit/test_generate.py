@@ -14,8 +14,8 @@ import pytest
 from rich.console import Console
 
 from custlens.errors import CustlensError
-from features.contracts import CONTRACTS, EVENT_TYPES, ORDER_STATUSES
-from features.generate import (
+from features.lake.contracts import CONTRACTS, EVENT_TYPES, ORDER_STATUSES
+from features.sample.generate import (
     DEFAULT_END,
     DEFECTS,
     EXACT_DUPLICATE,

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from feature_snapshots import synthetic_values, write_snapshot
 
 from custlens.settings import FeastSettings, Settings
 from features import layout
 from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, STORED_FEATURES
+from features.lake.tables import cutoff_instant
 from features.online import (
     OnlineFeatures,
     OnlineRows,
@@ -29,7 +29,8 @@ from features.online import (
     materialize,
     number_value_bytes,
 )
-from features.store import apply_definitions, cutoff_instant, entity_rows, feature_store, training_frame
+from features.store import apply_definitions, entity_rows, feature_store, training_frame
+from tests.support.feature_snapshots import synthetic_values, write_snapshot
 
 SEPTEMBER, OCTOBER = date(2026, 9, 1), date(2026, 10, 1)
 CUSTOMERS = [f"C{i:04d}" for i in range(60)]

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow as pa
 
 from custlens.settings import Settings
-from features.identity import customer_id_of, normalize_email, normalize_phone, resolve_identities
-from features.ingest import ingest
+from features.lake.identity import customer_id_of, normalize_email, normalize_phone, resolve_identities
+from features.lake.ingest import ingest
 
 Rows = list[dict[str, str]]
 

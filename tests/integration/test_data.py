@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from custlens.settings import Settings, load_settings
-from features.contracts import CONTRACTS
-from features.generate import DEFAULT_END, generate, pairwise_merge_quality
-from features.ingest import ingest
+from features.lake.contracts import CONTRACTS
+from features.lake.ingest import ingest
+from features.sample.generate import DEFAULT_END, generate, pairwise_merge_quality
 
 pytestmark = pytest.mark.integration
 

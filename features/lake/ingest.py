@@ -30,11 +30,11 @@ from rich.text import Text
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
-from features.identity import IdentityResult, resolve_identities
-from features.pii import Salt, load_salt
-from features.readers import ROW_NUMBER, ExportFile, find_exports, iter_chunks
-from features.validation import DETAIL, REASON, TYPED, ChunkContext, raw_columns, staged_schema, validate_chunk
+from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
+from features.lake.identity import IdentityResult, resolve_identities
+from features.lake.pii import Salt, load_salt
+from features.lake.readers import ROW_NUMBER, ExportFile, find_exports, iter_chunks
+from features.lake.validation import DETAIL, REASON, TYPED, ChunkContext, raw_columns, staged_schema, validate_chunk
 
 REPORT_NAME = "ingest_report.json"
 # tables whose rows belong to a customer: checked against the accepted customers

@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from pydantic import SecretStr
 
 from custlens.settings import Settings, load_settings
-from features.generate import DEFAULT_END, generate
-from features.ingest import ingest
+from features.lake.ingest import ingest
+from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window

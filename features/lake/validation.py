@@ -13,7 +13,7 @@ import pandera.pandas as pa_schema
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contracts import (
+from features.lake.contracts import (
     EVENT_TYPES,
     ORDER_STATUSES,
     QUARANTINE_REASONS,
@@ -22,9 +22,9 @@ from features.contracts import (
     ColumnKind,
     TableContract,
 )
-from features.identity import normalize_email, normalize_phone
-from features.pii import Salt, hash_values
-from features.readers import ROW_NUMBER
+from features.lake.identity import normalize_email, normalize_phone
+from features.lake.pii import Salt, hash_values
+from features.lake.readers import ROW_NUMBER
 
 REASON = "_reason"  # first failure, in QUARANTINE_REASONS order; null for a good row
 DETAIL = "_detail"  # every failure, "column: code (value)", joined by "; "

@@ -17,11 +17,11 @@ from sklearn.metrics import roc_auc_score
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
-from features.generate import DEFAULT_END, generate, order_intensity
-from features.ingest import ingest
-from features.store import cutoff_instant
+from features.lake.ingest import ingest
+from features.lake.tables import cutoff_instant, lake_end
+from features.sample.generate import DEFAULT_END, generate, order_intensity
 from training.evaluation import normalized_gini
-from training.labels import compute_labels, lake_end, window_complete
+from training.labels import compute_labels, window_complete
 from training.oracle import (
     Evidence,
     PersonBehind,

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from features import layout
 from features.catalog import FAMILIES, family_features
-from features.store import cutoff_instant
+from features.lake.tables import cutoff_instant
 
 ARROW_TYPES = {
     "count": pa.int64(),

@@ -939,7 +939,7 @@ def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None 
 
 def last_full_month(settings: Settings) -> tuple[date, date]:
     """The last calendar month wholly covered by the lake's orders: the default KPI period."""
-    from training.labels import lake_end
+    from features.lake.tables import lake_end
 
     end = lake_end(settings).date()  # the day after the last order day
     last_day = end - timedelta(days=1)

@@ -29,13 +29,13 @@ from typer.testing import CliRunner
 from custlens.cli import app
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features.lake.tables import cutoff_instant
 from features.online import OnlineFeatures, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
-from features.store import cutoff_instant
 from serving.batch import BatchReport, decile_bins, population_stability, score_customers
 from serving.scorer import Scorer
 from serving.sinks import FAILED, RUNNING, SUCCEEDED, open_sink
-from tests.test_feature_store import postgres_is_running
-from tests.trained import trained_project
+from tests.support.trained import trained_project
+from tests.unit.test_feature_store import postgres_is_running
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 CHUNK_ROWS = 1_000  # the smallest allowed: several chunks even in the small project

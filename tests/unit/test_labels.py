@@ -14,9 +14,10 @@ import pytest
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features.lake.tables import lake_end
 from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
 from training.frames import is_validation_customer, plan_split
-from training.labels import compute_labels, lake_end
+from training.labels import compute_labels
 from training.train import _decide
 
 CUTOFF = date(2025, 1, 1)

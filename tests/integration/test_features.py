@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 from custlens.cli import app
 from custlens.settings import Settings, load_settings
 from features.catalog import PACKED_NUMBERS, RECENCY_FEATURES
-from features.generate import DEFAULT_END, generate
-from features.ingest import ingest
+from features.lake.ingest import ingest
+from features.lake.tables import cutoff_instant
 from features.online import OnlineFeatures, load_packed_snapshot, materialize
+from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs
-from features.store import apply_definitions, cutoff_instant, entity_rows, training_frame
+from features.store import apply_definitions, entity_rows, training_frame
 
 pytestmark = pytest.mark.integration
 

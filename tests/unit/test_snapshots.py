@@ -20,8 +20,8 @@ from rich.console import Console
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.catalog import FAMILIES, Family, family_features
-from features.generate import DEFAULT_END, generate
-from features.ingest import ingest
+from features.lake.ingest import ingest
+from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs, family_dir, snapshot_path
 
 CUTOFF = date(2024, 7, 1)  # the instant 2024-07-01 00:00 UTC; "last 30 days" starts 2024-06-01 00:00

@@ -38,9 +38,9 @@ def project_settings(root: Path) -> Settings:
 
 
 def _build(settings: Settings) -> None:
-    from features.generate import DEFAULT_END, generate
-    from features.ingest import ingest
+    from features.lake.ingest import ingest
     from features.online import materialize
+    from features.sample.generate import DEFAULT_END, generate
     from features.snapshots import build_snapshots, default_cutoffs
     from features.store import apply_definitions
 

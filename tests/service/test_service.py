@@ -27,7 +27,7 @@ from starlette.testclient import TestClient
 from custlens.settings import PROJECT_ROOT, Settings
 from features.online import OnlineFeatures, load_packed_snapshot
 from serving.scorer import SCORE_COLUMNS, Scorer
-from tests.trained import trained_project
+from tests.support.trained import trained_project
 from training.tracking import connect, registered_name
 
 AUTH = {"Authorization": "Bearer test-key"}

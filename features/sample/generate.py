@@ -2,7 +2,7 @@
 (all six input tables as text, with realistic mess on demand), plus the ground truth behind it.
 
 Output in `out_dir`: `<table>.csv` (or `.parquet`, every column a string) for each table of
-`features.contracts.CONTRACTS`, columns in contract order; and in `out_dir/truth/`, which ingest
+`features.lake.contracts.CONTRACTS`, columns in contract order; and in `out_dir/truth/`, which ingest
 never reads: `persons.parquet` (the latent truth per person, see PERSONS_SCHEMA),
 `identities.parquet` (source, source_customer_id -> person_id) and `dirty_rows.parquet` (table,
 row_key, kind: every row made bad on purpose with the quarantine reason it must get, or
@@ -94,7 +94,7 @@ from rich.table import Table
 from rich.text import Text
 
 from custlens.errors import CustlensError
-from features.contracts import CONTRACTS, EVENT_TYPES, QUARANTINE_REASONS
+from features.lake.contracts import CONTRACTS, EVENT_TYPES, QUARANTINE_REASONS
 
 DEFAULT_END: date = date(2026, 10, 31)  # fixed so the same seed gives the same bytes on any day
 MAX_CUSTOMERS = 10_000_000  # the id spaces below are bijections on numbers below this

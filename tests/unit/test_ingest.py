@@ -20,9 +20,9 @@ from rich.console import Console
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.contracts import CONTRACTS, QUARANTINE_REASONS
-from features.ingest import ingest
-from features.pii import salt_file
+from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS
+from features.lake.ingest import ingest
+from features.lake.pii import salt_file
 
 Rows = list[dict[str, str]]
 

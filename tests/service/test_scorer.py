@@ -17,7 +17,7 @@ from custlens.settings import Settings, load_settings
 from features.online import OnlineFeatures, load_packed_snapshot
 from serving.reasons import describe
 from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
-from tests.trained import trained_project
+from tests.support.trained import trained_project
 from training.tracking import registered_name
 
 NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)

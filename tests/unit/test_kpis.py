@@ -20,9 +20,9 @@ from pydantic import SecretStr
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.generate import DEFAULT_END, generate
-from features.ingest import ingest
 from features.kpis import GROUPINGS, KpiTable, build_kpi_cube, build_segment_cubes, kpis, kpis_direct
+from features.lake.ingest import ingest
+from features.sample.generate import DEFAULT_END, generate
 
 TS = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
