@@ -4,6 +4,7 @@ definitions (which Feast imports as modules, so they cannot be handed a Settings
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 
 from features.catalog import Family
@@ -33,6 +34,12 @@ def family_dir(family: Family, root: Path | None = None) -> Path:
 
 def family_glob(family: Family, root: Path | None = None) -> Path:
     return family_dir(family, root) / "*.parquet"
+
+
+def snapshot_file(family: Family, cutoff: date, root: Path | None = None) -> Path:
+    """One family's snapshot at one cutoff. No "=" in the name: DuckDB (and so Feast) would read
+    it as a hive partition."""
+    return family_dir(family, root) / f"{cutoff.isoformat()}.parquet"
 
 
 def packed_path(root: Path | None = None) -> Path:

@@ -28,6 +28,7 @@ from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features import layout
 from features.catalog import FAMILIES, FAMILY_SOURCE_TABLE, Family, FeatureKind, family_features
+from features.lake.tables import copy_to_parquet, duckdb_connect, missing_table, sql_literal, table_path
 
 # How each kind of feature is stored; Parquet gets exactly these (timestamps in microseconds, UTC).
 SQL_TYPES: dict[FeatureKind, str] = {
@@ -395,14 +396,14 @@ def _next_period_start(day: date, every: str) -> date:
 
 def _order_span(settings: Settings) -> tuple[datetime | None, datetime | None]:
     """First and last order instants of the lake (naive UTC), None when it has no orders."""
-    orders = _lake_file(settings, "orders")
+    orders = table_path(settings, "orders")
     if not orders.exists():
-        raise _missing_table(settings, "orders")
+        raise missing_table(settings, "orders")
     with closing(duckdb.connect()) as con:
         con.execute("SET TimeZone = 'UTC'")
         row = con.execute(
             f"SELECT CAST(min(ordered_at) AS TIMESTAMP), CAST(max(ordered_at) AS TIMESTAMP) "
-            f"FROM read_parquet({_literal(orders)})"
+            f"FROM read_parquet({sql_literal(orders)})"
         ).fetchone()
     assert row is not None
     return row[0], row[1]
@@ -418,8 +419,7 @@ def family_dir(settings: Settings, family: Family) -> Path:
 
 def snapshot_path(settings: Settings, family: Family, cutoff: date) -> Path:
     """Where the snapshot of `family` at `cutoff` is written."""
-    # no "=" in the name: DuckDB (and so Feast) would read it as a hive partition
-    return family_dir(settings, family) / f"{cutoff.isoformat()}.parquet"
+    return layout.snapshot_file(family, cutoff, settings.data_dir)
 
 
 def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Console | None = None) -> SnapshotReport:
@@ -427,10 +427,10 @@ def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Consol
     raise CustlensError when the lake has no customers or orders table."""
     started = time.perf_counter()
     for table in REQUIRED_TABLES:
-        if not _lake_file(settings, table).exists():
-            raise _missing_table(settings, table)
+        if not table_path(settings, table).exists():
+            raise missing_table(settings, table)
     absent = tuple(
-        table for table in dict.fromkeys(FAMILY_SOURCE_TABLE.values()) if not _lake_file(settings, table).exists()
+        table for table in dict.fromkeys(FAMILY_SOURCE_TABLE.values()) if not table_path(settings, table).exists()
     )
     ordered_cutoffs = tuple(sorted(set(cutoffs)))
     for family in FAMILIES:
@@ -448,7 +448,9 @@ def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Consol
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".features-work-", dir=settings.data_dir))
     try:
-        with closing(_connect(settings, work)) as con, progress:
+        limits = settings.features
+        connection = duckdb_connect(limits.duckdb_memory_limit, limits.duckdb_threads, work / "duckdb")
+        with closing(connection) as con, progress:
             task = progress.add_task("feature snapshots", total=len(ordered_cutoffs))
             for cutoff in ordered_cutoffs:
                 cutoff_started = time.perf_counter()
@@ -486,7 +488,7 @@ def _build_cutoff(con: duckdb.DuckDBPyConnection, settings: Settings, cutoff: da
             target = snapshot_path(settings, family, cutoff)
             written[target] = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp")
             try:
-                con.execute(f"COPY ({query}) TO {_literal(written[target])} (FORMAT parquet, COMPRESSION zstd)")
+                copy_to_parquet(con, query, written[target])
             except duckdb.Error as exc:
                 reason = str(exc).splitlines()[0].rstrip(".")
                 raise CustlensError(
@@ -527,34 +529,9 @@ def _placeholders(settings: Settings, cutoff: date) -> dict[str, str]:
     for days in DAY_WINDOWS:
         values[f"since_{days}d"] = _instant(instant - timedelta(days=days))
     for table in dict.fromkeys([*FAMILY_SOURCE_TABLE.values(), *REQUIRED_TABLES, "crosswalk"]):
-        values[table] = f"read_parquet({_literal(_lake_file(settings, table))})"
+        values[table] = f"read_parquet({sql_literal(table_path(settings, table))})"
     return values
 
 
 def _instant(value: datetime) -> str:
     return f"TIMESTAMPTZ '{value.strftime('%Y-%m-%d %H:%M:%S')}+00'"
-
-
-def _connect(settings: Settings, work: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{settings.features.duckdb_memory_limit}'")
-    con.execute(f"SET threads = {settings.features.duckdb_threads}")
-    con.execute(f"SET temp_directory = {_literal(work / 'duckdb')}")
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")  # progress is shown by rich, one line per cutoff
-    return con
-
-
-def _lake_file(settings: Settings, table: str) -> Path:
-    return settings.lake_dir / f"{table}.parquet"
-
-
-def _missing_table(settings: Settings, table: str) -> CustlensError:
-    return CustlensError(
-        f"the lake {settings.lake_dir} has no {table}.parquet; run `custlens ingest` first "
-        "(or point CUSTLENS_DATA_DIR at the data folder that holds the lake)"
-    )
-
-
-def _literal(value: Path | str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"

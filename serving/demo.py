@@ -21,15 +21,16 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from custlens.settings import PROJECT_ROOT, load_settings
+from custlens.settings import PROJECT_ROOT, Settings, load_settings
+from features.lake.tables import crosswalk_path
 
 DEMO_KEY = "demo-key"
 READY_SECONDS = 120
 
 
-def crm_ids(lake: Path, count: int) -> list[str]:
+def crm_ids(settings: Settings, count: int) -> list[str]:
     """A few of the CRM's own ids from the crosswalk."""
-    table = pq.read_table(lake / "crosswalk.parquet", columns=["source", "source_customer_id"])
+    table = pq.read_table(crosswalk_path(settings), columns=["source", "source_customer_id"])
     crm = table.filter(pc.equal(table.column("source"), load_settings().crm_source))
     return crm.column("source_customer_id").to_pylist()[:count]
 
@@ -51,7 +52,7 @@ def main() -> None:
             _wait_ready(base, server)
         body = {
             "customers": [{"source": settings.crm_source, "source_customer_id": i}
-                          for i in [*crm_ids(settings.lake_dir, 3), "not-a-customer"]],
+                          for i in [*crm_ids(settings, 3), "not-a-customer"]],
             "reasons": True,
         }  # fmt: skip
         headers = {"Authorization": f"Bearer {key}"}

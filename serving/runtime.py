@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
-from features.lake.tables import CrmIds
+from features.lake.tables import CrmIds, crosswalk_path
 from features.online import OnlineFeatures
 from serving.scorer import SCORE_COLUMNS, Scorer
 
@@ -172,7 +172,7 @@ class Runtime:
         scorer = Scorer.from_registry(self.settings)
         online = OnlineFeatures(self.settings)
         crosswalk = self.loaded.crosswalk if self.loaded else Crosswalk(
-            self.settings.lake_dir / "crosswalk.parquet", self.settings.crm_source)  # fmt: skip
+            crosswalk_path(self.settings), self.settings.crm_source)  # fmt: skip
         _warm_up(scorer, online)
         loaded = Loaded(scorer, online, crosswalk, datetime.now(UTC))
         self.loaded = loaded

@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 
 from custlens.settings import Settings
-from features.lake.tables import cutoff_instant
+from features.lake.tables import cutoff_instant, table_path
 
 LABELS_SQL = """
 WITH cutoffs AS (
@@ -74,7 +74,7 @@ def compute_labels(settings: Settings, cutoffs: Sequence[date]) -> pd.DataFrame:
             LABELS_SQL,
             {
                 "cutoffs": [cutoff_instant(day) for day in cutoffs],
-                "orders": str(settings.lake_dir / "orders.parquet"),
+                "orders": str(table_path(settings, "orders")),
                 "activity_days": windows.activity_window_days,
                 "churn_days": windows.churn_window_days,
                 "repurchase_days": windows.repurchase_window_days,

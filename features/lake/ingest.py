@@ -10,11 +10,9 @@ the bad-row threshold.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,6 +32,16 @@ from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
 from features.lake.identity import IdentityResult, resolve_identities
 from features.lake.pii import Salt, load_salt
 from features.lake.readers import ROW_NUMBER, ExportFile, find_exports, iter_chunks
+from features.lake.tables import (
+    CROSSWALK,
+    atomic_file,
+    atomic_folder,
+    atomic_write_text,
+    copy_to_parquet,
+    duckdb_connect,
+    lake_file,
+    sql_literal,
+)
 from features.lake.validation import DETAIL, REASON, TYPED, ChunkContext, raw_columns, staged_schema, validate_chunk
 
 REPORT_NAME = "ingest_report.json"
@@ -204,7 +212,7 @@ def ingest(settings: Settings, source_dir: Path, console: Console | None = None)
     work = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=settings.data_dir))
     try:
         staged = _stage_all(exports, settings, salt, work, console)
-        with closing(_connect(settings, work)) as con:
+        with closing(duckdb_connect(settings.ingest.duckdb_memory_limit, temp_dir=work / "duckdb")) as con:
             with _step(console, "removing duplicates, linking identities"):
                 identity = _deduplicate_and_link(con, staged, settings)
             results = {
@@ -336,18 +344,6 @@ def _stage_all(
 # ---------------------------------------------------------------- set-wise work in DuckDB
 
 
-def _connect(settings: Settings, work: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{settings.ingest.duckdb_memory_limit}'")
-    con.execute(f"SET temp_directory = {_literal(work / 'duckdb')}")
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
-def _literal(value: Path | str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -376,7 +372,7 @@ def _mark_duplicates(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
         CREATE OR REPLACE TEMP TABLE fate_{stage.table} AS
         WITH keyed AS (
             SELECT {ROW_NUMBER}, {key_list}, {raw}
-            FROM read_parquet({_literal(stage.path)})
+            FROM read_parquet({sql_literal(stage.path)})
             WHERE {required_keys}
         ),
         repeated_keys AS (
@@ -422,7 +418,7 @@ def _link_identities(con: duckdb.DuckDBPyConnection, customers: Staged, settings
         f"""
         SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
                {TYPED}email_hash AS email_key, {TYPED}phone_hash AS phone_key
-        FROM read_parquet({_literal(customers.path)}) AS staged
+        FROM read_parquet({sql_literal(customers.path)}) AS staged
         ANTI JOIN fate_customers USING ({ROW_NUMBER})
         WHERE staged.{REASON} IS NULL
         """
@@ -462,7 +458,7 @@ def _classify(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
                    coalesce(f.fate = 'duplicate_id_conflict', false) AS is_conflict,
                    {unknown} AS is_unknown_customer,
                    {key_value} AS row_key
-            FROM read_parquet({_literal(stage.path)}) AS s
+            FROM read_parquet({sql_literal(stage.path)}) AS s
             LEFT JOIN fate_{stage.table} AS f USING ({ROW_NUMBER})
             {join}
         )
@@ -511,32 +507,27 @@ def _count(con: duckdb.DuckDBPyConnection, stage: Staged) -> TableResult:
 # ---------------------------------------------------------------- outputs
 
 
-def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
-    con.execute(f"COPY ({query}) TO {_literal(path)} (FORMAT parquet, COMPRESSION zstd)")
-
-
 def _write_quarantine(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], quarantine_dir: Path) -> None:
     """<quarantine>/<table>.parquet per present table (replaced each run); absent tables' old files go."""
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     for table in CONTRACTS:
-        target = quarantine_dir / f"{table}.parquet"
+        target = lake_file(quarantine_dir, table)
         if table not in staged:
             target.unlink(missing_ok=True)
             continue
         stage = staged[table]
         raw = ", ".join(_quoted(name) for name in raw_columns(stage.contract, stage.export.columns))
-        temporary = quarantine_dir / f".{table}.{uuid.uuid4().hex}.parquet"
-        _copy(
-            con,
-            f"""
-            SELECT {raw}, {_literal(stage.export.path)} AS _file, {ROW_NUMBER}, reason, reason_detail
-            FROM classified_{table}
-            WHERE reason IS NOT NULL
-            ORDER BY {ROW_NUMBER}
-            """,
-            temporary,
-        )
-        os.replace(temporary, target)
+        with atomic_file(target) as partial:
+            copy_to_parquet(
+                con,
+                f"""
+                SELECT {raw}, {sql_literal(stage.export.path)} AS _file, {ROW_NUMBER}, reason, reason_detail
+                FROM classified_{table}
+                WHERE reason IS NOT NULL
+                ORDER BY {ROW_NUMBER}
+                """,
+                partial,
+            )
 
 
 def _lake_columns(contract: TableContract) -> str:
@@ -551,10 +542,8 @@ def _lake_columns(contract: TableContract) -> str:
 
 def _write_lake(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], settings: Settings) -> None:
     """Write the whole lake into a new folder, then swap it in: a reader sees the old lake or the new."""
-    new_lake = settings.data_dir / f".lake-new-{uuid.uuid4().hex}"
-    new_lake.mkdir()
-    try:
-        _copy(
+    with atomic_folder(settings.lake_dir) as new_lake:
+        copy_to_parquet(
             con,
             # signup_at per source account lets features count only the accounts opened by a cutoff
             f"""
@@ -569,15 +558,15 @@ def _write_lake(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], setti
             ) AS accounts USING (source, source_customer_id)
             ORDER BY customer_id, source, source_customer_id
             """,
-            new_lake / "crosswalk.parquet",
+            lake_file(new_lake, CROSSWALK),
         )
-        _copy(con, _customers_query(settings.crm_source), new_lake / "customers.parquet")
+        copy_to_parquet(con, _customers_query(settings.crm_source), lake_file(new_lake, "customers"))
         for table, stage in staged.items():
             if table == "customers":
                 continue
             owner = "customer_id, " if table in CUSTOMER_TABLES else ""
             order = ", ".join(_quoted(name) for name in LAKE_ORDER[table])
-            _copy(
+            copy_to_parquet(
                 con,
                 f"""
                 SELECT {owner}{_lake_columns(stage.contract)}
@@ -585,16 +574,8 @@ def _write_lake(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], setti
                 WHERE reason IS NULL AND NOT is_duplicate
                 ORDER BY {order}
                 """,
-                new_lake / f"{table}.parquet",
+                lake_file(new_lake, table),
             )
-    except BaseException:
-        shutil.rmtree(new_lake, ignore_errors=True)
-        raise
-    old_lake = settings.data_dir / f".lake-old-{uuid.uuid4().hex}"
-    if settings.lake_dir.exists():
-        os.rename(settings.lake_dir, old_lake)
-    os.rename(new_lake, settings.lake_dir)
-    shutil.rmtree(old_lake, ignore_errors=True)
 
 
 def _customers_query(crm_source: str) -> str:
@@ -613,7 +594,7 @@ def _customers_query(crm_source: str) -> str:
             SELECT customer_id,
                    {TYPED}source AS source,
                    {TYPED}source_customer_id AS source_customer_id,
-                   {TYPED}source = {_literal(crm_source)} AS from_crm,
+                   {TYPED}source = {sql_literal(crm_source)} AS from_crm,
                    {TYPED}signup_at AS signup_at,
                    {TYPED}email_hash AS email_hash,
                    {TYPED}phone_hash AS phone_hash,
@@ -643,7 +624,4 @@ def _customers_query(crm_source: str) -> str:
 
 
 def _write_report(report: IngestReport) -> None:
-    report.path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = report.path.with_name(f".{report.path.name}.{uuid.uuid4().hex}")
-    temporary.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, report.path)
+    atomic_write_text(report.path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")

@@ -228,7 +228,7 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     """Fill the yielded folder; on success it takes `target`'s place (the old folder is renamed
     away first, then removed), on error it is removed and `target` is left as it was."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    new = target.with_name(f".{target.name}.new-{uuid.uuid4().hex}")
+    new = target.with_name(f".{target.name}-new-{uuid.uuid4().hex}")
     new.mkdir()
     try:
         yield new
@@ -240,7 +240,7 @@ def atomic_folder(target: Path) -> Iterator[Path]:
 
 def swap_folder(new: Path, target: Path) -> Path:
     """Put the folder `new` in `target`'s place: two renames, then the old one is removed."""
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+    old = target.with_name(f".{target.name}-old-{uuid.uuid4().hex}")
     if target.exists():
         os.rename(target, old)
     os.rename(new, target)
