@@ -20,11 +20,11 @@ from pathlib import Path
 
 import duckdb
 from rich.console import Console, Group, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from custlens.errors import CustlensError
+from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features import layout
 from features.catalog import FAMILIES, FAMILY_SOURCE_TABLE, Family, FeatureKind, family_features
@@ -436,15 +436,7 @@ def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Consol
     for family in FAMILIES:
         family_dir(settings, family).mkdir(parents=True, exist_ok=True)
     customers: dict[date, int] = {}
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=console is None,
-        transient=True,
-    )
+    progress = progress_bar(console, transient=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".features-work-", dir=settings.data_dir))
     try:

@@ -22,11 +22,12 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 from rich.console import Console, Group, RenderableType
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from custlens.errors import CustlensError
+from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
 from features.lake.identity import IdentityResult, resolve_identities
@@ -303,15 +304,11 @@ class Staged:
 def _stage_all(
     exports: dict[str, ExportFile | None], settings: Settings, salt: Salt, work: Path, console: Console | None
 ) -> dict[str, Staged]:
-    progress = Progress(
-        TextColumn("{task.description:<28}"),
-        BarColumn(),
-        TaskProgressColumn(),
+    progress = progress_bar(
+        console,
         TextColumn("{task.fields[rows]:>12,} rows"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=console is None,
-        transient=False,
+        description="{task.description:<28}",
+        counter=TaskProgressColumn(),  # a share: CSV progress counts bytes, not rows
     )
     staged = {}
     with progress:
