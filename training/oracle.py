@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.sample.generate import (
+from features.sample.world import (
     APP,
     CRM,
     FADE_DAYS,

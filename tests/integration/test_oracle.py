@@ -19,7 +19,8 @@ from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
 from features.lake.ingest import ingest
 from features.lake.tables import cutoff_instant, lake_end
-from features.sample.generate import DEFAULT_END, generate, order_intensity
+from features.sample.generate import DEFAULT_END, generate
+from features.sample.world import order_intensity
 from training.evaluation import normalized_gini
 from training.labels import compute_labels, window_complete
 from training.oracle import (

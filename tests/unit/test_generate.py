@@ -15,16 +15,11 @@ from rich.console import Console
 
 from custlens.errors import CustlensError
 from features.lake.contracts import CONTRACTS, EVENT_TYPES, ORDER_STATUSES
-from features.sample.generate import (
-    DEFAULT_END,
-    DEFECTS,
-    EXACT_DUPLICATE,
-    MAX_CUSTOMERS,
-    SOURCES,
-    generate,
-    pairwise_merge_quality,
-    source_customer_ids,
-)
+from features.sample.dirt import DEFECTS, EXACT_DUPLICATE
+from features.sample.formats import MAX_CUSTOMERS, source_customer_ids
+from features.sample.generate import DEFAULT_END, generate
+from features.sample.truth import pairwise_merge_quality
+from features.sample.world import SOURCES
 
 PEOPLE = 2_000
 CHUNK = 700  # several chunks, so appending across chunks is exercised
