@@ -7,7 +7,8 @@ and about dirty_rate / 2 rows are re-exported unchanged (exact_duplicate); those
 chunk's rows. Customer rows are only corrupted in place when no activity refers to them and they
 are not crm records, so a quarantined customer row never orphans other rows. The record
 (`dirty_rows.parquet`) names each row by its table and row_key (source|source_customer_id for
-customers, date|channel for marketing_spend, else the row id) and its kind.
+customers, date|channel for marketing_spend, else the row id), its kind, and the column made bad
+(in the copy for a conflict; null for an exact duplicate).
 """
 
 from __future__ import annotations
@@ -143,10 +144,10 @@ def with_dirt(
     corruptible: np.ndarray | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """`rows` with about `dirty_rate` of them made bad (one defect each) and dirty_rate / 2 exact
-    duplicates placed after their original; and the record of each (table, row_key, kind)."""
+    duplicates placed after their original; and the record of each (table, row_key, kind, column)."""
     count = rows.num_rows
     if dirty_rate <= 0 or count == 0:
-        return rows, _dirty_record([], [], [])
+        return rows, _dirty_record([], [], [], [])
     kinds = DEFECTS[name]
     bad = rng.binomial(count, dirty_rate)
     kind_of_bad = rng.integers(0, len(kinds), bad)
@@ -165,18 +166,23 @@ def with_dirt(
     conflict_of, duplicate_of = copied[:conflicts], copied[conflicts:]
 
     changed = rows
+    column_of_kind: dict[int, str] = {}
     for code in np.unique(in_place_kinds):
         positions = np.sort(in_place[in_place_kinds == code])
         changes = _defect(rng, name, kinds[code], rows.take(pa.array(positions)), unknown_ids)
+        (column_of_kind[int(code)],) = changes
         changed = _replace_rows(changed, positions, changes)
 
     # the copies follow the chunk's rows, shuffled, as a re-export appended to the file would
     copied = rng.permutation(np.concatenate([conflict_of, duplicate_of]))
     is_conflict = np.isin(copied, conflict_of)
     copies = changed.take(pa.array(copied, type=pa.int64()))
+    conflict_column = None
     if conflicts:
         position = np.flatnonzero(is_conflict)
-        copies = _replace_rows(copies, position, _conflicting_version(rng, name, copies.take(pa.array(position))))
+        changes = _conflicting_version(rng, name, copies.take(pa.array(position)))
+        (conflict_column,) = changes
+        copies = _replace_rows(copies, position, changes)
     out = pa.concat_tables([changed, copies])
     in_place_order = np.argsort(in_place, kind="stable")
     keys = pa.concat_arrays(
@@ -184,7 +190,9 @@ def with_dirt(
     )
     bad_kinds = [kinds[code] for code in in_place_kinds[in_place_order]]
     bad_kinds += np.where(is_conflict, "duplicate_id_conflict", EXACT_DUPLICATE).tolist()
-    return out, _dirty_record([name] * len(bad_kinds), keys.to_pylist(), bad_kinds)
+    columns: list[str | None] = [column_of_kind[int(code)] for code in in_place_kinds[in_place_order]]
+    columns += [conflict_column if conflict else None for conflict in is_conflict.tolist()]
+    return out, _dirty_record([name] * len(bad_kinds), keys.to_pylist(), bad_kinds, columns)
 
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -201,6 +209,6 @@ def _replace_rows(rows: pa.Table, positions: np.ndarray, changes: dict[str, pa.A
     return rows
 
 
-def _dirty_record(tables: list[str], keys: list[str], kinds: list[str]) -> pa.Table:
+def _dirty_record(tables: list[str], keys: list[str], kinds: list[str], columns: list[str | None]) -> pa.Table:
     return pa.table({"table": pa.array(tables, pa.string()), "row_key": pa.array(keys, pa.string()),
-                     "kind": pa.array(kinds, pa.string())})  # fmt: skip
+                     "kind": pa.array(kinds, pa.string()), "column": pa.array(columns, pa.string())})  # fmt: skip

@@ -216,4 +216,4 @@ def _simulate_chunk(
     yield "surveys", surveys_table(surveys, accounts, window, counters), None
     yield "tickets", tickets_table(tickets, accounts, window, counters), None
     yield "persons", persons_table(people, window), None
-    yield "identities", identities_table(people, accounts), None
+    yield "identities", identities_table(people, accounts, window), None

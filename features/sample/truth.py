@@ -2,9 +2,10 @@
 lives, what each file holds, and how an identity merge scores against it.
 
 In `<sample>/truth/`: `persons.parquet` (the latent truth per person, PERSONS_SCHEMA),
-`identities.parquet` (each source id: the person behind it, IDENTITIES_SCHEMA) and
-`dirty_rows.parquet` (every row made bad or copied on purpose, DIRTY_SCHEMA; see
-`features.sample.dirt`).
+`identities.parquet` (each source id: the person behind it, when the account opened and how often
+it carries the person's orders, IDENTITIES_SCHEMA) and `dirty_rows.parquet` (every row made bad or
+copied on purpose, DIRTY_SCHEMA; see `features.sample.dirt`). Everything `training.oracle` knows of
+the generated people comes from these files.
 """
 
 from __future__ import annotations
@@ -14,21 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.sample.formats import pick
 from features.sample.people import Accounts, People
 from features.sample.world import ACQUISITION_CHANNELS, Window
-
-
-def truth_folder(sample_dir: Path) -> Path:
-    """Where the truth of the sample in `sample_dir` lives."""
-    return sample_dir / "truth"
-
-
-def truth_file(truth_dir: Path, name: str) -> Path:
-    """One of the truth files (a key of TRUTH_SCHEMAS) in a truth folder."""
-    return truth_dir / f"{name}.parquet"
-
 
 PERSONS_SCHEMA = pa.schema(
     [
@@ -49,9 +40,49 @@ PERSONS_SCHEMA = pa.schema(
         ("household_id", pa.int64()),
     ]
 )
-IDENTITIES_SCHEMA = pa.schema([("source", pa.string()), ("source_customer_id", pa.string()), ("person_id", pa.int64())])
-DIRTY_SCHEMA = pa.schema([("table", pa.string()), ("row_key", pa.string()), ("kind", pa.string())])
+IDENTITIES_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_customer_id", pa.string()),
+        ("person_id", pa.int64()),
+        ("opened_at", pa.timestamp("s", tz="UTC")),  # the account's signup_at, as its export writes it
+        # the account's weight in the draw of which open pos/web/app account carries an order (0: crm, email)
+        ("order_weight", pa.float64()),
+    ]
+)
+DIRTY_SCHEMA = pa.schema(
+    [
+        ("table", pa.string()),
+        ("row_key", pa.string()),
+        ("kind", pa.string()),
+        ("column", pa.string()),  # the column made bad (in the copy, for a conflict); null for an exact copy
+    ]
+)
 TRUTH_SCHEMAS = {"persons": PERSONS_SCHEMA, "identities": IDENTITIES_SCHEMA, "dirty_rows": DIRTY_SCHEMA}
+
+
+def truth_folder(sample_dir: Path) -> Path:
+    """Where the truth of the sample in `sample_dir` lives."""
+    return sample_dir / "truth"
+
+
+def truth_file(truth_dir: Path, name: str) -> Path:
+    """One of the truth files (a key of TRUTH_SCHEMAS) in a truth folder."""
+    return truth_dir / f"{name}.parquet"
+
+
+def outdated_truth_files(truth_dir: Path) -> list[str]:
+    """The truth files in `truth_dir` that lack a column this generator writes (a sample generated
+    by an older version); a missing file counts too."""
+    outdated = []
+    for name, schema in TRUTH_SCHEMAS.items():
+        path = truth_file(truth_dir, name)
+        if not path.is_file() or set(schema.names) - set(pq.read_schema(path).names):
+            outdated.append(name)
+    return outdated
+
+
+# ---------------------------------------------------------------- the truth tables of one chunk
 
 
 def persons_table(people: People, window: Window) -> pa.Table:
@@ -79,13 +110,16 @@ def persons_table(people: People, window: Window) -> pa.Table:
     )
 
 
-def identities_table(people: People, accounts: Accounts) -> pa.Table:
+def identities_table(people: People, accounts: Accounts, window: Window) -> pa.Table:
     return pa.table(
         {
             "source": accounts.rows.column("source"),
             "source_customer_id": accounts.ids,
             "person_id": people.number[accounts.person],
-        }
+            "opened_at": pa.array(window.seconds(accounts.created), pa.timestamp("s", tz="UTC")),
+            "order_weight": accounts.order_weight,
+        },
+        schema=IDENTITIES_SCHEMA,
     )
 
 
