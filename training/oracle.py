@@ -1,12 +1,14 @@
 """The oracle: churn, repurchase and CLV predicted from the simulated customers' latent truth
-(`features.sample.generate`'s truth folder), the ceiling a model's test metric is measured against.
+(`features.sample.truth`'s folder), the ceiling a model's test metric is measured against.
 Real businesses have no truth: the oracle exists for the generated sample only.
 
 What the oracle knows at a cutoff t, per person behind a customer: the purchase rate lambda, the
 drop-out hazard mu, whether they are a deal seeker (their seasonality), the expected order value,
 whether they are still alive at t, and when each of their accounts opens (which account carries
-their orders: an identity fact, not a buying one). Plus the generator's calendar m(day), its
-hour-of-day profile, the completed share of orders and the share of order rows ingest keeps.
+their orders: an identity fact, not a buying one), all read from the truth files. Plus the
+generator's laws, imported from `features.sample.world` (its calendar m(day), its hour-of-day
+profile, the completed share of orders, the fade and the activity rates), and the share of order
+rows ingest keeps.
 
 What it does not know: the future drop-out time and the random timing, status and amount of
 future orders. The generator draws drop-out as tau = signup + Exp(1) / mu with mu constant in
@@ -36,35 +38,35 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.sample.generate import (
+from features.lake.tables import CROSSWALK, lake_file
+from features.sample.dirt import EXTRA_ROW_KINDS
+from features.sample.truth import TRUTH_SCHEMAS, outdated_truth_files, truth_file, truth_folder
+from features.sample.world import (
     APP,
-    CRM,
+    COMPLETED_SHARE,
+    EMAIL_OPEN_BASE,
+    EMAIL_OPEN_DELAY_DAYS,
+    EMAIL_OPEN_RESPONSIVE,
     FADE_DAYS,
     FADE_FLOOR,
     LOCAL_OFFSET_S,
     ORDER_HOURS,
-    ORDER_SOURCES,
-    POS,
-    PURCHASE_RATE_MEAN,
-    SESSION_RATE,
+    ORDER_SESSION_LEAD_MINUTES,
     SOURCES,
     WEB,
+    fade,
     order_intensity,
+    referral_rate,
+    session_rate,
+    share_rate,
 )
 
 OracleModel = Literal["churn", "repurchase", "clv"]
 
-# features.sample.generate._simulate_orders draws these inline (status 93/4/3%; the account a person signed
-# up with carries orders three times as often as each other order account they have opened).
-COMPLETED_SHARE = 0.93
-ENTRY_ACCOUNT_WEIGHT = 3.0
-OTHER_ACCOUNT_WEIGHT = 1.0
 # Below this share of the lake's source ids known to the truth, the truth describes other data.
 MIN_TRUTH_COVERAGE = 0.99
 
@@ -83,14 +85,9 @@ _PERSON_COLUMNS = [
     "is_deal_seeker",
     "engagement_rate",
 ]
-# features.sample.generate._simulate_engagement and _add_campaign_sends draw these inline: social shares
-# and referrals per year (x exp(0.4 z) and exp(0.6 z)), P(email open) = 0.02 + 0.45 (1 - exp(-e)),
-# the open Exp(0.25 days) after the send, and a session that leads to an order 3-40 min before it.
-SHARE_RATE, SHARE_SATISFACTION = 0.4, 0.4
-REFERRAL_RATE, REFERRAL_SATISFACTION = 0.2, 0.6
-EMAIL_OPEN_BASE, EMAIL_OPEN_RESPONSIVE = 0.02, 0.45
-EMAIL_OPEN_DELAY_DAYS = 0.25
-ORDER_SESSION_LEAD_DAYS = 41 / 1440
+# A session this long before an order led to it: the generator's longest lead, plus a minute for
+# timestamps written to the second.
+ORDER_SESSION_LEAD_DAYS = (ORDER_SESSION_LEAD_MINUTES[1] + 1) / 1440
 # Activity this long before the last order says nothing more about tau (the fade is exp(-10) away).
 FADE_REACH_DAYS = 10 * FADE_DAYS
 # The observable oracle's grid of drop-out times reaches this far past the window's end: later,
@@ -143,14 +140,15 @@ def load_truth(truth_dir: Path, lake_dir: Path) -> pd.DataFrame:
     ingest kept (the rest were made bad on purpose and quarantined); `history_end` is the end of the
     simulated history (the generator does not record it: the local day after the lake's last order).
     """
-    persons = pd.read_parquet(truth_dir / "persons.parquet")
-    identities = pd.read_parquet(truth_dir / "identities.parquet")
-    crosswalk = pd.read_parquet(lake_dir / "crosswalk.parquet", columns=[*_KEY, "customer_id"])
+    _check_truth_version(truth_dir)
+    persons = pd.read_parquet(truth_file(truth_dir, "persons"))
+    identities = pd.read_parquet(truth_file(truth_dir, "identities"))
+    crosswalk = pd.read_parquet(lake_file(lake_dir, CROSSWALK), columns=[*_KEY, "customer_id"])
     _check_coverage(crosswalk, identities, truth_dir, lake_dir)
 
     accounts = identities.merge(crosswalk, on=_KEY, how="left")
     signup_s = _epoch_seconds(persons["signup_at"])
-    order_accounts = _order_accounts(truth_dir.parent, accounts, persons["person_id"].to_numpy(), signup_s)
+    order_accounts = _order_accounts(truth_dir, accounts)
     links = accounts.dropna(subset=["customer_id"])[["customer_id", "person_id"]].drop_duplicates()
 
     order_accounts = order_accounts.sort_values("person_id", kind="stable")
@@ -194,12 +192,21 @@ def load_truth(truth_dir: Path, lake_dir: Path) -> pd.DataFrame:
     return truth
 
 
+def _check_truth_version(truth_dir: Path) -> None:
+    outdated = outdated_truth_files(truth_dir)
+    if outdated:
+        raise CustlensError(
+            f"the truth in {truth_dir} was written by an older `custlens generate` ({', '.join(outdated)} "
+            "lack what the oracle reads); generate the sample again, then ingest it"
+        )
+
+
 def _check_coverage(crosswalk: pd.DataFrame, identities: pd.DataFrame, truth_dir: Path, lake_dir: Path) -> None:
     known = crosswalk.merge(identities[_KEY], on=_KEY, how="inner")
     coverage = len(known) / len(crosswalk) if len(crosswalk) else 0.0
     if coverage < MIN_TRUTH_COVERAGE:
         raise CustlensError(
-            f"the truth in {truth_dir} knows {coverage:.1%} of the source ids in {lake_dir / 'crosswalk.parquet'}: "
+            f"the truth in {truth_dir} knows {coverage:.1%} of the source ids in {lake_file(lake_dir, CROSSWALK)}: "
             "the lake was ingested from other data; the oracle only describes the generated sample "
             "(ingest it with `custlens ingest` from the sample folder, or skip the oracle)"
         )
@@ -211,67 +218,44 @@ def _epoch_seconds(values: pd.Series, missing: float = np.nan) -> np.ndarray:
     return np.where(np.isnan(seconds), missing, seconds)
 
 
-def _order_accounts(sample_dir: Path, accounts: pd.DataFrame, person_ids: np.ndarray,
-                    signup_s: np.ndarray) -> pd.DataFrame:  # fmt: skip
-    """Every pos/web/app account with person_id, customer_id (may be missing), opened_s and weight.
-
-    Opening times come from the sample's customers export (the generator writes the truth inside
-    it): the account a person signed up with opens at their signup instant and weighs most."""
-    order_sources = [SOURCES[code] for code in ORDER_SOURCES]
-    mine = accounts[accounts["source"].isin(order_sources)]
-    opened = _account_opening(sample_dir)
-    mine = mine.merge(opened, on=_KEY, how="left")
-    person_signup = pd.Series(signup_s, index=person_ids)
-    entry = mine["opened_s"].to_numpy() == person_signup.loc[mine["person_id"].to_numpy()].to_numpy()
-    weight = np.where(entry, ENTRY_ACCOUNT_WEIGHT, OTHER_ACCOUNT_WEIGHT)
-    # an account whose opening the export lost (a row made bad on purpose) never carried an order
-    unknown = mine["opened_s"].isna().to_numpy()
+def _order_accounts(truth_dir: Path, accounts: pd.DataFrame) -> pd.DataFrame:
+    """Every pos/web/app account (order_weight > 0) with person_id, customer_id (may be missing),
+    opened_s and weight: the truth's opening time and order weight, except that an account whose
+    export row lost its signup_at (made bad on purpose) weighs 0. The generator spoils only rows
+    no activity refers to, so such an account never carried an order."""
+    mine = accounts[accounts["order_weight"] > 0]
+    lost = _opening_lost(truth_dir, mine)
     return mine.assign(
-        opened_s=mine["opened_s"].fillna(np.iinfo(np.int64).max).astype(np.int64),
-        weight=np.where(unknown, 0.0, weight),
+        opened_s=np.where(lost, np.iinfo(np.int64).max, _epoch_seconds(mine["opened_at"]).astype(np.int64)),
+        weight=np.where(lost, 0.0, mine["order_weight"].to_numpy(dtype=float)),
     )
 
 
-def _account_opening(sample_dir: Path) -> pd.DataFrame:
-    """source, source_customer_id, opened_s (UTC epoch seconds) from the customers export, whose
-    timestamps are written each system's way (`features.sample.generate._format_timestamps`): crm and pos
-    in local time, the others in UTC; the first 19 characters are the date and time either way."""
-    columns = [*_KEY, "signup_at"]
-    csv_path, parquet_path = sample_dir / "customers.csv", sample_dir / "customers.parquet"
-    if csv_path.exists():
-        convert = pv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), include_columns=columns)
-        table = pv.read_csv(csv_path, convert_options=convert)
-    elif parquet_path.exists():
-        table = pq.read_table(parquet_path, columns=columns)
-    else:
-        raise CustlensError(
-            f"no customers export next to the truth in {sample_dir}; the oracle needs the generated sample "
-            "as `custlens generate` writes it"
-        )
-    frame = table.to_pandas().drop_duplicates(_KEY, keep="first")  # a conflicting copy comes later
-    text = frame["signup_at"].str.slice(0, 19).str.replace("T", " ", regex=False)
-    naive = pd.to_datetime(text, format="%Y-%m-%d %H:%M:%S", errors="coerce")
-    seconds = (naive - pd.Timestamp(0)).dt.total_seconds().to_numpy()
-    local = frame["source"].isin([SOURCES[CRM], SOURCES[POS]]).to_numpy()
-    frame["opened_s"] = seconds - np.where(local, LOCAL_OFFSET_S, 0)
-    return frame[[*_KEY, "opened_s"]]
+def _opening_lost(truth_dir: Path, accounts: pd.DataFrame) -> np.ndarray:
+    """Per account: whether its customers export row had its signup_at made bad on purpose."""
+    dirty = pd.read_parquet(truth_file(truth_dir, "dirty_rows"), columns=["table", "row_key", "kind", "column"])
+    spoiled = dirty[(dirty["table"] == "customers") & (dirty["column"] == "signup_at")]
+    spoiled = spoiled[~spoiled["kind"].isin(EXTRA_ROW_KINDS)]  # a copy leaves the original row readable
+    row_key = accounts["source"] + "|" + accounts["source_customer_id"]  # how dirty_rows names a customers row
+    return row_key.isin(spoiled["row_key"]).to_numpy()
 
 
 def _recorded_order_share(truth_dir: Path, lake_dir: Path) -> float:
     """Share of generated order rows the lake kept: rows made bad in place were quarantined, while
     conflicting and exact copies were extra rows (the original stayed)."""
-    dirty = pd.read_parquet(truth_dir / "dirty_rows.parquet", columns=["table", "kind"])
+    dirty = pd.read_parquet(truth_file(truth_dir, "dirty_rows"), columns=["table", "kind"])
     kinds = dirty.loc[dirty["table"] == "orders", "kind"]
-    lost = int((~kinds.isin(["duplicate_id_conflict", "exact_duplicate"])).sum())
-    kept = pq.ParquetFile(lake_dir / "orders.parquet").metadata.num_rows
+    lost = int((~kinds.isin(EXTRA_ROW_KINDS)).sum())
+    kept = pq.ParquetFile(lake_file(lake_dir, "orders")).metadata.num_rows
     return kept / (kept + lost) if kept + lost else 1.0
 
 
 def _history_end(lake_dir: Path) -> pd.Timestamp:
-    ordered_at = pq.read_table(lake_dir / "orders.parquet", columns=["ordered_at"]).column("ordered_at")
+    orders_path = lake_file(lake_dir, "orders")
+    ordered_at = pq.read_table(orders_path, columns=["ordered_at"]).column("ordered_at")
     last = pd.Timestamp(ordered_at.to_pandas().max())
     if pd.isna(last):
-        raise CustlensError(f"{lake_dir / 'orders.parquet'} holds no orders; the oracle needs the order history")
+        raise CustlensError(f"{orders_path} holds no orders; the oracle needs the order history")
     offset = pd.Timedelta(seconds=LOCAL_OFFSET_S)
     last_local_day = (last.tz_convert("UTC").tz_localize(None) + offset).normalize()
     return (last_local_day + pd.Timedelta(days=1) - offset).tz_localize("UTC")
@@ -296,11 +280,13 @@ class Evidence:
 
 def load_evidence(truth_dir: Path, lake_dir: Path) -> Evidence:
     """Each person's orders, browsing and email history from the lake, through the truth's identities."""
-    identities = pd.read_parquet(truth_dir / "identities.parquet")
-    orders = pd.read_parquet(lake_dir / "orders.parquet", columns=[*_KEY, "ordered_at"])
+    _check_truth_version(truth_dir)
+    accounts = pd.read_parquet(truth_file(truth_dir, "identities"))
+    identities = accounts[[*_KEY, "person_id"]]
+    orders = pd.read_parquet(lake_file(lake_dir, "orders"), columns=[*_KEY, "ordered_at"])
     orders = orders.merge(identities, on=_KEY, how="inner").assign(at=lambda o: _epoch_days(o["ordered_at"]))
     columns = [*_KEY, "occurred_at", "event_type", "campaign_id"]
-    events_path = lake_dir / "engagement_events.parquet"
+    events_path = lake_file(lake_dir, "engagement_events")
     if events_path.exists():
         clues = ["session_start", "social_share", "referral", "email_sent", "email_open"]
         events = pd.read_parquet(events_path, columns=columns, filters=[("event_type", "in", clues)])
@@ -320,8 +306,8 @@ def load_evidence(truth_dir: Path, lake_dir: Path) -> Evidence:
     opens = events[events["event_type"] == "email_open"].groupby([*_KEY, "campaign_id"], as_index=False)["at"].min()
     sent = sent.merge(opens.rename(columns={"at": "opened_at"}), on=[*_KEY, "campaign_id"], how="left")
 
-    opened = _account_opening(truth_dir.parent).merge(identities, on=_KEY, how="inner")
-    online = opened[opened["source"].isin([SOURCES[WEB], SOURCES[APP]])].dropna(subset=["opened_s"])
+    online = accounts[accounts["source"].isin([SOURCES[WEB], SOURCES[APP]])]
+    online = online[~_opening_lost(truth_dir, online)].assign(opened_s=lambda a: _epoch_seconds(a["opened_at"]))
     return Evidence(
         orders=_by_person(orders, "at"),
         browsing=_by_person(browsing, "at"),
@@ -565,13 +551,13 @@ def _dropout_posterior(
     if online < cutoff:
         satisfaction, engagement = person.latent_satisfaction, person.engagement_rate
         per_day = (
-            SESSION_RATE * engagement * np.sqrt(person.purchase_rate / PURCHASE_RATE_MEAN)
-            + SHARE_RATE * engagement * np.exp(SHARE_SATISFACTION * satisfaction)
-            + REFERRAL_RATE * np.exp(REFERRAL_SATISFACTION * satisfaction)
+            session_rate(engagement, person.purchase_rate)
+            + share_rate(engagement, satisfaction)
+            + referral_rate(satisfaction)
         ) / 365
         browsing = evidence.browsing.get(pid, empty)
         seen = browsing[(browsing >= max(online, since)) & (browsing < cutoff)]
-        log_weight += np.log(_fade(seen[None, :], tau[:, None])).sum(axis=1)
+        log_weight += np.log(fade(seen[None, :], tau[:, None])).sum(axis=1)
         log_weight -= per_day * _faded_exposure(online, cutoff, tau)
         log_tail -= per_day * (cutoff - online)
 
@@ -581,19 +567,14 @@ def _dropout_posterior(
         sent, opened = sent[recent], evidence.email_opened[pid][recent] < cutoff  # NaN: never opened
         opens = EMAIL_OPEN_BASE + EMAIL_OPEN_RESPONSIVE * -np.expm1(-person.engagement_rate)
         shown = -np.expm1(-(cutoff - sent) / EMAIL_OPEN_DELAY_DAYS)
-        fade = _fade(sent[None, :], tau[:, None])
-        log_weight += np.where(opened, np.log(fade), np.log1p(-opens * fade * shown)).sum(axis=1)
+        faded = fade(sent[None, :], tau[:, None])
+        log_weight += np.where(opened, np.log(faded), np.log1p(-opens * faded * shown)).sum(axis=1)
         log_tail += np.log1p(-opens * shown[~opened]).sum()
 
     top = max(float(log_weight.max(initial=-np.inf)), log_tail)
     weight, tail = np.exp(log_weight - top), float(np.exp(log_tail - top))
     total = weight.sum() + tail
     return tau - cutoff, weight / total, tail / total
-
-
-def _fade(at: np.ndarray, dropout: np.ndarray) -> np.ndarray:
-    """features.sample.generate's engagement fade f(u; tau): 1 long before drop-out, FADE_FLOOR from it on."""
-    return 1 - (1 - FADE_FLOOR) * np.exp(-np.maximum(dropout - at, 0.0) / FADE_DAYS)
 
 
 def _faded_exposure(start: float, end: float, dropout: np.ndarray) -> np.ndarray:
@@ -627,6 +608,5 @@ def gap_closed(baseline: float, model: float, oracle: float) -> float:
 def truth_dir_for(settings: Settings) -> Path | None:
     """The generated sample's truth folder (<data_dir>/sample/truth) when there is one, else None:
     a real business has no truth, and then the oracle is skipped."""
-    truth_dir = settings.sample_dir / "truth"
-    needed = ("persons.parquet", "identities.parquet", "dirty_rows.parquet")
-    return truth_dir if all((truth_dir / name).is_file() for name in needed) else None
+    truth_dir = truth_folder(settings.sample_dir)
+    return truth_dir if all(truth_file(truth_dir, name).is_file() for name in TRUTH_SCHEMAS) else None

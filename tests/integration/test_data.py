@@ -12,7 +12,8 @@ import pytest
 from custlens.settings import Settings, load_settings
 from features.lake.contracts import CONTRACTS
 from features.lake.ingest import ingest
-from features.sample.generate import DEFAULT_END, generate, pairwise_merge_quality
+from features.sample.generate import DEFAULT_END, generate
+from features.sample.truth import pairwise_merge_quality
 
 pytestmark = pytest.mark.integration
 

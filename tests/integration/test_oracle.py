@@ -6,6 +6,7 @@ assumes."""
 from __future__ import annotations
 
 import math
+import shutil
 from datetime import date, datetime
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from sklearn.metrics import roc_auc_score
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
 from features.lake.ingest import ingest
-from features.lake.tables import cutoff_instant, lake_end
-from features.sample.generate import DEFAULT_END, generate, order_intensity
+from features.lake.tables import CROSSWALK, crosswalk_path, cutoff_instant, lake_end, lake_file, sql_literal, table_path
+from features.sample.generate import DEFAULT_END, generate
+from features.sample.truth import truth_file
+from features.sample.world import order_intensity
 from training.evaluation import normalized_gini
 from training.labels import compute_labels, window_complete
 from training.oracle import (
@@ -78,7 +81,7 @@ def _labels(settings: Settings, cutoff: date, window_days: int) -> pd.DataFrame:
 def _days_since_last_completed_order(settings: Settings, customer_ids: pd.Series, cutoff: date) -> np.ndarray:
     last = duckdb.sql(
         f"""SELECT customer_id, max(ordered_at) AS last_order_at
-            FROM read_parquet('{settings.lake_dir / "orders.parquet"}')
+            FROM read_parquet({sql_literal(table_path(settings, "orders"))})
             WHERE status = 'completed' AND ordered_at < TIMESTAMPTZ '{cutoff_instant(cutoff).isoformat()}'
             GROUP BY customer_id"""
     ).df()
@@ -87,7 +90,7 @@ def _days_since_last_completed_order(settings: Settings, customer_ids: pd.Series
 
 
 def test_truth_has_one_row_per_lake_customer(settings: Settings, truth: pd.DataFrame) -> None:
-    crosswalk = pd.read_parquet(settings.lake_dir / "crosswalk.parquet")
+    crosswalk = pd.read_parquet(crosswalk_path(settings))
 
     assert truth["customer_id"].is_unique
     assert set(truth["customer_id"]) == set(crosswalk["customer_id"])
@@ -194,12 +197,27 @@ def test_truth_of_other_data_is_refused(settings: Settings, tmp_path: Path) -> N
     lake_dir = tmp_path / "lake"
     lake_dir.mkdir()
     other = pd.DataFrame({"source": ["crm"], "source_customer_id": ["NOT-GENERATED"], "customer_id": ["C1"]})
-    other.to_parquet(lake_dir / "crosswalk.parquet")
+    other.to_parquet(lake_file(lake_dir, CROSSWALK))
     truth_dir = truth_dir_for(settings)
     assert truth_dir is not None
 
     with pytest.raises(CustlensError, match="other data"):
         load_truth(truth_dir, lake_dir)
+
+
+def test_truth_from_an_older_generator_is_refused(settings: Settings, tmp_path: Path) -> None:
+    # given a truth folder whose identities lack the account openings and order weights
+    truth_dir = truth_dir_for(settings)
+    assert truth_dir is not None
+    old = tmp_path / "truth"
+    shutil.copytree(truth_dir, old)
+    identities = pd.read_parquet(truth_file(old, "identities"))
+    identities[["source", "source_customer_id", "person_id"]].to_parquet(truth_file(old, "identities"))
+
+    with pytest.raises(CustlensError, match="older `custlens generate`"):
+        load_truth(old, settings.lake_dir)
+    with pytest.raises(CustlensError, match="older `custlens generate`"):
+        load_evidence(old, settings.lake_dir)
 
 
 def test_gap_closed_is_the_share_of_the_baseline_to_oracle_gap() -> None:

@@ -15,16 +15,11 @@ from rich.console import Console
 
 from custlens.errors import CustlensError
 from features.lake.contracts import CONTRACTS, EVENT_TYPES, ORDER_STATUSES
-from features.sample.generate import (
-    DEFAULT_END,
-    DEFECTS,
-    EXACT_DUPLICATE,
-    MAX_CUSTOMERS,
-    SOURCES,
-    generate,
-    pairwise_merge_quality,
-    source_customer_ids,
-)
+from features.sample.dirt import DEFECTS, EXACT_DUPLICATE
+from features.sample.formats import MAX_CUSTOMERS, source_customer_ids
+from features.sample.generate import DEFAULT_END, generate
+from features.sample.truth import pairwise_merge_quality
+from features.sample.world import ENTRY_ACCOUNT_WEIGHT, OTHER_ACCOUNT_WEIGHT, SOURCES
 
 PEOPLE = 2_000
 CHUNK = 700  # several chunks, so appending across chunks is exercised
@@ -42,6 +37,13 @@ def _read(folder: Path, table: str) -> pd.DataFrame:
     if csv.exists():
         return pd.read_csv(csv, dtype=str, keep_default_na=False)
     return pd.read_parquet(folder / f"{table}.parquet")
+
+
+def _instants(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A timestamp column written each source's way as UTC instants (pos: local time, no offset)."""
+    pos = frame["source"] == "pos"
+    local = pd.to_datetime(frame.loc[pos, column]).dt.tz_localize("Asia/Ho_Chi_Minh").dt.tz_convert("UTC")
+    return pd.concat([pd.to_datetime(frame.loc[~pos, column], format="ISO8601", utc=True), local]).sort_index()
 
 
 def _row_key(table: str, frame: pd.DataFrame) -> pd.Series:
@@ -212,6 +214,25 @@ def test_bad_values_look_like_their_kind(dirty: Path) -> None:
     assert not (unknown["source"] + "|" + unknown["source_customer_id"]).isin(known).any()
 
 
+def test_dirty_rows_name_the_column_made_bad(dirty: Path) -> None:
+    recorded = pd.read_parquet(dirty / "truth" / "dirty_rows.parquet")
+    exact = recorded["kind"] == EXACT_DUPLICATE
+    assert recorded.loc[exact, "column"].isna().all()
+    for (table, kind), rows in recorded[~exact].groupby(["table", "kind"]):
+        # one column per table and kind, a column of the export
+        (column,) = rows["column"].unique()
+        assert column in CONTRACTS[str(table)].column_names, (table, kind)
+        frame = _read(dirty, str(table))
+        made_bad = frame[_row_key(str(table), frame).isin(rows["row_key"])]
+        if kind == "missing_value":
+            assert (made_bad[column] == "").all(), table
+        if kind == "duplicate_id_conflict":
+            # the copy differs from the original in that column only
+            versions = made_bad.groupby(_row_key(str(table), made_bad))
+            changed = (versions.nunique() > 1).any()
+            assert set(changed[changed].index) == {column}, table
+
+
 # ---------------------------------------------------------------- truth and signal
 
 
@@ -223,6 +244,29 @@ def test_truth_covers_every_person_and_source_id(clean: Path, truth: dict[str, p
     assert len(identities) == len(customers)
     assert set(_row_key("customers", identities)) == set(_row_key("customers", customers))
     assert set(identities["person_id"]) <= set(persons["person_id"])
+
+
+def test_truth_tells_when_each_account_opened_and_how_often_it_carries_orders(
+    clean: Path, truth: dict[str, pd.DataFrame]
+) -> None:
+    persons, identities = truth["persons"], truth["identities"]
+    customers = _read(clean, "customers")
+    # opened_at is the signup_at each system wrote
+    signup = _instants(customers, "signup_at").set_axis(_row_key("customers", customers))
+    opened = identities.set_index(_row_key("customers", identities))["opened_at"]
+    assert (signup.reindex(opened.index) == opened).all()
+    # crm and email records carry no orders; of the others, the one a person signed up with weighs most
+    ordering = identities["source"].isin(["pos", "web", "app"])
+    assert (identities.loc[~ordering, "order_weight"] == 0).all()
+    assert set(identities.loc[ordering, "order_weight"]) == {ENTRY_ACCOUNT_WEIGHT, OTHER_ACCOUNT_WEIGHT}
+    entry = identities[identities["order_weight"] == ENTRY_ACCOUNT_WEIGHT]
+    assert entry["person_id"].is_unique and set(entry["person_id"]) == set(persons["person_id"])
+    at_signup = entry.merge(persons[["person_id", "signup_at"]], on="person_id")
+    assert (at_signup["opened_at"] == at_signup["signup_at"]).all()
+    # and every order sits on an account with a weight, open by then
+    orders = _read(clean, "orders").merge(identities, on=["source", "source_customer_id"])
+    assert (orders["order_weight"] > 0).all()
+    assert (_instants(orders, "ordered_at") >= orders["opened_at"]).all()
 
 
 def test_sessions_fade_in_the_last_60_days_before_dropout(clean: Path, truth: dict[str, pd.DataFrame]) -> None:
