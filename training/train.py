@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 from custlens.settings import Settings
 from training import plots
+from training.baselines import Baseline, baselines_for
 from training.evaluation import PRIMARY_METRIC, beats, classifier_metrics, value_metrics
 from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix, label_window
 from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
@@ -38,9 +39,6 @@ CHALLENGER = "challenger"  # the latest version that did not pass the gate, so i
 MODELS = ("churn", "repurchase", "clv", "segments")
 LABELS: dict[ModelName, str] = {"churn": "churned", "repurchase": "repurchased", "clv": "revenue_next"}
 OBJECTIVES: dict[ModelName, Objective] = {"churn": "binary", "repurchase": "binary", "clv": "tweedie"}
-
-# Baselines: (name, function of the model frame -> test predictions). Filled by training.baselines.
-Baseline = Callable[[ModelFrame], np.ndarray]
 
 
 @dataclass
@@ -453,8 +451,6 @@ def _metric_key(name: str) -> str:
 
 
 def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
-    from training.baselines_registry import baselines_for
-
     results = [
         train_model(settings, model, baselines_for(settings, model), console)  # type: ignore[arg-type]
         for model in models
