@@ -194,7 +194,7 @@ def step_train(args: argparse.Namespace) -> dict[str, Any]:
 def step_churn_frame(args: argparse.Namespace) -> dict[str, Any]:
     """The churn model's train and validation matrices, written once for both tuning paths."""
     from training.frames import CATEGORY_FEATURES, build_model_frame, feature_matrix
-    from training.train import LABELS
+    from training.specs import SPECS
 
     frame = build_model_frame(_settings(args), "churn")
     train, valid = frame.part("train"), frame.part("validation")
@@ -203,7 +203,7 @@ def step_churn_frame(args: argparse.Namespace) -> dict[str, Any]:
     folder = args.work / "churn-frame"
     folder.mkdir(parents=True, exist_ok=True)
     for matrix, rows, name in ((train_x, train, "train"), (valid_x, valid, "validation")):
-        matrix.assign(label=rows[LABELS["churn"]].astype(float).to_numpy()).to_parquet(folder / f"{name}.parquet")
+        matrix.assign(label=rows[SPECS["churn"].label].astype(float).to_numpy()).to_parquet(folder / f"{name}.parquet")
     return {"rows_train": len(train_x), "rows_validation": len(valid_x), "features": train_x.shape[1]}
 
 

@@ -26,19 +26,20 @@ from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
 from custlens.settings import Settings
+from features.lake.tables import table_path
 from training import plots
 from training.baselines import Baseline, baselines_for
-from training.evaluation import PRIMARY_METRIC, beats, classifier_metrics, value_metrics
-from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix, label_window
+from training.evaluation import PRIMARY_METRIC, beats
+from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix
 from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
+from training.specs import SPECS, ModelSpec, NextOrderTiming
 from training.tracking import connect, registered_name, use_experiment
-from training.tuning import Objective, base_params, datasets, fit_lightgbm, tune
+from training.tuning import base_params, datasets, fit_lightgbm, tune
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"  # the latest version that did not pass the gate, so it can still be compared
-MODELS = ("churn", "repurchase", "clv", "segments")
-LABELS: dict[ModelName, str] = {"churn": "churned", "repurchase": "repurchased", "clv": "revenue_next"}
-OBJECTIVES: dict[ModelName, Objective] = {"churn": "binary", "repurchase": "binary", "clv": "tweedie"}
+# Every model `custlens train` knows: the supervised ones by their spec, then the segments.
+MODELS: tuple[str, ...] = (*SPECS, "segments")
 
 
 @dataclass
@@ -53,16 +54,6 @@ class ModelResult:
     seconds: float = 0.0
 
 
-def test_metrics(model: ModelName, actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    if model == "clv":
-        return value_metrics(actual, predicted)
-    return classifier_metrics(actual, predicted)
-
-
-def _labels(rows: pd.DataFrame, model: ModelName) -> np.ndarray:
-    return rows[LABELS[model]].astype(float).to_numpy()
-
-
 def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     """Platt scaling fitted on the validation window (the test window measures how well it holds).
 
@@ -74,21 +65,30 @@ def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     return float(platt.coef_[0, 0]), float(platt.intercept_[0])
 
 
-def _timing_booster(frame: ModelFrame, train_x: pd.DataFrame, valid_x: pd.DataFrame, seed: int, threads: int) -> Any:
+def _timing_booster(timing: NextOrderTiming, frame: ModelFrame, train_x: pd.DataFrame, valid_x: pd.DataFrame,
+                    seed: int, threads: int) -> Any:  # fmt: skip
     """log1p(days to the next order) for rows whose next order is known: the expected next date."""
     train_rows, valid_rows = frame.part("train"), frame.part("validation")
-    known_train = train_rows["days_to_next_order"].notna().to_numpy()
-    known_valid = valid_rows["days_to_next_order"].notna().to_numpy()
+    known_train = train_rows[timing.target].notna().to_numpy()
+    known_valid = valid_rows[timing.target].notna().to_numpy()
     return fit_lightgbm(
         {**base_params("regression", seed, threads), "learning_rate": 0.1, "num_leaves": 31},
         *datasets(
-            (train_x[known_train], np.log1p(train_rows["days_to_next_order"].to_numpy()[known_train])),
-            (valid_x[known_valid], np.log1p(valid_rows["days_to_next_order"].to_numpy()[known_valid])),
+            (train_x[known_train], np.log1p(train_rows[timing.target].to_numpy()[known_train])),
+            (valid_x[known_valid], np.log1p(valid_rows[timing.target].to_numpy()[known_valid])),
         ),
     )
 
 
-def _log_dataset(rows: pd.DataFrame, model: ModelName, frame: ModelFrame, context: str, source: Path) -> None:
+def _timing_error(timing: NextOrderTiming, scores: pd.DataFrame, test: pd.DataFrame) -> float:
+    """Mean absolute error in days of the expected next order, over the test rows whose next order is known."""
+    known = test[timing.target].notna().to_numpy()
+    if not known.any():
+        return float("nan")
+    return float(np.mean(np.abs(scores[timing.output].to_numpy()[known] - test[timing.target].to_numpy()[known])))
+
+
+def _log_dataset(rows: pd.DataFrame, spec: ModelSpec, frame: ModelFrame, context: str, source: Path) -> None:
     cutoffs = sorted({c.date().isoformat() for c in rows["cutoff"]})
     plain = rows.copy()
     for name in CATEGORY_FEATURES:
@@ -102,7 +102,7 @@ def _log_dataset(rows: pd.DataFrame, model: ModelName, frame: ModelFrame, contex
         dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             plain,
             source=str(source.resolve()),  # the snapshot folder Feast's point-in-time join read
-            targets=LABELS[model],
+            targets=spec.label,
             name=f"{frame.service} {cutoffs[0]}..{cutoffs[-1]}",
         )
     mlflow.log_input(dataset, context=context)
@@ -145,10 +145,11 @@ def _log_trial(trial: optuna.trial.FrozenTrial) -> None:
             mlflow.log_metric("num_boost_round", trial.user_attrs["num_boost_round"])
 
 
-def _log_figures(model: ModelName, bundle: ModelBundle, test_x: pd.DataFrame, actual: np.ndarray,
+def _log_figures(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFrame, actual: np.ndarray,
                  predicted: np.ndarray) -> None:  # fmt: skip
+    model = spec.name
     figures = {"gains.png": plots.gains_figure(actual, predicted, f"{model}: cumulative gains (test)")}
-    if model != "clv":
+    if spec.output == "probability":
         figures["calibration.png"] = plots.calibration_figure(actual, predicted, f"{model}: calibration (test)")
     importance = pd.Series(bundle.booster.feature_importance("gain"), index=bundle.booster.feature_name())
     figures["feature_importance.png"] = plots.importance_figure(importance, f"{model}: feature importance")
@@ -161,26 +162,27 @@ def _log_figures(model: ModelName, bundle: ModelBundle, test_x: pd.DataFrame, ac
     mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
 
 
-def _champion_metrics(settings: Settings, model: ModelName, frame: ModelFrame) -> tuple[str | None, dict[str, float]]:
+def _champion_metrics(settings: Settings, spec: ModelSpec, frame: ModelFrame) -> tuple[str | None, dict[str, float]]:
     """The current champion re-scored on this run's test rows: a fair comparison on the same window."""
     client = connect(settings)
+    name = registered_name(spec.name)
     try:
-        version = client.get_model_version_by_alias(registered_name(model), CHAMPION)
+        version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None, {}
     with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered_name(model)}/{version.version}",
-                                                    dst_path=folder)  # fmt: skip
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=folder)
         bundle = ModelBundle.load(next(Path(local).rglob(BUNDLE_FILE)))
     test = frame.part("test")
-    scores = bundle.predict(test)
-    predicted = scores["predicted_value" if model == "clv" else "probability"].to_numpy()
-    return str(version.version), test_metrics(model, _labels(test, model), predicted)
+    return str(version.version), spec.test_metrics(spec.labels(test), spec.scores(bundle.predict(test)))
 
 
 def train_model(
     settings: Settings, model: ModelName, baselines: dict[str, Baseline] | None = None, console: Console | None = None
 ) -> ModelResult:
+    """Train one supervised model as its spec (training.specs) describes it; gate it against its
+    baselines and the champion."""
+    spec = SPECS[model]
     started = time.perf_counter()
     say = console.print if console else (lambda *_: None)
     say(f"[bold]{model}[/]: building the point-in-time training frame")
@@ -189,8 +191,7 @@ def train_model(
     train_x = feature_matrix(train)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
     valid_x, test_x = feature_matrix(valid, categories), feature_matrix(test, categories)
-    train_y, valid_y, test_y = _labels(train, model), _labels(valid, model), _labels(test, model)
-    objective = OBJECTIVES[model]
+    train_y, valid_y, test_y = spec.labels(train), spec.labels(valid), spec.labels(test)
 
     connect(settings)
     use_experiment(settings, model)
@@ -199,7 +200,7 @@ def train_model(
                          "test_cutoff": frame.split.test.isoformat()})  # fmt: skip
         mlflow.log_params(
             {
-                "label_window_days": label_window(settings, model),
+                "label_window_days": spec.label_window(settings),
                 "train_cutoffs": ",".join(c.isoformat() for c in frame.split.train),
                 "validation_cutoff": frame.split.validation.isoformat(),
                 "test_cutoff": frame.split.test.isoformat(),
@@ -213,11 +214,11 @@ def train_model(
             }
         )
         for rows, context in ((train, "training"), (valid, "validation"), (test, "test")):
-            _log_dataset(rows, model, frame, context, settings.features_dir)
+            _log_dataset(rows, spec, frame, context, settings.features_dir)
 
         with _trial_progress(console, model, settings.training.trials) as on_trial:
             tuned = tune(
-                objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
+                spec.objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
                 settings.training.timeout_seconds, settings.training.seed, settings.training.threads, on_trial=on_trial,
             )  # fmt: skip
         mlflow.log_params({f"best_{k}": v for k, v in tuned.params.items() if k not in ("num_threads", "verbosity")})
@@ -231,32 +232,28 @@ def train_model(
             feature_service=frame.service,
             meta={"test_cutoff": frame.split.test.isoformat()},
         )
-        if model != "clv":
+        if spec.calibrated:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)
-        if model == "repurchase":
-            bundle.timing_booster = _timing_booster(frame, train_x, valid_x, settings.training.seed,
+        if spec.timing is not None:
+            bundle.timing_booster = _timing_booster(spec.timing, frame, train_x, valid_x, settings.training.seed,
                                                     settings.training.threads)  # fmt: skip
 
         scores = bundle.predict(test)
-        predicted = scores["predicted_value" if model == "clv" else "probability"].to_numpy()
-        metrics = test_metrics(model, test_y, predicted)
-        if model == "repurchase":
-            known = test["days_to_next_order"].notna().to_numpy()
-            error = np.abs(
-                scores["expected_days_to_next_order"].to_numpy()[known] - test["days_to_next_order"].to_numpy()[known]
-            )
-            metrics["test_next_order_mae_days"] = float(np.mean(error)) if known.any() else float("nan")
+        predicted = spec.scores(scores)
+        metrics = spec.test_metrics(test_y, predicted)
+        if spec.timing is not None:
+            metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
         mlflow.log_metrics(metrics)
-        _log_figures(model, bundle, test_x, test_y, predicted)
+        _log_figures(spec, bundle, test_x, test_y, predicted)
 
-        baseline_metrics = _run_baselines(model, frame, baselines or {})
-        metrics.update(_oracle_metrics(settings, model, frame, metrics, baseline_metrics))
+        baseline_metrics = _run_baselines(spec, frame, baselines or {})
+        metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
         if "oracle_gap_closed" in metrics:
             mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
 
         say(f"[bold]{model}[/]: registering the model")
         version = _log_and_register(model, bundle, test)
-        champion_version, champion_metrics = _champion_metrics(settings, model, frame)
+        champion_version, champion_metrics = _champion_metrics(settings, spec, frame)
         promoted, decision = _decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
                                      settings.training.promotion_margin)  # fmt: skip
         _set_alias(settings, model, version, promoted, decision)
@@ -269,7 +266,7 @@ def train_model(
 
 def _oracle_metrics(
     settings: Settings,
-    model: ModelName,
+    spec: ModelSpec,
     frame: ModelFrame,
     metrics: dict[str, float],
     baselines: dict[str, dict[str, float]],
@@ -289,13 +286,13 @@ def _oracle_metrics(
     except CustlensError:
         return {}  # the lake was not ingested from this sample: no truth to compare with
     test = frame.part("test")
-    ids, window = test["customer_id"].tolist(), label_window(settings, model)
-    key, _ = PRIMARY_METRIC[model]
-    actual = _labels(test, model)
-    oracle = test_metrics(model, actual, oracle_predictions(truth, ids, frame.split.test, model, window))[key]
+    ids, window = test["customer_id"].tolist(), spec.label_window(settings)
+    key = spec.primary_metric
+    actual = spec.labels(test)
+    oracle = spec.test_metrics(actual, oracle_predictions(truth, ids, frame.split.test, spec.name, window))[key]
     evidence = load_evidence(truth_dir, settings.lake_dir)
-    observable_predicted = oracle_predictions(truth, ids, frame.split.test, model, window, evidence=evidence)
-    observable = test_metrics(model, actual, observable_predicted)[key]
+    observable_predicted = oracle_predictions(truth, ids, frame.split.test, spec.name, window, evidence=evidence)
+    observable = spec.test_metrics(actual, observable_predicted)[key]
     best_baseline = max((b[key] for b in baselines.values()), default=float("nan"))
     return {
         f"oracle_{key}": oracle,
@@ -306,15 +303,15 @@ def _oracle_metrics(
     }
 
 
-def _run_baselines(model: ModelName, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
+def _run_baselines(spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
     """Each baseline as its own (nested) run with the same metric keys as the model."""
     results = {}
-    test_y = _labels(frame.part("test"), model)
+    test_y = spec.labels(frame.part("test"))
     for name, baseline in baselines.items():
-        with mlflow.start_run(run_name=f"{model} baseline: {name}", nested=True):
-            mlflow.set_tags({"model": model, "kind": "baseline", "baseline": name})
+        with mlflow.start_run(run_name=f"{spec.name} baseline: {name}", nested=True):
+            mlflow.set_tags({"model": spec.name, "kind": "baseline", "baseline": name})
             predicted = baseline(frame)
-            metrics = test_metrics(model, test_y, predicted)
+            metrics = spec.test_metrics(test_y, predicted)
             mlflow.log_metrics(metrics)
             results[name] = metrics
     return results
@@ -400,7 +397,7 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
     say = console.print if console else (lambda *_: None)
     cutoff = snapshot_cutoffs(settings)[-1]
     say(f"[bold]segments[/]: clustering customers as of {cutoff}")
-    customers = pd.read_parquet(settings.lake_dir / "customers.parquet", columns=["customer_id"])["customer_id"]
+    customers = pd.read_parquet(table_path(settings, "customers"), columns=["customer_id"])["customer_id"]
     frame = training_frame(settings, entity_rows(customers.tolist(), [cutoff]), SEGMENTS_SERVICE)
     seed = settings.training.seed
     connect(settings)
@@ -451,11 +448,9 @@ def _metric_key(name: str) -> str:
 
 
 def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
-    results = [
-        train_model(settings, model, baselines_for(settings, model), console)  # type: ignore[arg-type]
-        for model in models
-        if model != "segments"
-    ]
+    """The chosen models in their order, each against the baselines its spec names; the segments last."""
+    specs = [SPECS[model] for model in models if model != "segments"]  # type: ignore[index]
+    results = [train_model(settings, spec.name, baselines_for(settings, spec), console) for spec in specs]
     if "segments" in models:
         results.append(train_segments(settings, console))
     return results

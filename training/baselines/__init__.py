@@ -1,7 +1,7 @@
-"""Which baselines each model must beat, as functions of its training frame that return the
-test rows' predictions: BG/NBD (churn, repurchase), BG/NBD x Gamma-Gamma (CLV) and a logistic
-regression on recency, frequency and monetary value (churn). The BG/NBD and Gamma-Gamma math is
-in `btyd`."""
+"""The baselines a model must beat, by the names its spec lists (training.specs): BG/NBD (churn,
+repurchase), BG/NBD x Gamma-Gamma (CLV) and a logistic regression on recency, frequency and
+monetary value (churn). Each is built for one model and maps the model's training frame to
+predictions of the same quantity for its test rows. The BG/NBD and Gamma-Gamma math is in `btyd`."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from sklearn.preprocessing import StandardScaler
 from custlens.settings import Settings
 from features.lake.tables import table_path
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary
-from training.frames import ModelFrame, ModelName, cutoff_of, label_window
+from training.frames import ModelFrame, cutoff_of
+from training.specs import ModelSpec
 
 # A model's training frame -> predictions for its test rows.
 Baseline = Callable[[ModelFrame], np.ndarray]
+# How a baseline is made for one model: the settings hold the lake and the label windows.
+BaselineFactory = Callable[[Settings, ModelSpec], Baseline]
 
 RFM_COLUMNS = ("days_since_last_order", "orders_365d", "revenue_365d", "tenure_days")
 
@@ -31,12 +34,16 @@ def _rfm(rows: pd.DataFrame) -> np.ndarray:
     return values.fillna(values.median()).to_numpy()
 
 
-def logistic_rfm(frame: ModelFrame) -> np.ndarray:
-    """Churn probability from a logistic regression on RFM, fitted on the training rows."""
-    train, test = frame.part("train"), frame.part("test")
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(_rfm(train), train["churned"].astype(int).to_numpy())
-    return np.asarray(model.predict_proba(_rfm(test))[:, 1])
+def logistic_rfm(settings: Settings, spec: ModelSpec) -> Baseline:
+    """The label's probability from a logistic regression on RFM features, fitted on the training rows."""
+
+    def predict(frame: ModelFrame) -> np.ndarray:
+        train, test = frame.part("train"), frame.part("test")
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(_rfm(train), train[spec.label].astype(int).to_numpy())
+        return np.asarray(model.predict_proba(_rfm(test))[:, 1])
+
+    return predict
 
 
 def _summaries(settings: Settings, frame: ModelFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -49,24 +56,36 @@ def _summaries(settings: Settings, frame: ModelFrame) -> tuple[pd.DataFrame, pd.
     return everyone, everyone.reindex(frame.part("test")["customer_id"].to_numpy()).fillna(0.0)
 
 
-def _bgnbd_for(settings: Settings, model: ModelName) -> dict[str, Baseline]:
-    window = label_window(settings, model)
+def bgnbd(settings: Settings, spec: ModelSpec) -> Baseline:
+    """BG/NBD's P(no purchase in the label window), or its complement when the label is a purchase."""
+    window = spec.label_window(settings)
 
-    def bgnbd(frame: ModelFrame) -> np.ndarray:
+    def predict(frame: ModelFrame) -> np.ndarray:
         everyone, test = _summaries(settings, frame)
         none = BetaGeo.fit(everyone).prob_no_purchase(test, window)
-        return np.asarray(none if model == "churn" else 1.0 - none)
+        return np.asarray(none if spec.label_is_no_order else 1.0 - none)
 
-    def bgnbd_gamma_gamma(frame: ModelFrame) -> np.ndarray:
+    return predict
+
+
+def bgnbd_gamma_gamma(settings: Settings, spec: ModelSpec) -> Baseline:
+    """Expected net revenue in the label window: BG/NBD's purchases times Gamma-Gamma's order value."""
+    window = spec.label_window(settings)
+
+    def predict(frame: ModelFrame) -> np.ndarray:
         everyone, test = _summaries(settings, frame)
         return expected_revenue(BetaGeo.fit(everyone), GammaGamma.fit(everyone), test, days=window)
 
-    return {"bgnbd_gamma_gamma": bgnbd_gamma_gamma} if model == "clv" else {"bgnbd": bgnbd}
+    return predict
 
 
-def baselines_for(settings: Settings, model: ModelName) -> dict[str, Baseline]:
-    found: dict[str, Baseline] = {}
-    if model == "churn":
-        found["logistic_rfm"] = logistic_rfm
-    found.update(_bgnbd_for(settings, model))
-    return found
+BASELINES: dict[str, BaselineFactory] = {
+    "logistic_rfm": logistic_rfm,
+    "bgnbd": bgnbd,
+    "bgnbd_gamma_gamma": bgnbd_gamma_gamma,
+}
+
+
+def baselines_for(settings: Settings, spec: ModelSpec) -> dict[str, Baseline]:
+    """The baselines the spec names, in its order (the gate reports the first one not beaten)."""
+    return {name: BASELINES[name](settings, spec) for name in spec.baselines}
