@@ -140,6 +140,7 @@ class Stopwatch:
         import mlflow
 
         import features.store
+        import training.registry as registry
         import training.train as train
         from training.segments import BehaviouralSegmenter
 
@@ -147,12 +148,13 @@ class Stopwatch:
             "build_model_frame": "frame", "tune": "tuning", "_log_trial": "trial logging",
             "fit_lightgbm": "final fit", "_calibration": "final fit", "_timing_booster": "final fit",
             "_run_baselines": "baselines", "_log_figures": "figures", "_log_dataset": "mlflow logging",
-            "_log_and_register": "mlflow logging", "_champion_metrics": "mlflow logging",
-            "_set_alias": "mlflow logging",
         }  # fmt: skip
         for name, part in stages.items():
             setattr(train, name, self.wrap(part, getattr(train, name)))
-        # segments: its frame comes straight from Feast, its model is logged inline
+        # train calls the registry through its module, so its functions are wrapped there
+        for name in ("register", "champion_metrics", "set_alias"):
+            setattr(registry, name, self.wrap("mlflow logging", getattr(registry, name)))
+        # segments: its frame comes straight from Feast; its model is logged by registry.register_segments
         setattr(features.store, "training_frame", self.wrap("frame", features.store.training_frame))  # noqa: B010
         setattr(mlflow.pyfunc, "log_model", self.wrap("mlflow logging", mlflow.pyfunc.log_model))  # noqa: B010
         fit = BehaviouralSegmenter.fit.__func__  # type: ignore[attr-defined]

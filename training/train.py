@@ -1,11 +1,10 @@
 """`custlens train`: for each model, build its point-in-time frame, tune LightGBM on the
-validation window, calibrate, evaluate on the test window, log everything to MLflow, register
-the model, and promote it to @champion only if it beats the current champion and its baselines
-on the same test rows."""
+validation window, calibrate, evaluate on the test window against its baselines, and log
+everything to MLflow; then register it and let the gate decide @champion (training.registry).
+What differs between models is read from their spec (training.specs), never from their name."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -18,26 +17,22 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.types import ColSpec, Schema
 from rich.console import Console, Group
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
 from custlens.settings import Settings
 from features.lake.tables import table_path
-from training import plots
+from training import plots, registry
 from training.baselines import Baseline, baselines_for
-from training.evaluation import PRIMARY_METRIC, beats
+from training.evaluation import PRIMARY_METRIC
 from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix
-from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
+from training.packaging import ModelBundle, SegmentsBundle
+from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
-from training.tracking import connect, registered_name, use_experiment
+from training.tracking import connect, use_experiment
 from training.tuning import base_params, datasets, fit_lightgbm, tune
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"  # the latest version that did not pass the gate, so it can still be compared
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
 MODELS: tuple[str, ...] = (*SPECS, "segments")
 
@@ -162,21 +157,6 @@ def _log_figures(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFrame, act
     mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
 
 
-def _champion_metrics(settings: Settings, spec: ModelSpec, frame: ModelFrame) -> tuple[str | None, dict[str, float]]:
-    """The current champion re-scored on this run's test rows: a fair comparison on the same window."""
-    client = connect(settings)
-    name = registered_name(spec.name)
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None, {}
-    with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=folder)
-        bundle = ModelBundle.load(next(Path(local).rglob(BUNDLE_FILE)))
-    test = frame.part("test")
-    return str(version.version), spec.test_metrics(spec.labels(test), spec.scores(bundle.predict(test)))
-
-
 def train_model(
     settings: Settings, model: ModelName, baselines: dict[str, Baseline] | None = None, console: Console | None = None
 ) -> ModelResult:
@@ -252,11 +232,11 @@ def train_model(
             mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
 
         say(f"[bold]{model}[/]: registering the model")
-        version = _log_and_register(model, bundle, test)
-        champion_version, champion_metrics = _champion_metrics(settings, spec, frame)
-        promoted, decision = _decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
-                                     settings.training.promotion_margin)  # fmt: skip
-        _set_alias(settings, model, version, promoted, decision)
+        version = registry.register(model, bundle, test)
+        champion_version, champion_metrics = registry.champion_metrics(settings, spec, frame)
+        promoted, decision = registry.decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
+                                             settings.training.promotion_margin)  # fmt: skip
+        registry.set_alias(settings, model, version, promoted, decision)
         mlflow.set_tag("promotion", decision)
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
@@ -317,71 +297,6 @@ def _run_baselines(spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Base
     return results
 
 
-def _log_and_register(model: ModelName, bundle: ModelBundle, test: pd.DataFrame) -> str:
-    # numbers as float64: an integer column in the signature would refuse a missing value later
-    example = feature_matrix(test.head(5), bundle.categories)
-    for name in CATEGORY_FEATURES:
-        example[name] = example[name].astype("object")
-    with tempfile.TemporaryDirectory() as folder:
-        path = bundle.save(Path(folder))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=CustlensModel(),
-            artifacts={"bundle": str(path)},
-            # named, not inferred: inference imports the model in a subprocess (10 s per model)
-            pip_requirements=_requirements(),
-            signature=ModelSignature(_input_schema(bundle), infer_signature(example, bundle.predict(example)).outputs),
-            input_example=example,
-            registered_model_name=registered_name(model),
-        )
-    return str(info.registered_model_version)
-
-
-def _input_schema(bundle: ModelBundle) -> Schema:
-    """Numbers as optional doubles, categories as optional strings: written out, not inferred from a
-    few example rows (a category NULL in all of them would be inferred as a double)."""
-    return Schema([ColSpec("string" if name in CATEGORY_FEATURES else "double", name, required=False)
-                   for name in bundle.features])  # fmt: skip
-
-
-def _set_alias(settings: Settings, model: str, version: str, promoted: bool, decision: str) -> None:
-    """@champion for a version that passed the gate, @challenger for one that did not; the reason as a tag."""
-    client = connect(settings)
-    client.set_registered_model_alias(registered_name(model), CHAMPION if promoted else CHALLENGER, version)
-    client.set_model_version_tag(registered_name(model), version, "promotion", decision)
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn")]
-
-
-def _decide(
-    model: ModelName,
-    metrics: dict[str, float],
-    champion_version: str | None,
-    champion: dict[str, float],
-    baselines: dict[str, dict[str, float]],
-    margin: float,
-) -> tuple[bool, str]:
-    key, _ = PRIMARY_METRIC[model]
-    for name, baseline in baselines.items():
-        if not beats(metrics, baseline, model, 0.0):
-            return False, f"not promoted: {key} {metrics[key]:.4f} does not beat baseline {name} ({baseline[key]:.4f})"
-    if champion_version is None:
-        return True, f"promoted: first model, {key} {metrics[key]:.4f}, beats every baseline"
-    if not beats(metrics, champion, model, margin):
-        return False, (
-            f"not promoted: {key} {metrics[key]:.4f} vs champion v{champion_version} {champion[key]:.4f} "
-            f"on the same test rows (margin {margin})"
-        )
-    return (
-        True,
-        f"promoted: {key} {metrics[key]:.4f} beats champion v{champion_version} ({champion[key]:.4f}) by >= {margin}",
-    )
-
-
 SEGMENTS_SERVICE = "segments_v1"
 # Segment names must survive a retrain: two fits with different seeds keep at least this share.
 MIN_SEGMENT_STABILITY = 0.9
@@ -423,21 +338,14 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
         figure = plots.segments_figure(profile, "behavioural segments: size and profile")
         mlflow.log_figure(figure, "segment_profile.png")
         plots.close(figure)
-        example = frame[bundle.inputs].head(5).astype("float64")
-        with tempfile.TemporaryDirectory() as folder:
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=SegmentsModel(), artifacts={"segments": str(bundle.save(Path(folder)))},
-                signature=infer_signature(example, bundle.predict(example)), input_example=example,
-                pip_requirements=_requirements(), registered_model_name=registered_name("segments"),
-            )  # fmt: skip
-        version = str(info.registered_model_version)
+        version = registry.register_segments(bundle, frame[bundle.inputs].head(5).astype("float64"))
         stable = metrics["test_stability_across_seeds"] >= MIN_SEGMENT_STABILITY
         decision = (
             f"promoted: names kept by {metrics['test_stability_across_seeds']:.1%} of customers across seeds"
             if stable
             else f"not promoted: only {metrics['test_stability_across_seeds']:.1%} keep their name across seeds"
         )
-        _set_alias(settings, "segments", version, stable, decision)
+        registry.set_alias(settings, "segments", version, stable, decision)
         mlflow.set_tag("promotion", decision)
     return ModelResult("segments", run.info.run_id, version, metrics, stable, decision,  # type: ignore[arg-type]
                        seconds=time.perf_counter() - started)  # fmt: skip
