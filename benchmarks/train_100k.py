@@ -140,6 +140,7 @@ class Stopwatch:
         import mlflow
 
         import features.store
+        import training.registry as registry
         import training.train as train
         from training.segments import BehaviouralSegmenter
 
@@ -147,12 +148,13 @@ class Stopwatch:
             "build_model_frame": "frame", "tune": "tuning", "_log_trial": "trial logging",
             "fit_lightgbm": "final fit", "_calibration": "final fit", "_timing_booster": "final fit",
             "_run_baselines": "baselines", "_log_figures": "figures", "_log_dataset": "mlflow logging",
-            "_log_and_register": "mlflow logging", "_champion_metrics": "mlflow logging",
-            "_set_alias": "mlflow logging",
         }  # fmt: skip
         for name, part in stages.items():
             setattr(train, name, self.wrap(part, getattr(train, name)))
-        # segments: its frame comes straight from Feast, its model is logged inline
+        # train calls the registry through its module, so its functions are wrapped there
+        for name in ("register", "champion_metrics", "set_alias"):
+            setattr(registry, name, self.wrap("mlflow logging", getattr(registry, name)))
+        # segments: its frame comes straight from Feast; its model is logged by registry.register_segments
         setattr(features.store, "training_frame", self.wrap("frame", features.store.training_frame))  # noqa: B010
         setattr(mlflow.pyfunc, "log_model", self.wrap("mlflow logging", mlflow.pyfunc.log_model))  # noqa: B010
         fit = BehaviouralSegmenter.fit.__func__  # type: ignore[attr-defined]
@@ -194,7 +196,7 @@ def step_train(args: argparse.Namespace) -> dict[str, Any]:
 def step_churn_frame(args: argparse.Namespace) -> dict[str, Any]:
     """The churn model's train and validation matrices, written once for both tuning paths."""
     from training.frames import CATEGORY_FEATURES, build_model_frame, feature_matrix
-    from training.train import LABELS
+    from training.specs import SPECS
 
     frame = build_model_frame(_settings(args), "churn")
     train, valid = frame.part("train"), frame.part("validation")
@@ -203,7 +205,7 @@ def step_churn_frame(args: argparse.Namespace) -> dict[str, Any]:
     folder = args.work / "churn-frame"
     folder.mkdir(parents=True, exist_ok=True)
     for matrix, rows, name in ((train_x, train, "train"), (valid_x, valid, "validation")):
-        matrix.assign(label=rows[LABELS["churn"]].astype(float).to_numpy()).to_parquet(folder / f"{name}.parquet")
+        matrix.assign(label=rows[SPECS["churn"].label].astype(float).to_numpy()).to_parquet(folder / f"{name}.parquet")
     return {"rows_train": len(train_x), "rows_validation": len(valid_x), "features": train_x.shape[1]}
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
-import duckdb
 import pandas as pd
 
 from custlens.settings import Settings
-from features.lake.tables import cutoff_instant, table_path
+from features.lake.tables import cutoff_instant, duckdb_connect, table_path
 
 LABELS_SQL = """
 WITH cutoffs AS (
@@ -67,9 +66,8 @@ def compute_labels(settings: Settings, cutoffs: Sequence[date]) -> pd.DataFrame:
     lake's end is the caller's question (`window_complete`).
     """
     windows = settings.training
-    con = duckdb.connect()
+    con = duckdb_connect()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         frame = con.execute(
             LABELS_SQL,
             {

@@ -1,11 +1,10 @@
 """`custlens train`: for each model, build its point-in-time frame, tune LightGBM on the
-validation window, calibrate, evaluate on the test window, log everything to MLflow, register
-the model, and promote it to @champion only if it beats the current champion and its baselines
-on the same test rows."""
+validation window, calibrate, evaluate on the test window against its baselines, and log
+everything to MLflow; then register it and let the gate decide @champion (training.registry).
+What differs between models is read from their spec (training.specs), never from their name."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -18,29 +17,24 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.types import ColSpec, Schema
 from rich.console import Console, Group
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
 from custlens.settings import Settings
-from training import plots
-from training.evaluation import PRIMARY_METRIC, beats, classifier_metrics, value_metrics
-from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix, label_window
-from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
-from training.tracking import connect, registered_name, use_experiment
-from training.tuning import Objective, base_params, datasets, fit_lightgbm, tune
+from features.lake.tables import table_path
+from training import plots, registry
+from training.baselines import Baseline, baselines_for
+from training.evaluation import PRIMARY_METRIC
+from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix
+from training.packaging import ModelBundle, SegmentsBundle
+from training.registry import CHALLENGER, CHAMPION
+from training.specs import SPECS, ModelSpec, NextOrderTiming
+from training.tracking import connect, use_experiment
+from training.tuning import base_params, datasets, fit_lightgbm, tune
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"  # the latest version that did not pass the gate, so it can still be compared
-MODELS = ("churn", "repurchase", "clv", "segments")
-LABELS: dict[ModelName, str] = {"churn": "churned", "repurchase": "repurchased", "clv": "revenue_next"}
-OBJECTIVES: dict[ModelName, Objective] = {"churn": "binary", "repurchase": "binary", "clv": "tweedie"}
-
-# Baselines: (name, function of the model frame -> test predictions). Filled by training.baselines.
-Baseline = Callable[[ModelFrame], np.ndarray]
+# Every model `custlens train` knows: the supervised ones by their spec, then the segments.
+MODELS: tuple[str, ...] = (*SPECS, "segments")
 
 
 @dataclass
@@ -55,16 +49,6 @@ class ModelResult:
     seconds: float = 0.0
 
 
-def test_metrics(model: ModelName, actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    if model == "clv":
-        return value_metrics(actual, predicted)
-    return classifier_metrics(actual, predicted)
-
-
-def _labels(rows: pd.DataFrame, model: ModelName) -> np.ndarray:
-    return rows[LABELS[model]].astype(float).to_numpy()
-
-
 def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     """Platt scaling fitted on the validation window (the test window measures how well it holds).
 
@@ -76,21 +60,30 @@ def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     return float(platt.coef_[0, 0]), float(platt.intercept_[0])
 
 
-def _timing_booster(frame: ModelFrame, train_x: pd.DataFrame, valid_x: pd.DataFrame, seed: int, threads: int) -> Any:
+def _timing_booster(timing: NextOrderTiming, frame: ModelFrame, train_x: pd.DataFrame, valid_x: pd.DataFrame,
+                    seed: int, threads: int) -> Any:  # fmt: skip
     """log1p(days to the next order) for rows whose next order is known: the expected next date."""
     train_rows, valid_rows = frame.part("train"), frame.part("validation")
-    known_train = train_rows["days_to_next_order"].notna().to_numpy()
-    known_valid = valid_rows["days_to_next_order"].notna().to_numpy()
+    known_train = train_rows[timing.target].notna().to_numpy()
+    known_valid = valid_rows[timing.target].notna().to_numpy()
     return fit_lightgbm(
         {**base_params("regression", seed, threads), "learning_rate": 0.1, "num_leaves": 31},
         *datasets(
-            (train_x[known_train], np.log1p(train_rows["days_to_next_order"].to_numpy()[known_train])),
-            (valid_x[known_valid], np.log1p(valid_rows["days_to_next_order"].to_numpy()[known_valid])),
+            (train_x[known_train], np.log1p(train_rows[timing.target].to_numpy()[known_train])),
+            (valid_x[known_valid], np.log1p(valid_rows[timing.target].to_numpy()[known_valid])),
         ),
     )
 
 
-def _log_dataset(rows: pd.DataFrame, model: ModelName, frame: ModelFrame, context: str, source: Path) -> None:
+def _timing_error(timing: NextOrderTiming, scores: pd.DataFrame, test: pd.DataFrame) -> float:
+    """Mean absolute error in days of the expected next order, over the test rows whose next order is known."""
+    known = test[timing.target].notna().to_numpy()
+    if not known.any():
+        return float("nan")
+    return float(np.mean(np.abs(scores[timing.output].to_numpy()[known] - test[timing.target].to_numpy()[known])))
+
+
+def _log_dataset(rows: pd.DataFrame, spec: ModelSpec, frame: ModelFrame, context: str, source: Path) -> None:
     cutoffs = sorted({c.date().isoformat() for c in rows["cutoff"]})
     plain = rows.copy()
     for name in CATEGORY_FEATURES:
@@ -104,7 +97,7 @@ def _log_dataset(rows: pd.DataFrame, model: ModelName, frame: ModelFrame, contex
         dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             plain,
             source=str(source.resolve()),  # the snapshot folder Feast's point-in-time join read
-            targets=LABELS[model],
+            targets=spec.label,
             name=f"{frame.service} {cutoffs[0]}..{cutoffs[-1]}",
         )
     mlflow.log_input(dataset, context=context)
@@ -147,10 +140,11 @@ def _log_trial(trial: optuna.trial.FrozenTrial) -> None:
             mlflow.log_metric("num_boost_round", trial.user_attrs["num_boost_round"])
 
 
-def _log_figures(model: ModelName, bundle: ModelBundle, test_x: pd.DataFrame, actual: np.ndarray,
+def _log_figures(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFrame, actual: np.ndarray,
                  predicted: np.ndarray) -> None:  # fmt: skip
+    model = spec.name
     figures = {"gains.png": plots.gains_figure(actual, predicted, f"{model}: cumulative gains (test)")}
-    if model != "clv":
+    if spec.output == "probability":
         figures["calibration.png"] = plots.calibration_figure(actual, predicted, f"{model}: calibration (test)")
     importance = pd.Series(bundle.booster.feature_importance("gain"), index=bundle.booster.feature_name())
     figures["feature_importance.png"] = plots.importance_figure(importance, f"{model}: feature importance")
@@ -163,26 +157,12 @@ def _log_figures(model: ModelName, bundle: ModelBundle, test_x: pd.DataFrame, ac
     mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
 
 
-def _champion_metrics(settings: Settings, model: ModelName, frame: ModelFrame) -> tuple[str | None, dict[str, float]]:
-    """The current champion re-scored on this run's test rows: a fair comparison on the same window."""
-    client = connect(settings)
-    try:
-        version = client.get_model_version_by_alias(registered_name(model), CHAMPION)
-    except MlflowException:
-        return None, {}
-    with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered_name(model)}/{version.version}",
-                                                    dst_path=folder)  # fmt: skip
-        bundle = ModelBundle.load(next(Path(local).rglob(BUNDLE_FILE)))
-    test = frame.part("test")
-    scores = bundle.predict(test)
-    predicted = scores["predicted_value" if model == "clv" else "probability"].to_numpy()
-    return str(version.version), test_metrics(model, _labels(test, model), predicted)
-
-
 def train_model(
     settings: Settings, model: ModelName, baselines: dict[str, Baseline] | None = None, console: Console | None = None
 ) -> ModelResult:
+    """Train one supervised model as its spec (training.specs) describes it; gate it against its
+    baselines and the champion."""
+    spec = SPECS[model]
     started = time.perf_counter()
     say = console.print if console else (lambda *_: None)
     say(f"[bold]{model}[/]: building the point-in-time training frame")
@@ -191,8 +171,7 @@ def train_model(
     train_x = feature_matrix(train)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
     valid_x, test_x = feature_matrix(valid, categories), feature_matrix(test, categories)
-    train_y, valid_y, test_y = _labels(train, model), _labels(valid, model), _labels(test, model)
-    objective = OBJECTIVES[model]
+    train_y, valid_y, test_y = spec.labels(train), spec.labels(valid), spec.labels(test)
 
     connect(settings)
     use_experiment(settings, model)
@@ -201,7 +180,7 @@ def train_model(
                          "test_cutoff": frame.split.test.isoformat()})  # fmt: skip
         mlflow.log_params(
             {
-                "label_window_days": label_window(settings, model),
+                "label_window_days": spec.label_window(settings),
                 "train_cutoffs": ",".join(c.isoformat() for c in frame.split.train),
                 "validation_cutoff": frame.split.validation.isoformat(),
                 "test_cutoff": frame.split.test.isoformat(),
@@ -215,11 +194,11 @@ def train_model(
             }
         )
         for rows, context in ((train, "training"), (valid, "validation"), (test, "test")):
-            _log_dataset(rows, model, frame, context, settings.features_dir)
+            _log_dataset(rows, spec, frame, context, settings.features_dir)
 
         with _trial_progress(console, model, settings.training.trials) as on_trial:
             tuned = tune(
-                objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
+                spec.objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
                 settings.training.timeout_seconds, settings.training.seed, settings.training.threads, on_trial=on_trial,
             )  # fmt: skip
         mlflow.log_params({f"best_{k}": v for k, v in tuned.params.items() if k not in ("num_threads", "verbosity")})
@@ -233,35 +212,31 @@ def train_model(
             feature_service=frame.service,
             meta={"test_cutoff": frame.split.test.isoformat()},
         )
-        if model != "clv":
+        if spec.calibrated:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)
-        if model == "repurchase":
-            bundle.timing_booster = _timing_booster(frame, train_x, valid_x, settings.training.seed,
+        if spec.timing is not None:
+            bundle.timing_booster = _timing_booster(spec.timing, frame, train_x, valid_x, settings.training.seed,
                                                     settings.training.threads)  # fmt: skip
 
         scores = bundle.predict(test)
-        predicted = scores["predicted_value" if model == "clv" else "probability"].to_numpy()
-        metrics = test_metrics(model, test_y, predicted)
-        if model == "repurchase":
-            known = test["days_to_next_order"].notna().to_numpy()
-            error = np.abs(
-                scores["expected_days_to_next_order"].to_numpy()[known] - test["days_to_next_order"].to_numpy()[known]
-            )
-            metrics["test_next_order_mae_days"] = float(np.mean(error)) if known.any() else float("nan")
+        predicted = spec.scores(scores)
+        metrics = spec.test_metrics(test_y, predicted)
+        if spec.timing is not None:
+            metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
         mlflow.log_metrics(metrics)
-        _log_figures(model, bundle, test_x, test_y, predicted)
+        _log_figures(spec, bundle, test_x, test_y, predicted)
 
-        baseline_metrics = _run_baselines(model, frame, baselines or {})
-        metrics.update(_oracle_metrics(settings, model, frame, metrics, baseline_metrics))
+        baseline_metrics = _run_baselines(spec, frame, baselines or {})
+        metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
         if "oracle_gap_closed" in metrics:
             mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
 
         say(f"[bold]{model}[/]: registering the model")
-        version = _log_and_register(model, bundle, test)
-        champion_version, champion_metrics = _champion_metrics(settings, model, frame)
-        promoted, decision = _decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
-                                     settings.training.promotion_margin)  # fmt: skip
-        _set_alias(settings, model, version, promoted, decision)
+        version = registry.register(model, bundle, test)
+        champion_version, champion_metrics = registry.champion_metrics(settings, spec, frame)
+        promoted, decision = registry.decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
+                                             settings.training.promotion_margin)  # fmt: skip
+        registry.set_alias(settings, model, version, promoted, decision)
         mlflow.set_tag("promotion", decision)
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
@@ -271,7 +246,7 @@ def train_model(
 
 def _oracle_metrics(
     settings: Settings,
-    model: ModelName,
+    spec: ModelSpec,
     frame: ModelFrame,
     metrics: dict[str, float],
     baselines: dict[str, dict[str, float]],
@@ -291,13 +266,13 @@ def _oracle_metrics(
     except CustlensError:
         return {}  # the lake was not ingested from this sample: no truth to compare with
     test = frame.part("test")
-    ids, window = test["customer_id"].tolist(), label_window(settings, model)
-    key, _ = PRIMARY_METRIC[model]
-    actual = _labels(test, model)
-    oracle = test_metrics(model, actual, oracle_predictions(truth, ids, frame.split.test, model, window))[key]
+    ids, window = test["customer_id"].tolist(), spec.label_window(settings)
+    key = spec.primary_metric
+    actual = spec.labels(test)
+    oracle = spec.test_metrics(actual, oracle_predictions(truth, ids, frame.split.test, spec.name, window))[key]
     evidence = load_evidence(truth_dir, settings.lake_dir)
-    observable_predicted = oracle_predictions(truth, ids, frame.split.test, model, window, evidence=evidence)
-    observable = test_metrics(model, actual, observable_predicted)[key]
+    observable_predicted = oracle_predictions(truth, ids, frame.split.test, spec.name, window, evidence=evidence)
+    observable = spec.test_metrics(actual, observable_predicted)[key]
     best_baseline = max((b[key] for b in baselines.values()), default=float("nan"))
     return {
         f"oracle_{key}": oracle,
@@ -308,83 +283,18 @@ def _oracle_metrics(
     }
 
 
-def _run_baselines(model: ModelName, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
+def _run_baselines(spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
     """Each baseline as its own (nested) run with the same metric keys as the model."""
     results = {}
-    test_y = _labels(frame.part("test"), model)
+    test_y = spec.labels(frame.part("test"))
     for name, baseline in baselines.items():
-        with mlflow.start_run(run_name=f"{model} baseline: {name}", nested=True):
-            mlflow.set_tags({"model": model, "kind": "baseline", "baseline": name})
+        with mlflow.start_run(run_name=f"{spec.name} baseline: {name}", nested=True):
+            mlflow.set_tags({"model": spec.name, "kind": "baseline", "baseline": name})
             predicted = baseline(frame)
-            metrics = test_metrics(model, test_y, predicted)
+            metrics = spec.test_metrics(test_y, predicted)
             mlflow.log_metrics(metrics)
             results[name] = metrics
     return results
-
-
-def _log_and_register(model: ModelName, bundle: ModelBundle, test: pd.DataFrame) -> str:
-    # numbers as float64: an integer column in the signature would refuse a missing value later
-    example = feature_matrix(test.head(5), bundle.categories)
-    for name in CATEGORY_FEATURES:
-        example[name] = example[name].astype("object")
-    with tempfile.TemporaryDirectory() as folder:
-        path = bundle.save(Path(folder))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=CustlensModel(),
-            artifacts={"bundle": str(path)},
-            # named, not inferred: inference imports the model in a subprocess (10 s per model)
-            pip_requirements=_requirements(),
-            signature=ModelSignature(_input_schema(bundle), infer_signature(example, bundle.predict(example)).outputs),
-            input_example=example,
-            registered_model_name=registered_name(model),
-        )
-    return str(info.registered_model_version)
-
-
-def _input_schema(bundle: ModelBundle) -> Schema:
-    """Numbers as optional doubles, categories as optional strings: written out, not inferred from a
-    few example rows (a category NULL in all of them would be inferred as a double)."""
-    return Schema([ColSpec("string" if name in CATEGORY_FEATURES else "double", name, required=False)
-                   for name in bundle.features])  # fmt: skip
-
-
-def _set_alias(settings: Settings, model: str, version: str, promoted: bool, decision: str) -> None:
-    """@champion for a version that passed the gate, @challenger for one that did not; the reason as a tag."""
-    client = connect(settings)
-    client.set_registered_model_alias(registered_name(model), CHAMPION if promoted else CHALLENGER, version)
-    client.set_model_version_tag(registered_name(model), version, "promotion", decision)
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn")]
-
-
-def _decide(
-    model: ModelName,
-    metrics: dict[str, float],
-    champion_version: str | None,
-    champion: dict[str, float],
-    baselines: dict[str, dict[str, float]],
-    margin: float,
-) -> tuple[bool, str]:
-    key, _ = PRIMARY_METRIC[model]
-    for name, baseline in baselines.items():
-        if not beats(metrics, baseline, model, 0.0):
-            return False, f"not promoted: {key} {metrics[key]:.4f} does not beat baseline {name} ({baseline[key]:.4f})"
-    if champion_version is None:
-        return True, f"promoted: first model, {key} {metrics[key]:.4f}, beats every baseline"
-    if not beats(metrics, champion, model, margin):
-        return False, (
-            f"not promoted: {key} {metrics[key]:.4f} vs champion v{champion_version} {champion[key]:.4f} "
-            f"on the same test rows (margin {margin})"
-        )
-    return (
-        True,
-        f"promoted: {key} {metrics[key]:.4f} beats champion v{champion_version} ({champion[key]:.4f}) by >= {margin}",
-    )
 
 
 SEGMENTS_SERVICE = "segments_v1"
@@ -402,7 +312,7 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
     say = console.print if console else (lambda *_: None)
     cutoff = snapshot_cutoffs(settings)[-1]
     say(f"[bold]segments[/]: clustering customers as of {cutoff}")
-    customers = pd.read_parquet(settings.lake_dir / "customers.parquet", columns=["customer_id"])["customer_id"]
+    customers = pd.read_parquet(table_path(settings, "customers"), columns=["customer_id"])["customer_id"]
     frame = training_frame(settings, entity_rows(customers.tolist(), [cutoff]), SEGMENTS_SERVICE)
     seed = settings.training.seed
     connect(settings)
@@ -428,21 +338,14 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
         figure = plots.segments_figure(profile, "behavioural segments: size and profile")
         mlflow.log_figure(figure, "segment_profile.png")
         plots.close(figure)
-        example = frame[bundle.inputs].head(5).astype("float64")
-        with tempfile.TemporaryDirectory() as folder:
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=SegmentsModel(), artifacts={"segments": str(bundle.save(Path(folder)))},
-                signature=infer_signature(example, bundle.predict(example)), input_example=example,
-                pip_requirements=_requirements(), registered_model_name=registered_name("segments"),
-            )  # fmt: skip
-        version = str(info.registered_model_version)
+        version = registry.register_segments(bundle, frame[bundle.inputs].head(5).astype("float64"))
         stable = metrics["test_stability_across_seeds"] >= MIN_SEGMENT_STABILITY
         decision = (
             f"promoted: names kept by {metrics['test_stability_across_seeds']:.1%} of customers across seeds"
             if stable
             else f"not promoted: only {metrics['test_stability_across_seeds']:.1%} keep their name across seeds"
         )
-        _set_alias(settings, "segments", version, stable, decision)
+        registry.set_alias(settings, "segments", version, stable, decision)
         mlflow.set_tag("promotion", decision)
     return ModelResult("segments", run.info.run_id, version, metrics, stable, decision,  # type: ignore[arg-type]
                        seconds=time.perf_counter() - started)  # fmt: skip
@@ -453,13 +356,9 @@ def _metric_key(name: str) -> str:
 
 
 def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
-    from training.baselines_registry import baselines_for
-
-    results = [
-        train_model(settings, model, baselines_for(settings, model), console)  # type: ignore[arg-type]
-        for model in models
-        if model != "segments"
-    ]
+    """The chosen models in their order, each against the baselines its spec names; the segments last."""
+    specs = [SPECS[model] for model in models if model != "segments"]  # type: ignore[index]
+    results = [train_model(settings, spec.name, baselines_for(settings, spec), console) for spec in specs]
     if "segments" in models:
         results.append(train_segments(settings, console))
     return results

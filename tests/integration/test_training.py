@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import SecretStr
 
@@ -17,10 +18,12 @@ from features.lake.ingest import ingest
 from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
+from training.evaluation import beats
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
+from training.registry import CHALLENGER, CHAMPION
 from training.tracking import connect, experiment_name, registered_name
-from training.train import CHALLENGER, CHAMPION, ModelResult, train_all
+from training.train import MIN_SEGMENT_STABILITY, ModelResult, train_all
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +61,31 @@ def first(settings: Settings) -> dict[str, ModelResult]:
     return {result.model: result for result in train_all(settings, MODELS)}
 
 
+def alias_version(client: MlflowClient, model: str, alias: str) -> str | None:
+    """The version that holds the alias, None when no version does."""
+    try:
+        return str(client.get_model_version_by_alias(registered_name(model), alias).version)
+    except MlflowException:
+        return None
+
+
 def test_every_model_is_registered_and_the_first_good_one_is_champion(settings: Settings, first: dict) -> None:
     client = connect(settings)
 
     for model in MODELS:
+        result = first[model]
         versions = client.search_model_versions(f"name = '{registered_name(model)}'")
-        assert [str(v.version) for v in versions] == ["1"]
-        if first[model].promoted:
-            assert str(client.get_model_version_by_alias(registered_name(model), CHAMPION).version) == "1"
+        assert [str(v.version) for v in versions] == ["1"], model
+        # the first version of a model has no champion to beat: its baselines (or stability) decide
+        if model == "segments":
+            assert result.promoted == (result.metrics["test_stability_across_seeds"] >= MIN_SEGMENT_STABILITY)
+        else:
+            assert result.promoted == all(beats(result.metrics, b, model, 0.0) for b in result.baselines.values())
+        holder, other = (CHAMPION, CHALLENGER) if result.promoted else (CHALLENGER, CHAMPION)
+        assert (alias_version(client, model, holder), alias_version(client, model, other)) == ("1", None), model
+        assert result.decision.startswith("promoted:" if result.promoted else "not promoted:"), model
+        assert versions[0].tags["promotion"] == result.decision, model
+        assert client.get_run(result.run_id).data.tags["promotion"] == result.decision, model
 
 
 def test_classifiers_beat_logistic_rfm_and_stay_close_to_bgnbd(first: dict) -> None:
@@ -124,14 +144,22 @@ def test_churn_probability_rises_when_the_last_order_recedes(settings: Settings,
 
 
 def test_retraining_on_the_same_data_does_not_replace_the_champion(settings: Settings, first: dict) -> None:
+    had_champion = first["churn"].promoted
+
     (again,) = train_all(settings, ["churn"])
 
-    client = MlflowClient(tracking_uri=settings.training.tracking_uri)
+    client = connect(settings)
     assert again.version == "2" and not again.promoted
-    assert "not promoted" in again.decision and "champion v1" in again.decision
-    assert str(client.get_model_version_by_alias(registered_name("churn"), CHALLENGER).version) == "2"
-    if first["churn"].promoted:
-        assert str(client.get_model_version_by_alias(registered_name("churn"), CHAMPION).version) == "1"
+    assert alias_version(client, "churn", CHALLENGER) == "2"
+    assert alias_version(client, "churn", CHAMPION) == ("1" if had_champion else None)
+    # refused by the champion when there is one (no gain of the margin on the same data), else by a baseline again
+    assert ("champion v1" in again.decision) == had_champion
+    assert ("baseline" in again.decision) != had_champion
+    logged = client.get_run(again.run_id).data.metrics
+    if had_champion:  # v1 re-scored on the same test rows gives v1's own test metric
+        assert logged["champion_test_auc"] == pytest.approx(first["churn"].metrics["test_auc"])
+    else:
+        assert "champion_test_auc" not in logged
 
 
 def test_no_training_or_validation_label_reaches_the_test_window(settings: Settings) -> None:

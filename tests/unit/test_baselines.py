@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.baselines import BetaGeo, GammaGamma, rfm_summary
+from training.baselines.btyd import BetaGeo, GammaGamma, rfm_summary
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
 TRUE_BG = {"r": 0.8, "alpha": 40.0, "a": 0.9, "b": 2.5}

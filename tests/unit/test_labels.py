@@ -18,7 +18,6 @@ from features.lake.tables import lake_end
 from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
 from training.frames import is_validation_customer, plan_split
 from training.labels import compute_labels
-from training.train import _decide
 
 CUTOFF = date(2025, 1, 1)
 
@@ -193,28 +192,6 @@ def test_a_window_too_long_for_a_gap_trains_on_the_cutoffs_before_validation() -
 
     assert (split.test, split.validation) == (date(2025, 1, 1), date(2024, 1, 1))
     assert split.train == (date(2023, 10, 1), date(2023, 11, 1), date(2023, 12, 1))
-
-
-# -- the promotion gate ---------------------------------------------------------------------------
-
-
-def test_a_worse_model_does_not_become_champion() -> None:
-    promoted, why = _decide("churn", {"test_auc": 0.78}, "3", {"test_auc": 0.80}, {"bgnbd": {"test_auc": 0.70}}, 0.002)
-
-    assert not promoted and "champion v3" in why
-
-
-def test_a_model_that_loses_to_a_baseline_is_not_promoted_even_without_champion() -> None:
-    promoted, why = _decide("churn", {"test_auc": 0.75}, None, {}, {"bgnbd": {"test_auc": 0.76}}, 0.002)
-
-    assert not promoted and "baseline bgnbd" in why
-
-
-def test_a_better_model_than_champion_and_baselines_is_promoted() -> None:
-    promoted, _ = _decide("clv", {"test_normalized_gini": 0.8}, "1", {"test_normalized_gini": 0.7},
-                          {"bgnbd_gamma_gamma": {"test_normalized_gini": 0.75}}, 0.002)  # fmt: skip
-
-    assert promoted
 
 
 def test_calibration_error_is_zero_for_calibrated_and_large_for_overconfident_scores() -> None:

@@ -1,6 +1,7 @@
-"""The probabilistic baselines the churn, repurchase and CLV models must beat: the RFM summary,
-BG/NBD (Fader, Hardie & Lee 2005, "Counting your customers the easy way"), Gamma-Gamma (Fader,
-Hardie & Lee 2005, "RFM and CLV"), their CLV product, and the inputs of logistic regression on RFM.
+"""The math of the probabilistic baselines ("buy till you die" models) the churn, repurchase and
+CLV models must beat: the RFM summary, BG/NBD (Fader, Hardie & Lee 2005, "Counting your customers
+the easy way"), Gamma-Gamma (Fader, Hardie & Lee 2005, "RFM and CLV"), their CLV product, and the
+inputs of logistic regression on RFM. Which baseline each model runs is in `training.baselines`.
 
 Written here on numpy/scipy rather than taken from a library. Measured against requirements.lock
 (Python 3.11, numpy 2.4.6, scipy 1.17.1), fitting 100,000 simulated customers:

@@ -1,0 +1,93 @@
+"""What each supervised model is, one frozen record per model: the label it learns, LightGBM's
+objective, the score it outputs and how that score is measured, whether it is calibrated, its
+extras, and the baselines it must beat. `train_model` reads the record and never branches on a
+model's name; a new model is a new entry here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from custlens.settings import Settings
+from training.evaluation import PRIMARY_METRIC, classifier_metrics, value_metrics
+from training.frames import ModelName, label_window
+from training.tuning import Objective
+
+# The column of ModelBundle.predict that is the model's score.
+Output = Literal["probability", "predicted_value"]
+
+
+@dataclass(frozen=True)
+class NextOrderTiming:
+    """A second booster next to the classifier: log1p(days to the next order), fitted on the rows
+    whose next order is known, so the model also gives an expected next-order date."""
+
+    target: str = "days_to_next_order"  # label column (training.labels)
+    output: str = "expected_days_to_next_order"  # its column in ModelBundle.predict
+    metric: str = "test_next_order_mae_days"  # mean absolute error on the test rows whose next order is known
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: ModelName
+    label: str  # label column of the training frame (training.labels)
+    objective: Objective
+    output: Output
+    calibrated: bool  # Platt scaling fitted on the validation window
+    baselines: tuple[str, ...]  # names in training.baselines.BASELINES, run (and gated) in this order
+    label_is_no_order: bool = False  # the label is 1 when no order falls in its window (churn)
+    timing: NextOrderTiming | None = None
+
+    @property
+    def primary_metric(self) -> str:
+        """The test metric the model is ranked and promoted by (training.evaluation owns the choice)."""
+        return PRIMARY_METRIC[self.name][0]
+
+    def label_window(self, settings: Settings) -> int:
+        return label_window(settings, self.name)
+
+    def labels(self, rows: pd.DataFrame) -> np.ndarray:
+        return rows[self.label].astype(float).to_numpy()
+
+    def scores(self, predicted: pd.DataFrame) -> np.ndarray:
+        """The model's score out of a ModelBundle.predict frame."""
+        return predicted[self.output].to_numpy()
+
+    def test_metrics(self, actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+        """The same keys for the model, its champion and its baselines."""
+        if self.output == "probability":
+            return classifier_metrics(actual, predicted)
+        return value_metrics(actual, predicted)
+
+
+SPECS: dict[ModelName, ModelSpec] = {
+    "churn": ModelSpec(
+        name="churn",
+        label="churned",
+        objective="binary",
+        output="probability",
+        calibrated=True,
+        baselines=("logistic_rfm", "bgnbd"),
+        label_is_no_order=True,
+    ),
+    "repurchase": ModelSpec(
+        name="repurchase",
+        label="repurchased",
+        objective="binary",
+        output="probability",
+        calibrated=True,
+        baselines=("bgnbd",),
+        timing=NextOrderTiming(),
+    ),
+    "clv": ModelSpec(
+        name="clv",
+        label="revenue_next",
+        objective="tweedie",
+        output="predicted_value",
+        calibrated=False,
+        baselines=("bgnbd_gamma_gamma",),
+    ),
+}
