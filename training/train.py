@@ -21,6 +21,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
+from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features.lake.tables import table_path
 from training import plots, registry
@@ -111,12 +112,10 @@ def _trial_progress(
     if console is None:
         yield _log_trial
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import TextColumn
 
-    with Progress(
-        TextColumn(f"[bold]{model}[/]: tuning"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=console,
-    ) as progress:  # fmt: skip
+    best_so_far = TextColumn("best {task.fields[best]}")
+    with progress_bar(console, best_so_far, description=f"[bold]{model}[/]: tuning") as progress:
         task = progress.add_task("trials", total=trials, best="-")
         best = float("inf")
 
