@@ -14,9 +14,7 @@ LightGBM predicts on one OpenMP thread (OMP_NUM_THREADS=1 in the workers).
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -28,20 +26,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serving.auth import PROTECTED_PATHS, authorized, unauthorized
 from serving.bentoml_compat import cancel_request_timers
 from serving.runtime import ClientError, Runtime, kpis, resolve, score, service_settings
 
 logger = logging.getLogger("custlens.serving")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# Paths that need `Authorization: Bearer <key>`; health, metrics and the API docs stay open.
-PROTECTED_PATHS = frozenset({"/score", "/kpis", "/metadata", "/admin/reload"})
 
 
 def _configured_workers() -> int:
@@ -241,27 +232,9 @@ class Gate:
         if path == "/readyz":
             ready, body = _instance().readiness()
             return await JSONResponse(body, status_code=200 if ready else 503)(scope, receive, send)
-        if path in PROTECTED_PATHS and not _authorized(scope, _instance().api_keys):
-            response = JSONResponse(
-                {"error": "missing or unknown API key; send `Authorization: Bearer <key>`"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            return await response(scope, receive, send)
+        if path in PROTECTED_PATHS and not authorized(scope, _instance().api_keys):
+            return await unauthorized()(scope, receive, send)
         await self.app(scope, receive, send)
 
 
-def _authorized(scope: Scope, keys: frozenset[str]) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                return False
-            given = token.strip().encode()
-            # every key compared, so the time taken says nothing about which one nearly matched
-            return sum(hmac.compare_digest(given, key.encode()) for key in keys) > 0
-    return False
-
-
 service_definition.add_asgi_middleware(Gate)
-
