@@ -12,7 +12,6 @@ numbers of every id decoded by one `np.frombuffer`.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import struct
 import time
@@ -25,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
@@ -37,15 +35,21 @@ from custlens.errors import CustlensError
 from custlens.progress import chunks
 from custlens.settings import Settings
 from features import layout
-from features.catalog import FAMILIES, PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, feature
-from features.lake.tables import cutoff_instant
+from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, feature
+from features.lake.tables import atomic_file, cutoff_instant
 from features.recency import days_between_epochs
+from features.snapshot_reader import (
+    JOIN_KEY,
+    LABEL_INDEX,
+    NUMBER_INDEX,
+    FramePlan,
+    PackedSnapshot,
+    load_packed_snapshot,
+    packed_columns,
+)
 from features.store import feature_service, feature_store
 
 VECTOR_VIEW = "customer_vector"
-JOIN_KEY = "customer_id"
-_NUMBER_INDEX = {name: i for i, name in enumerate(PACKED_NUMBERS)}
-_LABEL_INDEX = {name: i for i, name in enumerate(PACKED_LABELS)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,96 +78,6 @@ def number_value_bytes(numbers: np.ndarray) -> list[bytes]:
 def label_value_bytes(labels: Sequence[Sequence[str]]) -> list[bytes]:
     return [Value(string_list_val=StringList(val=row)).SerializeToString() for row in labels]
 
-
-# ---------------------------------------------------------------------------------------------
-# The latest snapshot, packed
-
-
-@dataclass
-class PackedSnapshot:
-    cutoff: date
-    customer_ids: list[str]
-    numbers: np.ndarray  # (customers, len(PACKED_NUMBERS)) float64, NaN is NULL
-    labels: list[list[str]]  # (customers, len(PACKED_LABELS)), "" is NULL
-
-    def __len__(self) -> int:
-        return len(self.customer_ids)
-
-    def digests(self) -> np.ndarray:
-        """An 8-byte fingerprint per customer, to load only what changed since the last run."""
-        out = np.empty(len(self), dtype="u8")
-        for i, (row, labels) in enumerate(zip(self.numbers, self.labels, strict=True)):
-            blake = hashlib.blake2b(row.tobytes(), digest_size=8)
-            blake.update("\x1f".join(labels).encode("utf-8"))
-            out[i] = int.from_bytes(blake.digest(), "little")
-        return out
-
-    def take(self, positions: np.ndarray) -> PackedSnapshot:
-        return PackedSnapshot(
-            self.cutoff,
-            [self.customer_ids[i] for i in positions],
-            self.numbers[positions],
-            [self.labels[i] for i in positions],
-        )
-
-
-def snapshot_cutoffs(settings: Settings) -> list[date]:
-    """Cutoffs for which every family has a snapshot file, oldest first."""
-    per_family = []
-    for family in FAMILIES:
-        folder = layout.family_dir(family, settings.data_dir.resolve())
-        per_family.append({date.fromisoformat(p.stem) for p in folder.glob("*.parquet")} if folder.is_dir() else set())
-    return sorted(set.intersection(*per_family))
-
-
-def load_packed_snapshot(settings: Settings, cutoff: date | None = None) -> PackedSnapshot:
-    available = snapshot_cutoffs(settings)
-    if not available:
-        raise CustlensError(
-            f"no feature snapshots under {settings.features_dir}; run `custlens features build` first"
-        )
-    cutoff = cutoff or available[-1]
-    if cutoff not in available:
-        raise CustlensError(
-            f"no complete snapshot at {cutoff}; built cutoffs run from {available[0]} to {available[-1]}"
-        )
-    tables = {
-        family: pq.read_table(layout.family_dir(family, settings.data_dir.resolve()) / f"{cutoff}.parquet")
-        for family in FAMILIES
-    }
-    ids = tables["profile"].column(JOIN_KEY)
-    for family, table in tables.items():
-        if not table.column(JOIN_KEY).equals(ids):
-            raise CustlensError(f"snapshot {cutoff}: family {family} does not list the same customers as profile")
-    numbers = np.empty((len(ids), len(PACKED_NUMBERS)), dtype="float64")
-    for j, name in enumerate(PACKED_NUMBERS):
-        column = tables[feature(name).family].column(name)
-        if pa.types.is_timestamp(column.type):
-            column = pc.divide(column.cast(pa.timestamp("us", "UTC")).cast(pa.int64()).cast(pa.float64()), 1e6)
-        numbers[:, j] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    label_columns = [
-        tables[feature(name).family].column(name).cast(pa.string()).fill_null("").to_pylist() for name in PACKED_LABELS
-    ]
-    labels = [list(row) for row in zip(*label_columns, strict=True)] if label_columns else [[] for _ in range(len(ids))]
-    return PackedSnapshot(cutoff, ids.to_pylist(), numbers, labels)
-
-
-def _write_packed_source(snapshot: PackedSnapshot, path: Path) -> None:
-    """The packed snapshot as the batch source of `customer_vector` (Feast's own materialize reads it)."""
-    width = len(PACKED_NUMBERS)
-    numbers = pa.FixedSizeListArray.from_arrays(pa.array(snapshot.numbers.ravel(), pa.float64()), width)
-    table = pa.table(
-        {
-            JOIN_KEY: pa.array(snapshot.customer_ids, pa.string()),
-            "event_timestamp": pa.array([cutoff_instant(snapshot.cutoff)] * len(snapshot), pa.timestamp("us", "UTC")),
-            "numbers": numbers.cast(pa.list_(pa.float64())),
-            "labels": pa.array(snapshot.labels, pa.list_(pa.string())),
-        }
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    pq.write_table(table, partial, compression="zstd")
-    partial.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,9 +308,25 @@ def _write_digests(path: Path, snapshot: PackedSnapshot, digests: np.ndarray) ->
     table = pa.table({JOIN_KEY: snapshot.customer_ids, "digest": digests}).replace_schema_metadata(
         {"cutoff": str(snapshot.cutoff)}
     )
-    partial = path.with_suffix(".partial")
-    pq.write_table(table, partial)
-    partial.replace(path)
+    with atomic_file(path) as partial:
+        pq.write_table(table, partial)
+
+
+def _write_packed_source(snapshot: PackedSnapshot, path: Path) -> None:
+    """The packed snapshot as the batch source of `customer_vector` (Feast's own materialize reads it)."""
+    width = len(PACKED_NUMBERS)
+    numbers = pa.FixedSizeListArray.from_arrays(pa.array(snapshot.numbers.ravel(), pa.float64()), width)
+    table = pa.table(
+        {
+            JOIN_KEY: pa.array(snapshot.customer_ids, pa.string()),
+            "event_timestamp": pa.array([cutoff_instant(snapshot.cutoff)] * len(snapshot), pa.timestamp("us", "UTC")),
+            "numbers": numbers.cast(pa.list_(pa.float64())),
+            "labels": pa.array(snapshot.labels, pa.list_(pa.string())),
+        }
+    )
+    with atomic_file(path) as partial:
+        pq.write_table(table, partial, compression="zstd")
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,9 +348,9 @@ class OnlineRows:
         """One feature of one row as a plain value (None for NULL), day counts at request time."""
         if name in RECENCY_FEATURES:
             return _none_if_nan(float(self.days_since(RECENCY_FEATURES[name])[row]))
-        if name in _LABEL_INDEX:
-            return self.labels[row][_LABEL_INDEX[name]]
-        number = _none_if_nan(float(self.numbers[row, _NUMBER_INDEX[name]]))
+        if name in LABEL_INDEX:
+            return self.labels[row][LABEL_INDEX[name]]
+        number = _none_if_nan(float(self.numbers[row, NUMBER_INDEX[name]]))
         kind = feature(name).kind
         if number is None or kind == "number":
             return number
@@ -429,7 +359,7 @@ class OnlineRows:
         return datetime.fromtimestamp(number, tz=UTC)
 
     def days_since(self, stamp: str) -> np.ndarray:
-        return days_between_epochs(self.request_time.timestamp(), self.numbers[:, _NUMBER_INDEX[stamp]])
+        return days_between_epochs(self.request_time.timestamp(), self.numbers[:, NUMBER_INDEX[stamp]])
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -447,7 +377,7 @@ class OnlineFeatures:
             raise CustlensError("the feature store has no customer_vector view; run `custlens features apply`") from exc
         self._table = _online_table(self.store, view)
         self._services: dict[str, tuple[str, ...]] = {}
-        self._plans: dict[tuple[str, ...], _FramePlan] = {}
+        self._plans: dict[tuple[str, ...], FramePlan] = {}
 
     def read(self, customer_ids: Sequence[str], request_time: datetime | None = None) -> OnlineRows:
         ids = [str(customer_id) for customer_id in customer_ids]
@@ -513,99 +443,15 @@ class OnlineFeatures:
         the models' predictions for one customer."""
         rows = self.read(customer_ids, request_time)
         feature_time = np.array([np.nan if t is None else t.timestamp() for t in rows.feature_time], dtype="float64")
-        return _packed_columns(
+        return packed_columns(
             rows.customer_ids, rows.known, feature_time, rows.numbers, rows.labels, rows.request_time,
             self._plan(tuple(names)),
         )  # fmt: skip
 
-    def _plan(self, names: tuple[str, ...]) -> _FramePlan:
+    def _plan(self, names: tuple[str, ...]) -> FramePlan:
         if names not in self._plans:
-            self._plans[names] = _FramePlan.of(names)
+            self._plans[names] = FramePlan.of(names)
         return self._plans[names]
-
-
-def snapshot_features_frame(
-    snapshot: PackedSnapshot, names: Sequence[str], request_time: datetime, rows: slice | None = None
-) -> pd.DataFrame:
-    """Rows `rows` of a packed snapshot (default: all) as `OnlineFeatures.features_frame` gives
-    them once that snapshot is materialized: the same columns and dtypes, every row known, day
-    counts at `request_time`. The batch job scores from this, so batch and online see the same
-    features."""
-    rows = rows or slice(None)
-    customer_ids = snapshot.customer_ids[rows]
-    count = len(customer_ids)
-    feature_time = np.full(count, cutoff_instant(snapshot.cutoff).timestamp(), dtype="float64")
-    columns = _packed_columns(
-        customer_ids, np.ones(count, dtype=bool), feature_time, snapshot.numbers[rows], snapshot.labels[rows],
-        request_time, _FramePlan.of(names),
-    )  # fmt: skip
-    return pd.DataFrame(columns, copy=False)
-
-
-def _packed_columns(
-    customer_ids: Sequence[str],
-    known: np.ndarray,
-    feature_time: np.ndarray,
-    numbers: np.ndarray,
-    labels: Sequence[Sequence[str | None]],
-    request_time: datetime,
-    plan: _FramePlan,
-) -> dict[str, Any]:
-    """The columns of the features frame of packed rows (see `OnlineFeatures.features_frame`);
-    `feature_time` in epoch seconds (NaN: none), a label "" or None is NULL."""
-    count = len(customer_ids)
-    customer_id = np.empty(count, dtype=object)
-    customer_id[:] = customer_ids
-    # Every instant column (feature_time first) converted in one call, then cut apart.
-    instants = _utc_instants(np.concatenate([feature_time, numbers[:, plan.instants].T.ravel()]))
-    days = days_between_epochs(request_time.timestamp(), numbers[:, plan.day_counts])
-    columns: dict[str, Any] = {JOIN_KEY: customer_id, "known": known, "feature_time": instants[:count]}
-    for name, (kind, index) in zip(plan.names, plan.steps, strict=True):
-        if kind == "number":
-            columns[name] = numbers[:, index]
-        elif kind == "days":
-            columns[name] = days[:, index]
-        elif kind == "instant":
-            columns[name] = instants[(index + 1) * count : (index + 2) * count]
-        else:
-            label = np.empty(count, dtype=object)
-            label[:] = [row[index] or None for row in labels]
-            columns[name] = label
-    # Fresh arrays, made for this frame and shared with nothing: a DataFrame may take them uncopied.
-    return columns
-
-
-@dataclass(frozen=True)
-class _FramePlan:
-    """Where each feature of a service comes from in OnlineRows, worked out once per service.
-
-    A step is (kind, index): "number" and "label" index the packed numbers and labels; "days"
-    indexes the day counts taken from the stored timestamps at packed positions `day_counts`,
-    "instant" the instants converted from packed positions `instants`.
-    """
-
-    names: tuple[str, ...]
-    steps: tuple[tuple[str, int], ...]
-    day_counts: list[int]
-    instants: list[int]
-
-    @classmethod
-    def of(cls, names: Sequence[str]) -> _FramePlan:
-        steps: list[tuple[str, int]] = []
-        day_counts: list[int] = []
-        instants: list[int] = []
-        for name in names:
-            if name in RECENCY_FEATURES:
-                steps.append(("days", len(day_counts)))
-                day_counts.append(_NUMBER_INDEX[RECENCY_FEATURES[name]])
-            elif name in _LABEL_INDEX:
-                steps.append(("label", _LABEL_INDEX[name]))
-            elif feature(name).kind == "timestamp":
-                steps.append(("instant", len(instants)))
-                instants.append(_NUMBER_INDEX[name])
-            else:
-                steps.append(("number", _NUMBER_INDEX[name]))
-        return cls(tuple(names), tuple(steps), day_counts, instants)
 
 
 _NUMBERS_HEADER = _double_list_header(len(PACKED_NUMBERS))
@@ -631,18 +477,3 @@ def _decoded_labels(value: bytes | None) -> list[str | None] | None:
         return None
     return [label or None for label in labels]
 
-
-def _utc_instants(epoch_seconds: np.ndarray) -> pd.arrays.DatetimeArray:
-    """Epoch seconds (NaN is NULL) as datetime64[us, UTC], rounded to the microsecond like
-    `datetime.fromtimestamp`."""
-    micros = np.where(np.isnan(epoch_seconds), np.iinfo("int64").min, np.round(epoch_seconds * 1e6))
-    return pd.DatetimeIndex(micros.astype("int64").view("M8[us]"), tz=UTC).array
-
-
-def sample_customer_id(settings: Settings) -> str:
-    """A customer worth showing: the latest snapshot's most frequent buyer of the last year."""
-    snapshot = load_packed_snapshot(settings)
-    orders = snapshot.numbers[:, _NUMBER_INDEX["orders_365d"]]
-    if len(snapshot) == 0:
-        raise CustlensError("the latest snapshot has no customers")
-    return snapshot.customer_ids[int(np.nanargmax(np.nan_to_num(orders, nan=-1.0)))]
