@@ -2,18 +2,16 @@
 packed vector per customer, and read it back for a list of ids in a millisecond or two.
 
 Feast stays the source of truth: the vector is an ordinary Feast feature view
-(`customer_vector`), written in Feast's own storage format (checked byte for byte against
-Feast's serializers in the tests) and readable with `get_online_features`. What changes is
-the cost: one row per customer instead of one per customer and feature, values packed with
-numpy instead of one protobuf per value, and only the customers whose features changed. Reads
-are the mirror image: one SELECT (SQLite) or one pipeline of HMGETs (Redis) per call, and the
-numbers of every id decoded by one `np.frombuffer`.
+(`customer_vector`), written in Feast's own storage format (features/feast_format.py, checked
+byte for byte against Feast's serializers in the tests) and readable with `get_online_features`.
+What changes is the cost: one row per customer instead of one per customer and feature, values
+packed with numpy instead of one protobuf per value, and only the customers whose features
+changed. Reads are the mirror image: one SELECT (SQLite) or one pipeline of HMGETs (Redis) per
+call, and the numbers of every id decoded by one `np.frombuffer`.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,16 +23,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import FeatureStore, FeatureView
-from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
-from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
+from feast import FeatureStore
 from rich.console import Console
 
 from custlens.errors import CustlensError
 from custlens.progress import chunks
 from custlens.settings import Settings
-from features import layout
+from features import feast_format, layout
 from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, feature
 from features.lake.tables import atomic_file, cutoff_instant
 from features.recency import days_between_epochs
@@ -50,172 +45,6 @@ from features.snapshot_reader import (
 from features.store import feature_service, feature_store
 
 VECTOR_VIEW = "customer_vector"
-
-
-# ---------------------------------------------------------------------------------------------
-# Feast's storage format, built in bulk
-
-
-def entity_key_bytes(customer_ids: Sequence[str]) -> list[bytes]:
-    """Feast's serialize_entity_key (version 3) for one string join key, without a proto per id."""
-    head = struct.pack("<II", 1, 2) + struct.pack("<I", len(JOIN_KEY)) + JOIN_KEY.encode()
-    return [head + struct.pack("<II", 2, len(raw)) + raw for raw in (i.encode("utf-8") for i in customer_ids)]
-
-
-def _double_list_header(width: int) -> bytes:
-    # A Value holding `width` doubles is this fixed prefix followed by the raw little-endian doubles.
-    whole = Value(double_list_val=DoubleList(val=[0.0] * width)).SerializeToString()
-    return whole[: len(whole) - 8 * width]
-
-
-def number_value_bytes(numbers: np.ndarray) -> list[bytes]:
-    """Serialized `Value(double_list_val=...)` per row of a float64 matrix."""
-    rows = np.ascontiguousarray(numbers, dtype="<f8")
-    header = _double_list_header(rows.shape[1])
-    return [header + row.tobytes() for row in rows]
-
-
-def label_value_bytes(labels: Sequence[Sequence[str]]) -> list[bytes]:
-    return [Value(string_list_val=StringList(val=row)).SerializeToString() for row in labels]
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Feast's SQLite and Redis online stores, written and read in bulk
-
-# What one id holds in the online store: the serialized `numbers` and `labels` Values and the
-# feature timestamp in epoch seconds; (None, None, None) when the store has nothing for it.
-_StoredRow = tuple[bytes | None, bytes | None, float | None]
-_NOTHING_STORED: _StoredRow = (None, None, None)
-# SQLite allows 32,766 bound parameters per statement; larger reads go in chunks of this many ids.
-_SQLITE_IDS_PER_SELECT = 10_000
-# SQLite caps this at its compile-time maximum (2 GiB in common builds); beyond it, plain reads.
-_SQLITE_READ_MMAP_BYTES = 1 << 40
-
-
-class _SqliteTable:
-    """Feast's SQLite table of `customer_vector`: rows (entity_key, feature_name) -> value, event_ts."""
-
-    def __init__(self, store: FeatureStore, view: FeatureView) -> None:
-        from feast.infra.online_stores.sqlite import _table_id
-
-        config = store.config
-        self.path = config.online_store.path
-        self.table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
-        self._reader: sqlite3.Connection | None = None
-
-    def is_empty(self, probe: list[bytes]) -> bool:
-        with sqlite3.connect(self.path) as conn:
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (self.table,)).fetchone() is None:
-                raise CustlensError(f"online table {self.table} does not exist; run `custlens features apply` first")
-            return conn.execute(f'SELECT 1 FROM "{self.table}" LIMIT 1').fetchone() is None
-
-    def write(self, keys: list[bytes], numbers: list[bytes], labels: list[bytes], event_ts: int) -> None:
-        created = int(time.time())
-        conn = sqlite3.connect(self.path)
-        try:
-            # WAL lets a serving process keep reading while a materialization writes.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            rows = [
-                row
-                for key, number, label in zip(keys, numbers, labels, strict=True)
-                for row in ((key, "numbers", number, event_ts, created), (key, "labels", label, event_ts, created))
-            ]
-            with conn:
-                conn.executemany(
-                    f'INSERT INTO "{self.table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
-                    "VALUES (?, ?, ?, NULL, ?, ?) "
-                    "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
-                    "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts",
-                    rows,
-                )
-        finally:
-            conn.close()
-
-    def read(self, keys: list[bytes]) -> list[_StoredRow]:
-        # event_ts is read as the epoch seconds the writer stored: Feast's own reader converts it
-        # with the local-time `datetime.fromtimestamp` and labels the result UTC.
-        conn = self._reader or self._open_reader()
-        found: dict[bytes, list[Any]] = {}
-        for start in range(0, len(keys), _SQLITE_IDS_PER_SELECT):
-            chunk = keys[start : start + _SQLITE_IDS_PER_SELECT]
-            select = (
-                f'SELECT entity_key, feature_name, value, event_ts FROM "{self.table}" '
-                f"WHERE entity_key IN ({','.join('?' * len(chunk))})"
-            )
-            # fetchall: a half-read cursor would hold its WAL snapshot and keep later reads on stale rows.
-            for key, name, value, event_ts in conn.execute(select, chunk).fetchall():
-                row = found.setdefault(key, [None, None, event_ts])
-                if name == "numbers":
-                    row[0] = value
-                elif name == "labels":
-                    row[1] = value
-        return [tuple(found[key]) if key in found else _NOTHING_STORED for key in keys]
-
-    def _open_reader(self) -> sqlite3.Connection:
-        path = Path(self.path).resolve()
-        if not path.exists():
-            raise CustlensError(f"online store {path} does not exist; run `custlens features materialize` first")
-        # Read-only and kept open for the reader's life: no connect per request. A SELECT outside
-        # a transaction sees every materialization committed before it (the writer enables WAL).
-        # SQLite serializes the connection's use, so every thread of a service can share it.
-        reader = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
-        # Memory-mapped pages instead of a read() per page: 25% off a 100-id read of a 1M-customer
-        # store. Address space only; the pages are the OS page cache's, shared by every reader.
-        reader.execute(f"PRAGMA mmap_size = {_SQLITE_READ_MMAP_BYTES}")
-        self._reader = reader
-        return reader
-
-
-class _RedisHashes:
-    """Feast's Redis layout: a hash per entity key + project, a field per feature and a timestamp."""
-
-    def __init__(self, store: FeatureStore, view: FeatureView) -> None:
-        from feast.infra.online_stores.helpers import _mmh3
-
-        online_store = store._get_provider().online_store
-        self.client = online_store._get_client(store.config.online_store)  # type: ignore[attr-defined]
-        self.suffix = store.config.project.encode("utf-8")
-        self.numbers_field = _mmh3(f"{view.name}:numbers")
-        self.labels_field = _mmh3(f"{view.name}:labels")
-        self.ts_field = f"_ts:{view.name}"
-        self.key_ttl = store.config.online_store.key_ttl_seconds
-
-    def is_empty(self, probe: list[bytes]) -> bool:
-        # No table to look at: a store emptied behind our back (flushed, restarted) lacks these keys.
-        return not any(self.client.exists(key + self.suffix) for key in probe)
-
-    def write(self, keys: list[bytes], numbers: list[bytes], labels: list[bytes], event_ts: int) -> None:
-        stamp = Timestamp(seconds=event_ts).SerializeToString()
-        with self.client.pipeline(transaction=False) as pipe:
-            for key, number, label in zip(keys, numbers, labels, strict=True):
-                name = key + self.suffix
-                pipe.hset(name, mapping={self.numbers_field: number, self.labels_field: label, self.ts_field: stamp})
-                if self.key_ttl:
-                    pipe.expire(name, self.key_ttl)
-            pipe.execute()
-
-    def read(self, keys: list[bytes]) -> list[_StoredRow]:
-        fields = (self.numbers_field, self.labels_field, self.ts_field)
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hmget(key + self.suffix, fields)
-            answers = pipe.execute()
-        return [(numbers, labels, _epoch_seconds(stamp)) for numbers, labels, stamp in answers]
-
-
-def _epoch_seconds(stamp: bytes | None) -> float | None:
-    if not stamp:
-        return None
-    parsed = Timestamp.FromString(stamp)
-    return parsed.seconds + parsed.nanos / 1e9
-
-
-def _online_table(store: FeatureStore, view: FeatureView) -> _SqliteTable | _RedisHashes:
-    if store.config.online_store.type == "redis":
-        return _RedisHashes(store, view)
-    return _SqliteTable(store, view)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +88,7 @@ def materialize(
     except Exception as exc:
         raise CustlensError("the feature store has no customer_vector view; run `custlens features apply`") from exc
     snapshot = load_packed_snapshot(settings, cutoff)
-    table = _online_table(store, view)
+    table = feast_format.online_table(store, view)
 
     digests = snapshot.digests()
     changed = np.arange(len(snapshot))
@@ -274,7 +103,7 @@ def materialize(
              if loaded.get(customer_id) != digest],
             dtype="int64",
         )
-    empty = table.is_empty(entity_key_bytes(snapshot.customer_ids[:3]))
+    empty = table.is_empty(feast_format.entity_key_bytes(JOIN_KEY, snapshot.customer_ids[:3]))
     full = full or empty or len(changed) == len(snapshot)
     if full:
         changed = np.arange(len(snapshot))
@@ -284,16 +113,16 @@ def materialize(
     for rows in chunks(console, "materializing", len(changed), batch):
         part = snapshot.take(changed[rows])
         table.write(
-            entity_key_bytes(part.customer_ids),
-            number_value_bytes(part.numbers),
-            label_value_bytes(part.labels),
+            feast_format.entity_key_bytes(JOIN_KEY, part.customer_ids),
+            feast_format.double_list_bytes(part.numbers),
+            feast_format.string_list_bytes(part.labels),
             event_ts,
         )
 
     _write_packed_source(snapshot, layout.packed_path(settings.data_dir.resolve()))
     _write_digests(previous_path, snapshot, digests)
     instant = cutoff_instant(snapshot.cutoff)
-    store.registry.apply_materialization(view, store.project, instant, instant, commit=True)
+    feast_format.record_materialization(store, view, instant, instant)
     return MaterializeReport(
         snapshot.cutoff, len(snapshot), len(changed), full, time.perf_counter() - started, settings.feast.online_store
     )
@@ -326,7 +155,6 @@ def _write_packed_source(snapshot: PackedSnapshot, path: Path) -> None:
     )
     with atomic_file(path) as partial:
         pq.write_table(table, partial, compression="zstd")
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,20 +203,21 @@ class OnlineFeatures:
             view = self.store.get_feature_view(VECTOR_VIEW)
         except Exception as exc:
             raise CustlensError("the feature store has no customer_vector view; run `custlens features apply`") from exc
-        self._table = _online_table(self.store, view)
+        self._table = feast_format.online_table(self.store, view)
         self._services: dict[str, tuple[str, ...]] = {}
         self._plans: dict[tuple[str, ...], FramePlan] = {}
 
     def read(self, customer_ids: Sequence[str], request_time: datetime | None = None) -> OnlineRows:
         ids = [str(customer_id) for customer_id in customer_ids]
-        stored = self._table.read(entity_key_bytes(ids))
+        stored = self._table.read(feast_format.entity_key_bytes(JOIN_KEY, ids))
         known = np.zeros(len(ids), dtype=bool)
         packed_numbers: list[bytes] = []
         labels: list[list[str | None]] = []
         stamps: list[datetime | None] = []
         instant_of: dict[float, datetime] = {}  # one snapshot, one timestamp: convert it once
         for i, (numbers_value, labels_value, event_ts) in enumerate(stored):
-            row_numbers, row_labels = _number_bytes(numbers_value), _decoded_labels(labels_value)
+            row_numbers = feast_format.double_list_payload(numbers_value, len(PACKED_NUMBERS))
+            row_labels = feast_format.string_list(labels_value, len(PACKED_LABELS))
             # Anything but exactly our vector is unknown: nothing stored (SQLite), an empty hash
             # (Redis), or a vector of another width, written before the catalog changed.
             if row_numbers is None or row_labels is None or event_ts is None:
@@ -397,7 +226,7 @@ class OnlineFeatures:
                 continue
             known[i] = True
             packed_numbers.append(row_numbers)
-            labels.append(row_labels)
+            labels.append([label or None for label in row_labels])  # "" is NULL
             if event_ts not in instant_of:
                 instant_of[event_ts] = datetime.fromtimestamp(event_ts, UTC)
             stamps.append(instant_of[event_ts])
@@ -452,28 +281,3 @@ class OnlineFeatures:
         if names not in self._plans:
             self._plans[names] = FramePlan.of(names)
         return self._plans[names]
-
-
-_NUMBERS_HEADER = _double_list_header(len(PACKED_NUMBERS))
-
-
-def _number_bytes(value: bytes | None) -> bytes | None:
-    """The raw little-endian doubles of a stored numbers Value; None unless it is exactly what
-    `number_value_bytes` writes for len(PACKED_NUMBERS) numbers (the header, then the doubles)."""
-    if value is None or len(value) != len(_NUMBERS_HEADER) + 8 * len(PACKED_NUMBERS):
-        return None
-    return value[len(_NUMBERS_HEADER) :] if value.startswith(_NUMBERS_HEADER) else None
-
-
-def _decoded_labels(value: bytes | None) -> list[str | None] | None:
-    """The labels of a stored Value, "" read as None; None unless it holds len(PACKED_LABELS) strings."""
-    if value is None:
-        return None
-    try:
-        labels = Value.FromString(value).string_list_val.val
-    except DecodeError:
-        return None
-    if len(labels) != len(PACKED_LABELS):
-        return None
-    return [label or None for label in labels]
-
