@@ -110,7 +110,7 @@ def worker_naive(args: dict[str, Any]) -> dict[str, Any]:
 
     from custlens.settings import load_settings
     from features.lake.tables import cutoff_instant
-    from features.online import load_packed_snapshot
+    from features.snapshot_reader import load_packed_snapshot
     from features.store import apply_definitions, training_frame
     from serving.scorer import risk_band
     from training.tracking import connect, registered_name

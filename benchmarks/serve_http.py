@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from custlens.settings import load_settings  # noqa: E402
-from features.online import load_packed_snapshot  # noqa: E402
+from features.snapshot_reader import load_packed_snapshot  # noqa: E402
 
 KEY = "bench-key"
 BUDGETS = {"1 id p50": 3.0, "1 id p99": 10.0, "100 ids p99": 25.0, "single-id req/s": 500.0}

@@ -210,7 +210,8 @@ def features_online(
     config: ConfigOption = None,
 ) -> None:
     """Print customers' features as the online store serves them now."""
-    from features.online import OnlineFeatures, sample_customer_id
+    from features.online import OnlineFeatures
+    from features.snapshot_reader import sample_customer_id
 
     settings = _settings(config)
     ids = customer_ids or [sample_customer_id(settings)]

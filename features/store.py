@@ -1,10 +1,10 @@
 """The Feast feature store of custlens: its configuration from Settings, idempotent apply of
-the definitions in `features/repo/`, and point-in-time training frames."""
+the definitions in `features/repo/`, and point-in-time training frames. The Feast internals
+that apply needs are in features/feast_format.py."""
 
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +19,7 @@ from feast.repo_config import RegistryConfig, RepoConfig
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features import layout
+from features import feast_format, layout
 from features.lake.tables import cutoff_instant
 
 REPO_DIR = Path(__file__).resolve().parent / "repo"
@@ -31,16 +31,15 @@ warnings.filterwarnings("ignore", message="On demand feature view is an experime
 def repo_config(settings: Settings) -> RepoConfig:
     """Feast's configuration for these settings: file or SQL registry, SQLite or Redis online store."""
     feast_dir = settings.feast_dir.resolve()
-    registry: RegistryConfig
+    registry: RegistryConfig | dict[str, Any]
     if settings.feast.registry_url:
-        from feast.infra.registry.sql import SqlRegistryConfig
-
-        registry = SqlRegistryConfig(
-            registry_type="sql",
-            path=settings.feast.registry_url,
-            cache_ttl_seconds=60,
-            sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True},
-        )
+        # As feature_store.yaml spells it; Feast builds its SqlRegistryConfig from this.
+        registry = {
+            "registry_type": "sql",
+            "path": settings.feast.registry_url,
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
+        }
     else:
         # 0: load once and never refresh behind the caller's back (a refresh is a latency spike);
         # a long-running reader calls refresh_registry() when it wants another process's apply.
@@ -58,23 +57,19 @@ def repo_config(settings: Settings) -> RepoConfig:
         registry=registry,
         offline_store={"type": "duckdb"},
         online_store=online,
-        entity_key_serialization_version=3,
+        entity_key_serialization_version=feast_format.ENTITY_KEY_SERIALIZATION_VERSION,
         repo_path=REPO_DIR,
     )
 
 
 @contextmanager
 def _definitions_see(settings: Settings) -> Iterator[None]:
-    """The repo modules find the data directory through the environment, and Feast names the
-    modules it imports after their path from the working directory: make both right."""
+    """The repo modules find the data directory through the environment: point it at these settings'."""
     previous = os.environ.get(layout.DATA_DIR_VARIABLE)
-    previous_cwd = Path.cwd()
     os.environ[layout.DATA_DIR_VARIABLE] = str(settings.data_dir.resolve())
-    os.chdir(REPO_DIR.parents[1])  # so the modules are `features.repo.*`, as our own imports name them
     try:
         yield
     finally:
-        os.chdir(previous_cwd)
         if previous is None:
             os.environ.pop(layout.DATA_DIR_VARIABLE, None)
         else:
@@ -97,50 +92,13 @@ class ApplyResult:
 
 
 def apply_definitions(settings: Settings) -> ApplyResult:
-    """Register the repo's definitions; re-applying unchanged definitions changes nothing.
-
-    Feast's own apply rewrites every object's timestamps, and after a materialization reports
-    a data source's `meta` as changed forever; only real differences are applied here.
-    """
-    from feast.diff.property_diff import TransitionType
-    from feast.project import Project
-    from feast.repo_operations import parse_repo
-
+    """Register the repo's definitions; re-applying unchanged definitions changes nothing
+    (see feast_format.apply_real_changes)."""
     store = feature_store(settings)
-    # The definitions read the data directory when imported: import them afresh for these settings.
-    for module in [name for name in sys.modules if name == "features.repo" or name.startswith("features.repo.")]:
-        del sys.modules[module]
     with _definitions_see(settings):
-        contents = parse_repo(REPO_DIR)
-    contents.projects.append(Project(name=store.project))
-    registry_diff, infra_diff, new_infra = store.plan(contents)
-    changes = tuple(
-        f"{diff.transition_type.name.lower()} {diff.feast_object_type.value} {diff.name}"
-        for diff in registry_diff.feast_object_diffs
-        if diff.transition_type != TransitionType.UNCHANGED and _really_changed(diff)
-    )
-    if changes:
-        store._apply_diffs(registry_diff, infra_diff, new_infra)
-    return ApplyResult(changes)
-
-
-def _really_changed(diff: Any) -> bool:
-    from feast.diff.property_diff import TransitionType
-
-    if diff.transition_type != TransitionType.UPDATE:
-        return True
-    for property_diff in diff.feast_object_property_diffs:
-        existing, declared = property_diff.val_existing, property_diff.val_declared
-        if hasattr(existing, "DESCRIPTOR") and "meta" in existing.DESCRIPTOR.fields_by_name:
-            existing_copy, declared_copy = type(existing)(), type(declared)()
-            existing_copy.CopyFrom(existing)
-            declared_copy.CopyFrom(declared)
-            existing_copy.ClearField("meta")
-            declared_copy.ClearField("meta")
-            if existing_copy == declared_copy:
-                continue
-        return True
-    return False
+        # imported from the project root, so the modules are `features.repo.*` as our own imports name them
+        contents = feast_format.parse_definitions(REPO_DIR, store.project, import_root=REPO_DIR.parents[1])
+    return ApplyResult(feast_format.apply_real_changes(store, contents))
 
 
 def feature_service(store: FeatureStore, name: str) -> FeatureService:

@@ -25,7 +25,7 @@ from custlens.errors import CustlensError
 from custlens.progress import chunks
 from custlens.settings import Settings
 from features.lake.tables import CrmIds, cutoff_instant
-from features.online import PackedSnapshot, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
+from features.snapshot_reader import PackedSnapshot, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
 from serving.scorer import MODELS, Scorer
 from serving.sinks import (
     FAILED,

@@ -7,17 +7,14 @@ keys from CUSTLENS_API_KEYS.
 
 Four things keep BentoML 1.4.39's tail latency away (the README's "Why the service is fast"):
 OpenTelemetry is kept out of the request path (`tracing.excluded_urls`), BentoML's request
-timeout no longer leaves a 60-second timer alive per request (`_cancel_request_timers`), the
+timeout no longer leaves a 60-second timer alive per request (serving/bentoml_compat.py), the
 heap is frozen out of the cyclic GC once the models are loaded (runtime._settle_heap), and
 LightGBM predicts on one OpenMP thread (OMP_NUM_THREADS=1 in the workers).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -29,19 +26,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serving.auth import PROTECTED_PATHS, authorized, unauthorized
+from serving.bentoml_compat import cancel_request_timers
 from serving.runtime import ClientError, Runtime, kpis, resolve, score, service_settings
 
 logger = logging.getLogger("custlens.serving")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# Paths that need `Authorization: Bearer <key>`; health, metrics and the API docs stay open.
-PROTECTED_PATHS = frozenset({"/score", "/kpis", "/metadata", "/admin/reload"})
 
 
 def _configured_workers() -> int:
@@ -104,7 +95,7 @@ class Custlens:
     """Scores and KPI summaries for the CRM, from the @champion models and the online store."""
 
     def __init__(self) -> None:
-        _cancel_request_timers()
+        cancel_request_timers()
         try:
             settings = service_settings()
         except Exception as exc:
@@ -241,71 +232,9 @@ class Gate:
         if path == "/readyz":
             ready, body = _instance().readiness()
             return await JSONResponse(body, status_code=200 if ready else 503)(scope, receive, send)
-        if path in PROTECTED_PATHS and not _authorized(scope, _instance().api_keys):
-            response = JSONResponse(
-                {"error": "missing or unknown API key; send `Authorization: Bearer <key>`"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            return await response(scope, receive, send)
+        if path in PROTECTED_PATHS and not authorized(scope, _instance().api_keys):
+            return await unauthorized()(scope, receive, send)
         await self.app(scope, receive, send)
 
 
-def _authorized(scope: Scope, keys: frozenset[str]) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                return False
-            given = token.strip().encode()
-            # every key compared, so the time taken says nothing about which one nearly matched
-            return sum(hmac.compare_digest(given, key.encode()) for key in keys) > 0
-    return False
-
-
 service_definition.add_asgi_middleware(Gate)
-
-
-# ---------------------------------------------------------------------------------------------
-# BentoML 1.4.39's request timeout, without its leak
-
-
-def _cancel_request_timers() -> None:
-    """Replace BentoML's TimeoutMiddleware call with one that cancels its timer.
-
-    BentoML 1.4.39 arms `loop.call_later(traffic.timeout, ...)` for every request and never
-    cancels it: each request leaves a timer, a future and a context alive for the timeout (60 s by
-    default), 100,000+ objects at 2,000 requests/s, which drag full GC passes into the tail. The
-    replacement keeps the behaviour (504 when no response has started within the timeout) with
-    `asyncio.timeout`, whose timer is cancelled when the request ends.
-    """
-    from bentoml._internal.server.http.traffic import TimeoutMiddleware
-
-    if getattr(TimeoutMiddleware, "_custlens_patched", False):
-        return
-
-    async def call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        started = False
-        try:
-            async with asyncio.timeout(self.timeout) as deadline:
-
-                async def send_and_disarm(message: Message) -> None:
-                    nonlocal started
-                    if not started:
-                        started = True
-                        deadline.reschedule(None)  # like BentoML: the limit is on the first byte
-                    await send(message)
-
-                await self.app(scope, receive, send_and_disarm)
-        except TimeoutError:
-            if started:
-                raise
-            response = JSONResponse(
-                {"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504
-            )
-            await response(scope, receive, send)
-
-    TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]
-    TimeoutMiddleware._custlens_patched = True  # type: ignore[attr-defined]

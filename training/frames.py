@@ -15,7 +15,7 @@ from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.catalog import RECENCY_FEATURES, STORED_FEATURES
 from features.lake.tables import cutoff_instant, lake_end
-from features.online import snapshot_cutoffs
+from features.snapshot_reader import snapshot_cutoffs
 from features.store import training_frame
 from training.labels import compute_labels, window_complete
 

@@ -303,7 +303,7 @@ MIN_SEGMENT_STABILITY = 0.9
 
 def train_segments(settings: Settings, console: Console | None = None) -> ModelResult:
     """RFM segments and behavioural clusters on the latest snapshot; promoted when names are stable."""
-    from features.online import snapshot_cutoffs
+    from features.snapshot_reader import snapshot_cutoffs
     from features.store import entity_rows, training_frame
     from training.segments import BehaviouralSegmenter, RfmScorer, stability
 

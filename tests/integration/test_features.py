@@ -16,8 +16,9 @@ from custlens.settings import Settings, load_settings
 from features.catalog import PACKED_NUMBERS, RECENCY_FEATURES
 from features.lake.ingest import ingest
 from features.lake.tables import cutoff_instant
-from features.online import OnlineFeatures, load_packed_snapshot, materialize
+from features.online import OnlineFeatures, materialize
 from features.sample.generate import DEFAULT_END, generate
+from features.snapshot_reader import load_packed_snapshot
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions, entity_rows, training_frame
 

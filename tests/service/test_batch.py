@@ -30,7 +30,8 @@ from custlens.cli import app
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.lake.tables import cutoff_instant
-from features.online import OnlineFeatures, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
+from features.online import OnlineFeatures
+from features.snapshot_reader import load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
 from serving.batch import BatchReport, decile_bins, population_stability, score_customers
 from serving.scorer import Scorer
 from serving.sinks import FAILED, RUNNING, SUCCEEDED, open_sink

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
-from features.online import OnlineFeatures, load_packed_snapshot
+from features.online import OnlineFeatures
+from features.snapshot_reader import load_packed_snapshot
 from serving.reasons import describe
 from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
 from tests.support.trained import trained_project

@@ -25,7 +25,8 @@ from schemathesis.checks import not_a_server_error
 from starlette.testclient import TestClient
 
 from custlens.settings import PROJECT_ROOT, Settings
-from features.online import OnlineFeatures, load_packed_snapshot
+from features.online import OnlineFeatures
+from features.snapshot_reader import load_packed_snapshot
 from serving.scorer import SCORE_COLUMNS, Scorer
 from tests.support.trained import trained_project
 from training.tracking import connect, registered_name

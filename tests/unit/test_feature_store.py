@@ -17,18 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from custlens.settings import FeastSettings, Settings
-from features import layout
+from features import feast_format, layout
 from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, STORED_FEATURES
 from features.lake.tables import cutoff_instant
-from features.online import (
-    OnlineFeatures,
-    OnlineRows,
-    _online_table,
-    entity_key_bytes,
-    label_value_bytes,
-    materialize,
-    number_value_bytes,
-)
+from features.online import OnlineFeatures, OnlineRows, materialize
 from features.store import apply_definitions, entity_rows, feature_store, training_frame
 from tests.support.feature_snapshots import synthetic_values, write_snapshot
 
@@ -236,12 +228,12 @@ def test_a_read_larger_than_one_select_keeps_every_id_in_order(sqlite_store: tup
 def test_a_vector_of_another_width_reads_as_unknown(tmp_path: Path) -> None:
     settings, _ = build_store(tmp_path)
     store = feature_store(settings)
-    table = _online_table(store, store.get_feature_view("customer_vector"))
+    table = feast_format.online_table(store, store.get_feature_view("customer_vector"))
     # What a materialization from before a catalog change would have left behind.
     table.write(
-        entity_key_bytes(["stale"]),
-        number_value_bytes(np.ones((1, len(PACKED_NUMBERS) - 1))),
-        label_value_bytes([["x"] * len(PACKED_LABELS)]),
+        feast_format.entity_key_bytes("customer_id", ["stale"]),
+        feast_format.double_list_bytes(np.ones((1, len(PACKED_NUMBERS) - 1))),
+        feast_format.string_list_bytes([["x"] * len(PACKED_LABELS)]),
         int(cutoff_instant(OCTOBER).timestamp()),
     )
 
@@ -347,26 +339,6 @@ def test_stock_feast_reads_the_packed_vector_we_wrote(sqlite_store: tuple) -> No
     assert answer["labels"][0][PACKED_LABELS.index("city")] == (values[OCTOBER]["city"][3] or "")
 
 
-def test_bulk_encoding_is_byte_identical_to_feasts_serializers() -> None:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
-
-    ids = ["C0001", "khách-hàng-ẞ", ""]
-    numbers = np.array([[1.5, np.nan, -3.0], [0.0, 1e300, 2.0], [np.inf, 7.0, 8.0]])
-    labels = [["Hà Nội", ""], ["x", "y"], ["", ""]]
-
-    keys = entity_key_bytes(ids)
-    encoded_numbers = number_value_bytes(numbers)
-    encoded_labels = label_value_bytes(labels)
-
-    for i, customer_id in enumerate(ids):
-        proto_key = EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)])
-        assert keys[i] == serialize_entity_key(proto_key, entity_key_serialization_version=3)
-        assert encoded_numbers[i] == Value(double_list_val=DoubleList(val=list(numbers[i]))).SerializeToString()
-        assert encoded_labels[i] == Value(string_list_val=StringList(val=labels[i])).SerializeToString()
-
-
 def test_second_materialize_of_the_same_snapshot_writes_only_changed_customers(tmp_path: Path) -> None:
     settings, values = build_store(tmp_path)
     changed = dict(values[OCTOBER])
@@ -403,25 +375,7 @@ def test_packed_source_holds_the_materialized_snapshot(sqlite_store: tuple) -> N
 # -- Redis: the production online store -----------------------------------------------------------
 
 
-def redis_is_running() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture()
-def redis_feast() -> Iterator[FeastSettings]:
-    if not redis_is_running():
-        pytest.skip("no Redis server on 127.0.0.1:6379 (start one to test the production online store)")
-    import redis
-
-    project = f"test_{uuid.uuid4().hex[:10]}"
-    yield FeastSettings(project=project, online_store="redis", redis_connection_string="127.0.0.1:6379")
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    for key in client.scan_iter(match=f"*{project}".encode(), count=1000):
-        client.delete(key)
+# redis_feast (tests/unit/conftest.py): Feast settings for the local Redis, skipped without one.
 
 
 def test_redis_online_store_serves_the_latest_snapshot(tmp_path: Path, redis_feast: FeastSettings) -> None:

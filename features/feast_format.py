@@ -1,0 +1,321 @@
+"""Every private or undocumented part of Feast that custlens relies on, in one module, checked
+against the pinned Feast at import.
+
+- Feast's online storage format, built in bulk: entity keys (serialization version 3) and
+  `Value` protobuf bytes for the packed vector's double and string lists, decoded back on read.
+- The online stores' layout: Feast's SQLite table of a view and its rows; Feast's Redis hash per
+  entity key + project, its murmur3 field names (`helpers._mmh3`) and its `_ts:<view>` stamps;
+  the table name (`sqlite._table_id`) and Feast's Redis client (`_get_provider`, `_get_client`).
+- Recording a materialization in the registry (`registry.apply_materialization`), as Feast's
+  own materialize does after writing.
+- Applying the repo without rewriting unchanged objects: `repo_operations.parse_repo`, the diff
+  types of `store.plan` and `store._apply_diffs`.
+
+Why each exists is in docs/feast-notes.md (§3, §4) and tests/unit/test_feast_format.py shows it:
+bytes written here are what Feast's own serializers produce and what stock
+`get_online_features` reads back. None of it is promised by Feast across releases, and a
+format that drifts would not fail: it would mis-encode silently (ids that read as unknown,
+features under another name). So on any other Feast version importing this module refuses.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import sqlite3
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from feast import FeatureStore, FeatureView
+from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from custlens.errors import CustlensError
+
+# The Feast release this module was written against and tested on; keep it equal to the pin in
+# pyproject.toml / requirements.lock.
+PINNED_FEAST = "0.67.0"
+# The only version Feast 0.67 supports; the key layout below is version 3's.
+ENTITY_KEY_SERIALIZATION_VERSION = 3
+# The two features of the packed vector view (features/repo/feature_views.py: customer_vector).
+NUMBERS, LABELS = "numbers", "labels"
+
+
+def check_feast_version(installed: str) -> None:
+    if installed != PINNED_FEAST:
+        raise CustlensError(
+            f"feast {installed} is installed, but custlens writes Feast's online storage format as "
+            f"feast {PINNED_FEAST} has it (features/feast_format.py). Install feast=={PINNED_FEAST}, or "
+            "move the pin: run tests/unit/test_feast_format.py and tests/unit/test_feature_store.py on "
+            "the new version, then update PINNED_FEAST and pyproject.toml"
+        )
+
+
+check_feast_version(importlib.metadata.version("feast"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entity keys and values, built in bulk
+
+
+def entity_key_bytes(join_key: str, values: Sequence[str]) -> list[bytes]:
+    """Feast's serialize_entity_key (version 3) for one string join key, without a proto per id."""
+    head = struct.pack("<II", 1, 2) + struct.pack("<I", len(join_key)) + join_key.encode()
+    return [head + struct.pack("<II", 2, len(raw)) + raw for raw in (value.encode("utf-8") for value in values)]
+
+
+@functools.cache
+def _double_list_header(width: int) -> bytes:
+    # A Value holding `width` doubles is this fixed prefix followed by the raw little-endian doubles.
+    whole = Value(double_list_val=DoubleList(val=[0.0] * width)).SerializeToString()
+    return whole[: len(whole) - 8 * width]
+
+
+def double_list_bytes(numbers: np.ndarray) -> list[bytes]:
+    """Serialized `Value(double_list_val=...)` per row of a float64 matrix."""
+    rows = np.ascontiguousarray(numbers, dtype="<f8")
+    header = _double_list_header(rows.shape[1])
+    return [header + row.tobytes() for row in rows]
+
+
+def string_list_bytes(rows: Sequence[Sequence[str]]) -> list[bytes]:
+    """Serialized `Value(string_list_val=...)` per row."""
+    return [Value(string_list_val=StringList(val=row)).SerializeToString() for row in rows]
+
+
+def double_list_payload(value: bytes | None, width: int) -> bytes | None:
+    """The raw little-endian doubles of a stored double-list Value; None unless it is exactly what
+    `double_list_bytes` writes for `width` numbers (the header, then the doubles)."""
+    header = _double_list_header(width)
+    if value is None or len(value) != len(header) + 8 * width:
+        return None
+    return value[len(header) :] if value.startswith(header) else None
+
+
+def string_list(value: bytes | None, width: int) -> Sequence[str] | None:
+    """The strings of a stored string-list Value; None unless it decodes to `width` strings."""
+    if value is None:
+        return None
+    try:
+        strings = Value.FromString(value).string_list_val.val
+    except DecodeError:
+        return None
+    return strings if len(strings) == width else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Feast's SQLite and Redis online stores, written and read in bulk
+
+# What one entity key holds in the online store: the serialized NUMBERS and LABELS Values and
+# the feature timestamp in epoch seconds; (None, None, None) when the store has nothing for it.
+StoredRow = tuple[bytes | None, bytes | None, float | None]
+_NOTHING_STORED: StoredRow = (None, None, None)
+# SQLite allows 32,766 bound parameters per statement; larger reads go in chunks of this many ids.
+_SQLITE_IDS_PER_SELECT = 10_000
+# SQLite caps this at its compile-time maximum (2 GiB in common builds); beyond it, plain reads.
+_SQLITE_READ_MMAP_BYTES = 1 << 40
+
+
+class SqliteTable:
+    """Feast's SQLite table of a vector view: rows (entity_key, feature_name) -> value, event_ts."""
+
+    def __init__(self, store: FeatureStore, view: FeatureView) -> None:
+        from feast.infra.online_stores.sqlite import _table_id
+
+        config = store.config
+        self.path = config.online_store.path
+        self.table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
+        self._reader: sqlite3.Connection | None = None
+
+    def is_empty(self, probe: list[bytes]) -> bool:
+        with sqlite3.connect(self.path) as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (self.table,)).fetchone() is None:
+                raise CustlensError(f"online table {self.table} does not exist; run `custlens features apply` first")
+            return conn.execute(f'SELECT 1 FROM "{self.table}" LIMIT 1').fetchone() is None
+
+    def write(self, keys: list[bytes], numbers: list[bytes], labels: list[bytes], event_ts: int) -> None:
+        created = int(time.time())
+        conn = sqlite3.connect(self.path)
+        try:
+            # WAL lets a serving process keep reading while a materialization writes.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            rows = [
+                row
+                for key, number, label in zip(keys, numbers, labels, strict=True)
+                for row in ((key, NUMBERS, number, event_ts, created), (key, LABELS, label, event_ts, created))
+            ]
+            with conn:
+                conn.executemany(
+                    f'INSERT INTO "{self.table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
+                    "VALUES (?, ?, ?, NULL, ?, ?) "
+                    "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+                    "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts",
+                    rows,
+                )
+        finally:
+            conn.close()
+
+    def read(self, keys: list[bytes]) -> list[StoredRow]:
+        # event_ts is read as the epoch seconds the writer stored: Feast's own reader converts it
+        # with the local-time `datetime.fromtimestamp` and labels the result UTC.
+        conn = self._reader or self._open_reader()
+        found: dict[bytes, list[Any]] = {}
+        for start in range(0, len(keys), _SQLITE_IDS_PER_SELECT):
+            chunk = keys[start : start + _SQLITE_IDS_PER_SELECT]
+            select = (
+                f'SELECT entity_key, feature_name, value, event_ts FROM "{self.table}" '
+                f"WHERE entity_key IN ({','.join('?' * len(chunk))})"
+            )
+            # fetchall: a half-read cursor would hold its WAL snapshot and keep later reads on stale rows.
+            for key, name, value, event_ts in conn.execute(select, chunk).fetchall():
+                row = found.setdefault(key, [None, None, event_ts])
+                if name == NUMBERS:
+                    row[0] = value
+                elif name == LABELS:
+                    row[1] = value
+        return [tuple(found[key]) if key in found else _NOTHING_STORED for key in keys]
+
+    def _open_reader(self) -> sqlite3.Connection:
+        path = Path(self.path).resolve()
+        if not path.exists():
+            raise CustlensError(f"online store {path} does not exist; run `custlens features materialize` first")
+        # Read-only and kept open for the reader's life: no connect per request. A SELECT outside
+        # a transaction sees every materialization committed before it (the writer enables WAL).
+        # SQLite serializes the connection's use, so every thread of a service can share it.
+        reader = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        # Memory-mapped pages instead of a read() per page: 25% off a 100-id read of a 1M-customer
+        # store. Address space only; the pages are the OS page cache's, shared by every reader.
+        reader.execute(f"PRAGMA mmap_size = {_SQLITE_READ_MMAP_BYTES}")
+        self._reader = reader
+        return reader
+
+
+class RedisHashes:
+    """Feast's Redis layout: a hash per entity key + project, a field per feature and a timestamp."""
+
+    def __init__(self, store: FeatureStore, view: FeatureView) -> None:
+        from feast.infra.online_stores.helpers import _mmh3
+
+        online_store = store._get_provider().online_store
+        self.client = online_store._get_client(store.config.online_store)  # type: ignore[attr-defined]
+        self.suffix = store.config.project.encode("utf-8")
+        self.numbers_field = _mmh3(f"{view.name}:{NUMBERS}")
+        self.labels_field = _mmh3(f"{view.name}:{LABELS}")
+        self.ts_field = f"_ts:{view.name}"
+        self.key_ttl = store.config.online_store.key_ttl_seconds
+
+    def is_empty(self, probe: list[bytes]) -> bool:
+        # No table to look at: a store emptied behind our back (flushed, restarted) lacks these keys.
+        return not any(self.client.exists(key + self.suffix) for key in probe)
+
+    def write(self, keys: list[bytes], numbers: list[bytes], labels: list[bytes], event_ts: int) -> None:
+        stamp = Timestamp(seconds=event_ts).SerializeToString()
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, number, label in zip(keys, numbers, labels, strict=True):
+                name = key + self.suffix
+                pipe.hset(name, mapping={self.numbers_field: number, self.labels_field: label, self.ts_field: stamp})
+                if self.key_ttl:
+                    pipe.expire(name, self.key_ttl)
+            pipe.execute()
+
+    def read(self, keys: list[bytes]) -> list[StoredRow]:
+        fields = (self.numbers_field, self.labels_field, self.ts_field)
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key + self.suffix, fields)
+            answers = pipe.execute()
+        return [(numbers, labels, _epoch_seconds(stamp)) for numbers, labels, stamp in answers]
+
+
+def _epoch_seconds(stamp: bytes | None) -> float | None:
+    if not stamp:
+        return None
+    parsed = Timestamp.FromString(stamp)
+    return parsed.seconds + parsed.nanos / 1e9
+
+
+def online_table(store: FeatureStore, view: FeatureView) -> SqliteTable | RedisHashes:
+    """The online store's storage of a vector view (NUMBERS and LABELS), for bulk writes and reads."""
+    if store.config.online_store.type == "redis":
+        return RedisHashes(store, view)
+    return SqliteTable(store, view)
+
+
+def record_materialization(store: FeatureStore, view: FeatureView, start: datetime, end: datetime) -> None:
+    """Tell the registry that `view` holds [start, end], as Feast's own materialize does after writing."""
+    store.registry.apply_materialization(view, store.project, start, end, commit=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying the repo
+
+
+def parse_definitions(repo_dir: Path, project: str, import_root: Path) -> Any:
+    """The objects the repo's modules define (Feast's RepoContents), with the project itself.
+
+    Feast imports each module under its path from the working directory, so they are imported
+    from `import_root`; and afresh, because the definitions read the data directory when imported
+    and Feast would reuse a module imported before.
+    """
+    from feast.project import Project
+    from feast.repo_operations import parse_repo
+
+    package = ".".join(repo_dir.relative_to(import_root).parts)
+    for module in [name for name in sys.modules if name == package or name.startswith(f"{package}.")]:
+        del sys.modules[module]
+    previous = Path.cwd()
+    os.chdir(import_root)
+    try:
+        contents = parse_repo(repo_dir)
+    finally:
+        os.chdir(previous)
+    contents.projects.append(Project(name=project))
+    return contents
+
+
+def apply_real_changes(store: FeatureStore, contents: Any) -> tuple[str, ...]:
+    """Apply what differs between `contents` and the registry; the changes, as "created feature
+    view purchases", ...; nothing is written when nothing really changed.
+
+    Feast's own apply rewrites every object's timestamps, and after a materialization reports
+    a data source's `meta` as changed forever; only real differences are applied here.
+    """
+    from feast.diff.property_diff import TransitionType
+
+    registry_diff, infra_diff, new_infra = store.plan(contents)
+    changes = tuple(
+        f"{diff.transition_type.name.lower()} {diff.feast_object_type.value} {diff.name}"
+        for diff in registry_diff.feast_object_diffs
+        if diff.transition_type != TransitionType.UNCHANGED and _really_changed(diff)
+    )
+    if changes:
+        store._apply_diffs(registry_diff, infra_diff, new_infra)
+    return changes
+
+
+def _really_changed(diff: Any) -> bool:
+    from feast.diff.property_diff import TransitionType
+
+    if diff.transition_type != TransitionType.UPDATE:
+        return True
+    for property_diff in diff.feast_object_property_diffs:
+        existing, declared = property_diff.val_existing, property_diff.val_declared
+        if hasattr(existing, "DESCRIPTOR") and "meta" in existing.DESCRIPTOR.fields_by_name:
+            existing_copy, declared_copy = type(existing)(), type(declared)()
+            existing_copy.CopyFrom(existing)
+            declared_copy.CopyFrom(declared)
+            existing_copy.ClearField("meta")
+            declared_copy.ClearField("meta")
+            if existing_copy == declared_copy:
+                continue
+        return True
+    return False
