@@ -83,7 +83,7 @@ def load_packed_snapshot(settings: Settings, cutoff: date | None = None) -> Pack
             f"no complete snapshot at {cutoff}; built cutoffs run from {available[0]} to {available[-1]}"
         )
     tables = {
-        family: pq.read_table(layout.family_dir(family, settings.data_dir.resolve()) / f"{cutoff}.parquet")
+        family: pq.read_table(layout.snapshot_file(family, cutoff, settings.data_dir.resolve()))
         for family in FAMILIES
     }
     ids = tables["profile"].column(JOIN_KEY)
