@@ -85,8 +85,9 @@ class CubeMeta:
         )
 
     @classmethod
-    def of_lake(cls, settings: Settings, present: tuple[str, ...], first_day: date, last_day: date,
-                stamp: str) -> CubeMeta:  # fmt: skip
+    def of_lake(
+        cls, settings: Settings, present: tuple[str, ...], first_day: date, last_day: date, stamp: str
+    ) -> CubeMeta:
         """The meta of a cube of this lake (its optional tables `present`) under these settings."""
         return cls(
             tables=("customers", "orders", *present),
@@ -230,10 +231,8 @@ def read_segment_meta(settings: Settings, grouping: str) -> CubeMeta:
 
 def segment_as_of(settings: Settings) -> date | None:
     """The as-of date of the scores the KPI cubes by segment come from; None before any."""
-    path = segment_dir(settings) / "scores.json"
-    if not path.is_file():
-        return None
-    return date.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["as_of"])
+    scores = _scores_json(settings)
+    return None if scores is None else date.fromisoformat(scores["as_of"])
 
 
 def has_scores(settings: Settings) -> bool:
@@ -242,10 +241,18 @@ def has_scores(settings: Settings) -> bool:
 
 def scores_stamp(settings: Settings) -> str | None:
     """Which batch run the segment folder holds, when it was scored on this lake; else None."""
+    scores = _scores_json(settings)
+    if scores is None or scores["stamp"].split("|")[0] != lake_stamp(settings):
+        return None
+    return scores["stamp"]
+
+
+def _scores_json(settings: Settings) -> dict[str, str] | None:
+    """The segment folder's scores.json: the batch run's as-of date and stamp; None before any."""
     if not has_scores(settings):
         return None
-    stamp: str = json.loads((segment_dir(settings) / "scores.json").read_text(encoding="utf-8"))["stamp"]
-    return stamp if stamp.split("|")[0] == lake_stamp(settings) else None
+    scores: dict[str, str] = json.loads((segment_dir(settings) / "scores.json").read_text(encoding="utf-8"))
+    return scores
 
 
 def predicted_sums(settings: Settings, con: duckdb.DuckDBPyConnection | None = None) -> PredictedSums:

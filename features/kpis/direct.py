@@ -84,12 +84,7 @@ def _customers_sql(tables: dict[str, str], question: Question) -> str:
     """Active, new and repeat customers per group; customer rows carry the customer's acquisition
     channel, so by channel they group by it."""
     return f"""
-        WITH completed AS (
-            SELECT orders.customer_id, CAST(orders.ordered_at AS DATE) AS day,
-                   customer_dims.acquisition_channel AS channel, customer_dims.city
-            FROM {tables["orders"]} AS orders LEFT JOIN customer_dims USING (customer_id)
-            WHERE orders.status = 'completed'
-        ),
+        WITH {_completed(tables)},
         first_orders AS (SELECT customer_id, min(day) AS first_day FROM completed GROUP BY customer_id),
         per_customer AS (
             SELECT {question.label_sql} AS grp, customer_id, count(*) AS orders_in_group,
@@ -102,6 +97,17 @@ def _customers_sql(tables: dict[str, str], question: Question) -> str:
     """
 
 
+def _completed(tables: dict[str, str]) -> str:
+    """The CTE `completed`: the lake's completed orders, each with its day and its customer's
+    acquisition channel and city."""
+    return f"""completed AS (
+            SELECT orders.customer_id, CAST(orders.ordered_at AS DATE) AS day,
+                   customer_dims.acquisition_channel AS channel, customer_dims.city
+            FROM {tables["orders"]} AS orders LEFT JOIN customer_dims USING (customer_id)
+            WHERE orders.status = 'completed'
+        )"""
+
+
 def _churn_cohort(
     con: duckdb.DuckDBPyConnection, tables: dict[str, str], meta: CubeMeta, first: date, label: str, group_of: str
 ) -> dict[str, float]:
@@ -110,12 +116,7 @@ def _churn_cohort(
     since = sql_date(first - timedelta(days=meta.activity_days))
     until = sql_date(first + timedelta(days=meta.churn_days))
     query = f"""
-        WITH completed AS (
-            SELECT orders.customer_id, CAST(orders.ordered_at AS DATE) AS day,
-                   customer_dims.acquisition_channel AS channel, customer_dims.city
-            FROM {tables["orders"]} AS orders LEFT JOIN customer_dims USING (customer_id)
-            WHERE orders.status = 'completed'
-        ),
+        WITH {_completed(tables)},
         base AS (
             SELECT DISTINCT customer_id FROM completed
             WHERE day >= {since} AND day < {sql_date(first)}{group_of}
