@@ -129,21 +129,18 @@ def kpis_command(
     config: ConfigOption = None,
 ) -> None:
     """KPI summary of a period from the daily KPI cube; a KPI without data shows as missing, with the reason."""
-    from typing import cast
-
-    from features.kpis import Grouping, build_kpi_cube, last_full_month
+    from features.kpis import KpiCache, build_kpi_cube, check_grouping, kpi_period
     from features.kpis import kpis as compute_kpis
 
     settings = _settings(config)
     if rebuild:
         build_kpi_cube(settings)
-    if date_from is None and date_to is None:
-        start, end = last_full_month(settings)
-    elif date_from is None or date_to is None:
-        raise CustlensError("give both --from and --to, or neither for the last full month of the data")
-    else:
-        start, end = _required_day(date_from, "--from"), _required_day(date_to, "--to")
-    table = compute_kpis(settings, start, end, cast("Grouping | None", by))  # checks --by and the date order
+    grouping = check_grouping(by)
+    start = None if date_from is None else _required_day(date_from, "--from")
+    end = None if date_to is None else _required_day(date_to, "--to")
+    start, end = kpi_period(settings, start, end)  # both or neither (the last full month), in order
+    with KpiCache() as cache:
+        table = compute_kpis(settings, start, end, grouping, cache)
     if output_format == "table":
         console.print(table.render())
     else:

@@ -7,6 +7,7 @@ answers. serving/service.py is only the HTTP shell around it.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import os
@@ -25,6 +26,16 @@ import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
+from features.kpis import (
+    HTTP_SPELLING,
+    MAX_KPI_DAYS,
+    SEGMENT_GROUPINGS,
+    KpiArgumentError,
+    KpiCache,
+    check_grouping,
+    kpi_period,
+)
+from features.kpis import kpis as compute_kpis
 from features.lake.tables import CrmIds, crosswalk_path
 from features.online import OnlineFeatures
 from serving.scorer import SCORE_COLUMNS, Scorer
@@ -33,9 +44,6 @@ logger = logging.getLogger("custlens.serving")
 
 CONFIG_ENV = "CUSTLENS_CONFIG"  # the YAML `custlens serve --config` hands to the service workers
 _CROSSWALK_CHECK_SECONDS = 1.0  # how often a request may look whether the crosswalk file changed
-# A /kpis period longer than this is refused: the schemathesis run found that a week grouping over
-# 6,000 years runs past BentoML's 60 s timeout; ten years of weeks answer in a few milliseconds.
-MAX_KPI_DAYS = 3_660
 _LOAD_RETRY_SECONDS = 5.0  # a failed first load is retried this often (the models may be training)
 
 
@@ -135,6 +143,7 @@ class Runtime:
         self.loaded: Loaded | None = None
         self.reason = "loading the models from the registry and opening the feature store"
         self.last_reload_error: str | None = None
+        self.kpi_cache = KpiCache()  # this worker's KPI cubes in memory, loaded by the first /kpis
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -330,41 +339,17 @@ def _plain_column(column: pd.Series) -> list[Any]:
 # /kpis
 
 
-def kpi_period(settings: Settings, date_from: date | None, date_to: date | None) -> tuple[date, date]:
-    """The period `custlens kpis` would use: both days, or neither for the last full month."""
-    if date_from is None and date_to is None:
-        from features.kpis import last_full_month
-
-        return last_full_month(settings)
-    if date_from is None or date_to is None:
-        raise ClientError("give both `from` and `to`, or neither for the last full month of the data", "from")
-    return date_from, date_to
-
-
-def kpis(settings: Settings, date_from: date | None, date_to: date | None, by: str | None) -> dict[str, Any]:
-    """The KPI table `custlens kpis --format json` prints, as a dict."""
-    import json
-    from typing import cast
-
-    from features.kpis import GROUPINGS, SEGMENT_GROUPINGS, Grouping
-    from features.kpis import kpis as compute_kpis
-
-    if by is not None and by not in GROUPINGS:
-        raise ClientError(f"unknown grouping {by!r}; group KPIs by one of {', '.join(GROUPINGS)} (or not at all)", "by")
-    if date_from is not None and date_to is not None and date_from > date_to:
-        raise ClientError(
-            f"the period starts on {date_from}, after its end {date_to}; `from` must not be after `to`", "from"
-        )
-    if date_from is not None and date_to is not None and (date_to - date_from).days >= MAX_KPI_DAYS:
-        raise ClientError(
-            f"the period spans {(date_to - date_from).days + 1:,} days; ask for at most {MAX_KPI_DAYS:,} per request",
-            "to",
-        )
+def kpis(
+    settings: Settings, date_from: date | None, date_to: date | None, by: str | None, cache: KpiCache
+) -> dict[str, Any]:
+    """The KPI table `custlens kpis --format json` prints, as a dict; the period and grouping are
+    checked by features.kpis' rules (both days or neither, at most MAX_KPI_DAYS per request)."""
     try:
-        start, end = kpi_period(settings, date_from, date_to)
-        table = compute_kpis(settings, start, end, cast("Grouping | None", by))
-    except ClientError:
-        raise
+        grouping = check_grouping(by)
+        start, end = kpi_period(settings, date_from, date_to, HTTP_SPELLING, max_days=MAX_KPI_DAYS)
+        table = compute_kpis(settings, start, end, grouping, cache)
+    except KpiArgumentError as exc:
+        raise ClientError(str(exc), exc.field) from exc
     except CustlensError as exc:
         if by in SEGMENT_GROUPINGS:  # no batch scores yet (or older than the lake): a state, not a fault
             raise ClientError(str(exc), "by", status=409) from exc

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio.to_thread
 import bentoml
@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from features.kpis import Grouping
 from serving.auth import PROTECTED_PATHS, authorized, unauthorized
 from serving.bentoml_compat import cancel_request_timers
 from serving.runtime import ClientError, Runtime, kpis, resolve, score, service_settings
@@ -63,7 +64,7 @@ class KpiQuery(BaseModel):
 
     date_from: date | None = Field(None, alias="from", description="First day, YYYY-MM-DD (UTC), included.")
     date_to: date | None = Field(None, alias="to", description="Last day, YYYY-MM-DD (UTC), included.")
-    by: Literal["month", "week", "channel", "city", "segment", "behaviour"] | None = Field(
+    by: Grouping | None = Field(
         None, description="Group KPIs by this (segment and behaviour after a batch scoring run)."
     )
 
@@ -150,7 +151,8 @@ class Custlens:
     ) -> dict[str, Any]:
         """The KPIs of a period, overall or per group: the numbers `custlens kpis` prints."""
         try:
-            return kpis(self._runtime().settings, date_from, date_to, by)
+            runtime = self._runtime()
+            return kpis(runtime.settings, date_from, date_to, by, runtime.kpi_cache)
         except ClientError as exc:
             return _refuse(ctx, exc)
 

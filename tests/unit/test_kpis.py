@@ -1,28 +1,44 @@
 """The KPI engine on a tiny hand-made lake: each KPI against a hand-computed value, missing (never 0)
-where a KPI has no data, clear errors for bad arguments, and the cube equal to a direct scan of a
-generated lake for random periods and groupings."""
+where a KPI has no data, the one set of rules for a question's period and grouping (as the CLI and
+the service ask), and the cache seeing a rebuilt cube. The cube against a direct scan of a generated
+lake is tests/integration/test_kpis.py."""
 
 from __future__ import annotations
 
 import json
-import math
-import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from custlens.cli import app
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.kpis import GROUPINGS, KpiTable, build_kpi_cube, build_segment_cubes, kpis, kpis_direct
-from features.lake.ingest import ingest
-from features.sample.generate import DEFAULT_END, generate
+from features.kpis import (
+    GROUPINGS,
+    HTTP_SPELLING,
+    MAX_KPI_DAYS,
+    CubeMeta,
+    KpiArgumentError,
+    KpiCache,
+    KpiTable,
+    build_kpi_cube,
+    build_segment_cubes,
+    check_grouping,
+    check_period,
+    kpi_dir,
+    kpi_period,
+    kpis,
+    kpis_direct,
+)
+from features.lake.tables import table_path
 
 TS = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
@@ -113,7 +129,7 @@ def write_lake(settings: Settings, tables: dict[str, list[tuple[Any, ...]]]) -> 
     for table, rows in tables.items():
         schema = pa.schema(LAKE[table])
         arrays = [pa.array([row[number] for row in rows], type=field.type) for number, field in enumerate(schema)]
-        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), settings.lake_dir / f"{table}.parquet")
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), table_path(settings, table))
     return settings
 
 
@@ -255,6 +271,119 @@ def test_an_unknown_grouping_is_a_clear_error(lake: Settings) -> None:
         kpis(lake, *MARCH, by="product")  # type: ignore[arg-type]
 
 
+# ---------------------------------------------------------------- the rules of a question (one place)
+
+
+def test_every_grouping_is_accepted_and_none_means_ungrouped() -> None:
+    for by in (*GROUPINGS, None):
+        assert check_grouping(by) == by
+
+
+def test_an_unknown_grouping_names_the_groupings_and_the_field() -> None:
+    with pytest.raises(
+        KpiArgumentError, match="group KPIs by one of month, week, channel, city, segment, behaviour"
+    ) as error:
+        check_grouping("planet")
+    assert error.value.field == "by"
+
+
+def test_a_backwards_period_is_refused_in_the_askers_words() -> None:
+    with pytest.raises(KpiArgumentError, match="after its end 2024-03-01; --from must not be after --to") as error:
+        check_period(date(2024, 3, 2), date(2024, 3, 1))
+    assert error.value.field == "from"
+    with pytest.raises(KpiArgumentError, match="`from` must not be after `to`"):
+        check_period(date(2024, 3, 2), date(2024, 3, 1), HTTP_SPELLING)
+
+
+def test_a_period_longer_than_the_limit_is_refused_only_where_a_limit_is_asked() -> None:
+    start = date(2020, 1, 1)
+    check_period(start, start + timedelta(days=MAX_KPI_DAYS - 1), max_days=MAX_KPI_DAYS)  # 3,660 days: allowed
+    with pytest.raises(KpiArgumentError, match="spans 3,661 days; ask for at most 3,660 per request") as error:
+        check_period(start, start + timedelta(days=MAX_KPI_DAYS), max_days=MAX_KPI_DAYS)
+    assert error.value.field == "to"
+    check_period(start, start + timedelta(days=10 * MAX_KPI_DAYS))  # the CLI asks for no limit
+
+
+def test_one_day_of_the_period_without_the_other_is_refused(lake: Settings) -> None:
+    with pytest.raises(KpiArgumentError, match="give both --from and --to, or neither") as error:
+        kpi_period(lake, date(2024, 3, 1), None)
+    assert error.value.field == "from"
+    with pytest.raises(KpiArgumentError, match="give both `from` and `to`, or neither"):
+        kpi_period(lake, None, date(2024, 3, 1), HTTP_SPELLING)
+
+
+def test_no_period_means_the_last_full_month_of_the_orders(lake: Settings) -> None:
+    # the tiny lake's last order is on 1 June 2024: June is not complete yet, May is
+    assert kpi_period(lake, None, None) == (date(2024, 5, 1), date(2024, 5, 31))
+    assert kpi_period(lake, *MARCH) == MARCH
+
+
+def test_orders_up_to_a_month_end_make_that_month_the_default(tmp_path: Path) -> None:
+    tables = tiny_lake()
+    tables["orders"][-1] = ("C", "O7", at("2024-06-30 23:59"), "completed", Decimal("400"), "pos")
+    settings = write_lake(Settings(data_dir=tmp_path / "data"), tables)
+    assert kpi_period(settings, None, None) == (date(2024, 6, 1), date(2024, 6, 30))
+
+
+def test_the_cli_asks_the_same_rules(lake: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUSTLENS_DATA_DIR", raising=False)
+    config = tmp_path / "lake.yaml"
+    config.write_text(f"data_dir: {json.dumps(str(lake.data_dir))}\n", encoding="utf-8")
+    runner = CliRunner()
+    answer = runner.invoke(app, ["kpis", "--config", str(config), "--format", "json"])
+    assert answer.exit_code == 0, answer.output
+    assert (json.loads(answer.output)["start"], json.loads(answer.output)["end"]) == ("2024-05-01", "2024-05-31")
+    for arguments, words in [
+        (["--from", "2024-03-01"], "give both --from and --to"),
+        (["--from", "2024-03-02", "--to", "2024-03-01"], "--from must not be after --to"),
+        (["--by", "planet"], "unknown grouping 'planet'"),
+    ]:
+        refused = runner.invoke(app, ["kpis", "--config", str(config), *arguments])
+        assert refused.exit_code == 2 and words in " ".join(refused.output.split()), refused.output  # unwrapped
+
+
+# ---------------------------------------------------------------- the cache its caller owns
+
+
+def test_a_cache_loads_each_cube_once(lake: Settings) -> None:
+    meta = CubeMeta.read(kpi_dir(lake) / "meta.json")
+    with KpiCache() as cache:
+        assert kpis(lake, *MARCH, cache=cache) == kpis(lake, *MARCH)
+        assert cache.cube(kpi_dir(lake), meta) is cache.cube(kpi_dir(lake), meta)
+        assert cache.cubes_loaded() == 1
+
+
+def test_a_rebuilt_cube_replaces_the_stale_one_in_the_cache(lake: Settings) -> None:
+    with KpiCache() as cache:
+        # given a cache that answered March
+        assert value(kpis(lake, *MARCH, cache=cache), "orders") == 3
+        stale = cache.cube(kpi_dir(lake), CubeMeta.read(kpi_dir(lake) / "meta.json"))
+        # when a new ingest brings one more March order
+        tables = tiny_lake()
+        tables["orders"].append(("C", "O8", at("2024-03-25 10:00"), "completed", Decimal("50"), "pos"))
+        write_lake(lake, tables)
+        # then the old cube is refused, never answered from memory
+        with pytest.raises(CustlensError, match="older lake"):
+            kpis(lake, *MARCH, cache=cache)
+        # and once the cube is rebuilt the cache answers from the new one and lets the old one go
+        build_kpi_cube(lake)
+        assert value(kpis(lake, *MARCH, cache=cache), "orders") == 4
+        assert cache.cubes_loaded() == 1
+        with pytest.raises(duckdb.ConnectionException):
+            stale.con.execute("SELECT 1")
+
+
+def test_new_scores_replace_the_predicted_values_in_the_cache(lake: Settings) -> None:
+    with KpiCache() as cache:
+        build_segment_cubes(lake, scores_of([("A", "Champions", "Loyal", 1000.0)]), date(2024, 4, 1))
+        assert value(kpis(lake, *MARCH, cache=cache), "predicted_clv") == 1000.0
+        assert value(kpis(lake, *MARCH, by="segment", cache=cache), "revenue", "Champions") == 300.0
+        scores = scores_of([("A", "At risk", "Loyal", 400.0), ("B", "At risk", "Deal", 200.0)])
+        build_segment_cubes(lake, scores, date(2024, 4, 2))
+        assert value(kpis(lake, *MARCH, cache=cache), "predicted_clv") == 300.0
+        assert value(kpis(lake, *MARCH, by="segment", cache=cache), "revenue", "At risk") == 600.0
+
+
 # ---------------------------------------------------------------- by segment, predicted value
 
 
@@ -289,7 +418,7 @@ def test_kpis_by_segment_group_customers_by_their_latest_segment(lake: Settings)
         "a prediction from the latest scores is not split by month"
     )
     for by in ("segment", "behaviour", None):
-        assert kpis(lake, *MARCH, by=by) == kpis_direct(lake, *MARCH, by=by)  # type: ignore[arg-type]
+        assert kpis(lake, *MARCH, by=by) == kpis_direct(lake, *MARCH, by=by)
 
 
 def test_asking_before_the_cube_exists_says_how_to_build_it(tmp_path: Path) -> None:
@@ -305,48 +434,3 @@ def test_the_table_renders_as_json_and_csv(march: KpiTable) -> None:
     assert lines[0] == "start,end,group,kpi,value,numerator,denominator,missing"
     assert len(lines) == 1 + len(march.values)
     assert march.render() is not None
-
-
-# ---------------------------------------------------------------- cube == direct scan
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("kpis") / "data", pii_salt=SecretStr("test-salt"))
-    generate(out_dir=settings.sample_dir, customers=1_000, seed=11, start=None, end=DEFAULT_END, dirty_rate=0.0,
-             file_format="parquet")  # fmt: skip
-    ingest(settings, settings.sample_dir)
-    build_kpi_cube(settings)
-    # segments as a batch run would write them, a made-up but fixed one per customer (a few unscored)
-    customers = pq.read_table(settings.lake_dir / "customers.parquet", columns=["customer_id"]).column(0).to_pylist()
-    rng = random.Random(3)
-    build_segment_cubes(settings, scores_of([
-        (customer, rng.choice(["Champions", "At risk", "New"]), rng.choice(["Deal seekers", "Loyal"]),
-         rng.uniform(0, 5e6))
-        for customer in customers if rng.random() < 0.9
-    ]), DEFAULT_END)  # fmt: skip
-    return settings
-
-
-@pytest.mark.integration
-def test_the_cube_agrees_with_a_direct_scan_of_the_lake(generated: Settings) -> None:
-    rng = random.Random(7)
-    last = DEFAULT_END
-    first = last - timedelta(days=3 * 365)
-    questions: list[tuple[date, date, Any]] = [(first, last, None), (first, last, "month")]
-    for by in (None, *GROUPINGS):
-        for _ in range(2):
-            start = first + timedelta(days=rng.randrange(0, 3 * 365))
-            questions.append((start, min(last, start + timedelta(days=rng.randrange(0, 200))), by))
-    for start, end, by in questions:
-        cube, direct = kpis(generated, start, end, by), kpis_direct(generated, start, end, by)
-        assert cube.groups == direct.groups, (start, end, by)
-        for fast, slow in zip(cube.values, direct.values, strict=True):
-            where = (start, end, by, fast.group, fast.kpi)
-            assert fast.missing == slow.missing, where
-            if slow.value is None:
-                assert fast.value is None, where
-            else:
-                assert fast.value is not None and math.isclose(fast.value, slow.value, rel_tol=1e-9, abs_tol=1e-9), (
-                    where, fast.value, slow.value,
-                )  # fmt: skip
