@@ -40,7 +40,7 @@ from features import layout
 from features.catalog import FAMILIES, PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, feature
 from features.lake.tables import cutoff_instant
 from features.recency import days_between_epochs
-from features.store import feature_service, feature_store
+from features.store import feature_store, service_features
 
 VECTOR_VIEW = "customer_vector"
 JOIN_KEY = "customer_id"
@@ -479,10 +479,7 @@ class OnlineFeatures:
     def service_features(self, service: str) -> tuple[str, ...]:
         """The feature names of a FeatureService, in the service's order."""
         if service not in self._services:
-            definition = feature_service(self.store, service)
-            self._services[service] = tuple(
-                field.name for projection in definition.feature_view_projections for field in projection.features
-            )
+            self._services[service] = service_features(self.store, service)
         return self._services[service]
 
     def frame(self, customer_ids: Sequence[str], service: str, request_time: datetime | None = None) -> pd.DataFrame:

@@ -152,6 +152,12 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
         ) from exc
 
 
+def service_features(store: FeatureStore, name: str) -> tuple[str, ...]:
+    """The feature names a FeatureService serves, in the service's order."""
+    definition = feature_service(store, name)
+    return tuple(field.name for projection in definition.feature_view_projections for field in projection.features)
+
+
 def training_frame(settings: Settings, entities: pd.DataFrame, service: str) -> pd.DataFrame:
     """Point-in-time features of `service` for each (customer_id, cutoff) row of `entities`.
 
