@@ -14,10 +14,12 @@ from pydantic import SecretStr
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
+from features.catalog import STORED_FEATURES
 from features.online import OnlineFeatures, load_packed_snapshot
 from serving.reasons import describe
 from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
 from tests.support.trained import trained_project
+from training import frames
 from training.tracking import registered_name
 
 NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
@@ -95,6 +97,16 @@ def test_the_champions_are_loaded_with_their_feature_services(scorer: Scorer) ->
     assert all(ref.alias == "champion" and ref.run_id for ref in scorer.refs.values())
 
 
+def test_each_models_service_serves_exactly_what_it_reads(project: Settings, scorer: Scorer) -> None:
+    served = OnlineFeatures(project).service_features
+    reads = {"churn": scorer.churn.features, "repurchase": scorer.repurchase.features, "clv": scorer.clv.features,
+             "segments": scorer.segments.inputs}  # fmt: skip
+
+    for model, names in reads.items():
+        assert sorted(served(scorer.feature_services[model])) == sorted(names), model
+    assert set(scorer.inputs) == {name for names in reads.values() for name in names}
+
+
 def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Scorer, features: pd.DataFrame) -> None:
     known = features[features["known"]].reset_index(drop=True)
     scores = scorer.score(known, NOW)
@@ -111,6 +123,45 @@ def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Sc
     expected_segments = segments.predict(known[scorer.segments.inputs].astype("float64"))
     assert scores["rfm_segment"].tolist() == expected_segments["rfm_segment"].tolist()
     assert scores["behavioural_segment"].tolist() == expected_segments["behavioural_segment"].tolist()
+
+
+def test_a_reordered_catalog_scores_the_registered_models_the_same(
+    project: Settings, scorer: Scorer, features: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = scorer.score(features, NOW, reasons=True)
+    known = features[features["known"]].reset_index(drop=True)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name('churn')}@champion")
+    pyfunc_before = pyfunc.predict(known[scorer.churn.features])
+
+    # Today's catalog and model inputs in another order, and the features frame's columns too: a
+    # model read by position would put every number in the wrong place at the same width.
+    monkeypatch.setattr(frames, "NUMERIC_FEATURES", frames.NUMERIC_FEATURES[::-1])
+    monkeypatch.setattr(frames, "CATEGORY_FEATURES", frames.CATEGORY_FEATURES[::-1])
+    monkeypatch.setattr("features.catalog.STORED_FEATURES", STORED_FEATURES[::-1])
+    reloaded = Scorer.from_registry(project)
+    after = reloaded.score(features[features.columns[::-1]], NOW, reasons=True)
+
+    pd.testing.assert_frame_equal(after, before)
+    assert reloaded.churn.features == scorer.churn.features
+    pd.testing.assert_frame_equal(pyfunc.predict(known[scorer.churn.features[::-1]]), pyfunc_before)
+
+
+def test_a_model_its_service_no_longer_serves_is_refused_at_load(project: Settings, scorer: Scorer) -> None:
+    registered = OnlineFeatures(project).service_features
+
+    def served(service: str) -> list[str]:
+        return [name for name in registered(service) if name != "orders_30d"]  # dropped from the definitions
+
+    version = scorer.versions["churn"]
+    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} reads orders_30d, which its feature "
+                                             r"service churn_v1 does not serve; apply .* or retrain"):  # fmt: skip
+        Scorer.from_registry(project, served=served)
+
+
+def test_features_without_a_column_a_model_reads_are_refused(scorer: Scorer, features: pd.DataFrame) -> None:
+    version = scorer.versions["churn"]
+    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} reads orders_30d, which the features"):
+        scorer.score(features.drop(columns=["orders_30d"]), NOW)
 
 
 def test_every_known_customer_gets_every_score(scorer: Scorer, features: pd.DataFrame) -> None:
