@@ -58,7 +58,7 @@ class FeatureEncoder:
         return out
 
 
-def require_columns(rows: FeatureRows, names: Sequence[str], reader: str, service: str) -> None:
+def _require_columns(rows: FeatureRows, names: Sequence[str], reader: str, service: str) -> None:
     """Refuse rows that lack a feature `reader` reads, naming the features and what to do."""
     columns = rows.columns if isinstance(rows, pd.DataFrame) else rows
     missing = [name for name in names if name not in columns]
@@ -69,7 +69,7 @@ def require_columns(rows: FeatureRows, names: Sequence[str], reader: str, servic
         )
 
 
-def require_served(served: Collection[str], names: Sequence[str], reader: str, service: str) -> None:
+def _require_served(served: Collection[str], names: Sequence[str], reader: str, service: str) -> None:
     """Refuse a model whose FeatureService (as the feature store has it) no longer serves all it reads."""
     missing = [name for name in names if name not in served]
     if missing:
@@ -145,8 +145,11 @@ class ModelBundle:
 
     def encode(self, rows: FeatureRows) -> np.ndarray:
         """The trees' input matrix of `rows`, its columns picked by name in the bundle's order."""
-        require_columns(rows, self.features, self.name, self.feature_service)
-        return self.encoder.encode(rows)
+        try:
+            return self.encoder.encode(rows)
+        except KeyError:  # asked for here, not up front: a check per call costs the online path
+            _require_columns(rows, self.features, self.name, self.feature_service)
+            raise
 
     def raw_score(self, rows: FeatureRows | np.ndarray) -> np.ndarray:
         """The trees' output (probability before calibration, or value) for rows or an encoded matrix."""
@@ -180,7 +183,7 @@ class ModelBundle:
         return pd.DataFrame(self.scores(self.encode(frame)), index=frame.index)
 
     def require_served(self, served: Collection[str]) -> None:
-        require_served(served, self.features, self.name, self.feature_service)
+        _require_served(served, self.features, self.name, self.feature_service)
 
     # -- storage ----------------------------------------------------------------------------------
 
@@ -265,7 +268,7 @@ class SegmentsBundle:
         )
 
     def require_served(self, served: Collection[str]) -> None:
-        require_served(served, self.inputs, self.name, self.feature_service)
+        _require_served(served, self.inputs, self.name, self.feature_service)
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
