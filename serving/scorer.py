@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 
 from custlens.errors import CustlensError
 from custlens.settings import ServingSettings, Settings
-from features.store import feature_store, service_features
+from features.store import registered_services
 from serving.reasons import describe
 from training.packaging import BUNDLE_FILE, SEGMENTS_FILE, ModelBundle, SegmentsBundle
 from training.tracking import connect, registered_name
@@ -98,11 +98,12 @@ class Scorer:
 
     @classmethod
     def from_registry(
-        cls, settings: Settings, alias: str | None = None, served: Callable[[str], Collection[str]] | None = None
+        cls, settings: Settings, alias: str | None = None, services: Mapping[str, Collection[str]] | None = None
     ) -> Scorer:
         """The versions behind `alias` (default: the configured one, `champion`) of all four models,
-        each checked against the FeatureService it names: `served(service)` lists what a service
-        serves (default: as registered in the feature store of `settings`)."""
+        each checked against the FeatureService it names: `services` says what each serves
+        (default: as registered in the feature store of `settings`; nothing is checked where the
+        definitions were never applied, as for a batch run on snapshot files alone)."""
         alias = alias or settings.serving.model_alias
         client = connect(settings)
         refs: dict[str, ModelRef] = {}
@@ -123,9 +124,10 @@ class Scorer:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
         with tempfile.TemporaryDirectory(prefix="custlens-scorer-") as folder:
             bundles = {model: _download_bundle(ref, Path(folder) / model) for model, ref in refs.items()}
-        served = served or _registered_services(settings)
+        services = registered_services(settings) if services is None else services
         for model, bundle in bundles.items():
-            bundle.require_served(served(bundle.feature_service))
+            if services:
+                bundle.require_served(services)
             refs[model] = ModelRef(**{**refs[model].as_dict(), "feature_service": bundle.feature_service})
         churn, repurchase, clv, segments = (bundles[model] for model in MODELS)
         assert isinstance(churn, ModelBundle) and isinstance(repurchase, ModelBundle) and isinstance(clv, ModelBundle)
@@ -269,12 +271,6 @@ def risk_band(churn: np.ndarray, medium: float, high: float) -> np.ndarray:
     bands = np.asarray(RISK_BANDS, dtype=object)[np.searchsorted([medium, high], churn, side="right")]
     bands[np.isnan(churn)] = None
     return bands
-
-
-def _registered_services(settings: Settings) -> Callable[[str], Collection[str]]:
-    """What each FeatureService serves, as the feature store of `settings` has it registered now."""
-    store = feature_store(settings)
-    return lambda service: service_features(store, service)
 
 
 def _download_bundle(ref: ModelRef, folder: Path) -> ModelBundle | SegmentsBundle:

@@ -69,13 +69,18 @@ def _require_columns(rows: FeatureRows, names: Sequence[str], reader: str, servi
         )
 
 
-def _require_served(served: Collection[str], names: Sequence[str], reader: str, service: str) -> None:
-    """Refuse a model whose FeatureService (as the feature store has it) no longer serves all it reads."""
-    missing = [name for name in names if name not in served]
+def _require_served(services: Mapping[str, Collection[str]], names: Sequence[str], reader: str, service: str) -> None:
+    """Refuse a model whose FeatureService, as the feature store has it, does not serve all it reads."""
+    if service not in services:
+        raise CustlensError(
+            f"{reader} names the feature service {service or '(none)'}, which the feature store does not "
+            "have; apply the definitions it was trained with (`custlens features apply`) or retrain it"
+        )
+    missing = [name for name in names if name not in services[service]]
     if missing:
         raise CustlensError(
-            f"{reader} reads {', '.join(missing)}, which its feature service {service or '(none named)'} does not "
-            "serve; apply the definitions it was trained with (`custlens features apply`) or retrain it"
+            f"{reader} reads {', '.join(missing)}, which its feature service {service} does not serve; "
+            "apply the definitions it was trained with (`custlens features apply`) or retrain it"
         )
 
 
@@ -182,8 +187,9 @@ class ModelBundle:
         """`scores` of a features frame, one row per input row."""
         return pd.DataFrame(self.scores(self.encode(frame)), index=frame.index)
 
-    def require_served(self, served: Collection[str]) -> None:
-        _require_served(served, self.features, self.name, self.feature_service)
+    def require_served(self, services: Mapping[str, Collection[str]]) -> None:
+        """Refuse to score if its FeatureService (`services`: what each serves) lacks a feature it reads."""
+        _require_served(services, self.features, self.name, self.feature_service)
 
     # -- storage ----------------------------------------------------------------------------------
 
@@ -267,8 +273,8 @@ class SegmentsBundle:
             index=frame.index,
         )
 
-    def require_served(self, served: Collection[str]) -> None:
-        _require_served(served, self.inputs, self.name, self.feature_service)
+    def require_served(self, services: Mapping[str, Collection[str]]) -> None:
+        _require_served(services, self.inputs, self.name, self.feature_service)
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from custlens.settings import Settings, load_settings
 from features.catalog import STORED_FEATURES
 from features.model_inputs import TREE_INPUTS
 from features.online import OnlineFeatures, load_packed_snapshot
+from features.store import registered_services
 from serving.reasons import describe, has_words
 from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
 from tests.support.trained import trained_project
@@ -148,15 +149,17 @@ def test_a_reordered_catalog_scores_the_registered_models_the_same(
 
 
 def test_a_model_its_service_no_longer_serves_is_refused_at_load(project: Settings, scorer: Scorer) -> None:
-    registered = OnlineFeatures(project).service_features
-
-    def served(service: str) -> list[str]:
-        return [name for name in registered(service) if name != "orders_30d"]  # dropped from the definitions
+    registered = registered_services(project)
+    dropped = {name: [n for n in names if n != "orders_30d"] for name, names in registered.items()}
+    renamed = {name.replace("churn_v1", "churn_v2"): names for name, names in registered.items()}
 
     version = scorer.versions["churn"]
     with pytest.raises(CustlensError, match=rf"custlens-churn version {version} reads orders_30d, which its feature "
                                              r"service churn_v1 does not serve; apply .* or retrain"):  # fmt: skip
-        Scorer.from_registry(project, served=served)
+        Scorer.from_registry(project, services=dropped)
+    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} names the feature service churn_v1, "
+                                             r"which the feature store does not have"):  # fmt: skip
+        Scorer.from_registry(project, services=renamed)
 
 
 def test_features_without_a_column_a_model_reads_are_refused(scorer: Scorer, features: pd.DataFrame) -> None:

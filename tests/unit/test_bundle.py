@@ -134,6 +134,8 @@ def test_a_bundle_without_a_saved_feature_list_refuses_at_load(saved: Path) -> N
 def test_a_bundle_whose_service_no_longer_serves_a_feature_is_refused(bundle: ModelBundle) -> None:
     served = [name for name in TREE_INPUTS.names if name != "city"]
 
-    bundle.require_served(TREE_INPUTS.names)
+    bundle.require_served({"churn_v1": TREE_INPUTS.names})
     with pytest.raises(CustlensError, match=r"reads city, which its feature service churn_v1 does not serve.*apply"):
-        bundle.require_served(served)
+        bundle.require_served({"churn_v1": served})
+    with pytest.raises(CustlensError, match=r"names the feature service churn_v1, which the feature store does not"):
+        bundle.require_served({"churn_v2": TREE_INPUTS.names})

@@ -30,7 +30,7 @@ from features.online import (
     materialize,
     number_value_bytes,
 )
-from features.store import apply_definitions, entity_rows, feature_store, training_frame
+from features.store import apply_definitions, entity_rows, feature_store, registered_services, training_frame
 from tests.support.feature_snapshots import synthetic_values, write_snapshot
 
 SEPTEMBER, OCTOBER = date(2026, 9, 1), date(2026, 10, 1)
@@ -199,6 +199,17 @@ def test_a_service_gets_its_day_counts_without_serving_their_instants(sqlite_sto
     last_order = values[OCTOBER]["last_order_at"][1]
     expected = (cutoff_instant(OCTOBER) - last_order).total_seconds() / 86400 if last_order else None
     assert same(expected, frame.loc[0, "days_since_last_order"])
+
+
+def test_registered_services_say_what_each_serves(sqlite_store: tuple, tmp_path: Path) -> None:
+    settings, _ = sqlite_store
+    never_applied = Settings(data_dir=tmp_path)
+
+    served = registered_services(settings)
+
+    assert served["segments_v1"] == OnlineFeatures(settings).service_features("segments_v1")
+    assert registered_services(never_applied) == {}
+    assert not (tmp_path / "feast" / "registry.db").exists()  # asking made no registry
 
 
 # -- online ---------------------------------------------------------------------------------------
