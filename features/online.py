@@ -42,7 +42,7 @@ from features.snapshot_reader import (
     load_packed_snapshot,
     packed_columns,
 )
-from features.store import feature_service, feature_store
+from features.store import feature_store, service_features
 
 VECTOR_VIEW = "customer_vector"
 
@@ -238,10 +238,7 @@ class OnlineFeatures:
     def service_features(self, service: str) -> tuple[str, ...]:
         """The feature names of a FeatureService, in the service's order."""
         if service not in self._services:
-            definition = feature_service(self.store, service)
-            self._services[service] = tuple(
-                field.name for projection in definition.feature_view_projections for field in projection.features
-            )
+            self._services[service] = service_features(self.store, service)
         return self._services[service]
 
     def frame(self, customer_ids: Sequence[str], service: str, request_time: datetime | None = None) -> pd.DataFrame:

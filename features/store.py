@@ -43,7 +43,7 @@ def repo_config(settings: Settings) -> RepoConfig:
     else:
         # 0: load once and never refresh behind the caller's back (a refresh is a latency spike);
         # a long-running reader calls refresh_registry() when it wants another process's apply.
-        registry = RegistryConfig(path=str(feast_dir / "registry.db"), cache_ttl_seconds=0)
+        registry = RegistryConfig(path=str(_file_registry(settings)), cache_ttl_seconds=0)
     if settings.feast.online_store == "redis":
         online: dict[str, Any] = {
             "type": "redis",
@@ -60,6 +60,10 @@ def repo_config(settings: Settings) -> RepoConfig:
         entity_key_serialization_version=feast_format.ENTITY_KEY_SERIALIZATION_VERSION,
         repo_path=REPO_DIR,
     )
+
+
+def _file_registry(settings: Settings) -> Path:
+    return settings.feast_dir.resolve() / "registry.db"
 
 
 @contextmanager
@@ -108,6 +112,23 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
         raise CustlensError(
             f"feature service {name!r} is not registered; run `custlens features apply` first"
         ) from exc
+
+
+def service_features(store: FeatureStore, name: str) -> tuple[str, ...]:
+    """The feature names a FeatureService serves, in the service's order."""
+    return _served(feature_service(store, name))
+
+
+def registered_services(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """What each registered FeatureService serves, by name; empty where the definitions were never
+    applied (without a registry file none is created just to answer: Feast would make one)."""
+    if not settings.feast.registry_url and not _file_registry(settings).exists():
+        return {}
+    return {service.name: _served(service) for service in feature_store(settings).list_feature_services()}
+
+
+def _served(service: FeatureService) -> tuple[str, ...]:
+    return tuple(field.name for projection in service.feature_view_projections for field in projection.features)
 
 
 def training_frame(settings: Settings, entities: pd.DataFrame, service: str) -> pd.DataFrame:

@@ -124,6 +124,12 @@ _CATEGORY_WORDS = {
 }
 
 
+def has_words(name: str) -> bool:
+    """Whether the feature has words of its own here; `describe` falls back to the catalog's
+    description for one that has not, which reads like a data dictionary, not a reason."""
+    return name in _PHRASES or name in _CATEGORY_WORDS
+
+
 def describe(name: str, value: object) -> str:
     """The feature and the customer's value in a few plain words."""
     if name in _CATEGORY_WORDS:

@@ -5,18 +5,19 @@ default the `@champion` of each), and the feature services they were trained wit
 service and the batch job both call `Scorer.score`, so one customer with the same features gets
 the same scores in both.
 
-Scoring reads the models' own bundles (LightGBM trees, calibration, categories, segment rules)
-rather than MLflow's pyfunc wrappers: the feature matrix is built once per call as one float
-array with the categories coded as the trees expect, and every booster predicts on it. The
-pyfunc `predict` of each registered model gives the same numbers (checked in the tests); it is
-the slow path a hand-stitched stack would take.
+Scoring goes through the models' own bundles (training/packaging.py: the features each reads,
+its encoder, its predictions), the same path as their MLflow pyfunc wrappers, without the
+wrappers' per-call frames: the features are read once per call as numpy columns, each distinct
+encoding is built once as one float matrix, and every model that encodes the same way predicts
+on it. What the Scorer asks for (`inputs`) is what its models read, and each model is checked at
+load against its trees and against the FeatureService it names.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from mlflow.exceptions import MlflowException
 
 from custlens.errors import CustlensError
 from custlens.settings import ServingSettings, Settings
+from features.store import registered_services
 from serving.reasons import describe
 from training.packaging import BUNDLE_FILE, SEGMENTS_FILE, ModelBundle, SegmentsBundle
 from training.tracking import connect, registered_name
@@ -86,17 +88,22 @@ class Scorer:
         self.churn, self.repurchase, self.clv, self.segments = churn, repurchase, clv, segments
         self.refs = dict(refs)
         self.serving = serving
-        self._encoders = {id(b): _Encoder(b.features, b.categories) for b in (churn, repurchase, clv)}
-        # One encoding serves every model trained with the same inputs and categories.
-        self._shared = {key: next(k for k, e in self._encoders.items() if e.same_as(enc))
-                        for key, enc in self._encoders.items()}  # fmt: skip
+        # One encoding serves every model that reads the same features with the same categories:
+        # each model is scored on the matrix of the first bundle that encodes as it does.
+        models = (churn, repurchase, clv)
+        self._encodes_as = {id(b): next(first for first in models if first.encoder.same_as(b.encoder)) for b in models}
 
     # -----------------------------------------------------------------------------------------
     # Loading
 
     @classmethod
-    def from_registry(cls, settings: Settings, alias: str | None = None) -> Scorer:
-        """The versions behind `alias` (default: the configured one, `champion`) of all four models."""
+    def from_registry(
+        cls, settings: Settings, alias: str | None = None, services: Mapping[str, Collection[str]] | None = None
+    ) -> Scorer:
+        """The versions behind `alias` (default: the configured one, `champion`) of all four models,
+        each checked against the FeatureService it names: `services` says what each serves
+        (default: as registered in the feature store of `settings`; nothing is checked where the
+        definitions were never applied, as for a batch run on snapshot files alone)."""
         alias = alias or settings.serving.model_alias
         client = connect(settings)
         refs: dict[str, ModelRef] = {}
@@ -116,10 +123,11 @@ class Scorer:
             )
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
         with tempfile.TemporaryDirectory(prefix="custlens-scorer-") as folder:
-            bundles = {
-                model: _download_bundle(ref, Path(folder) / model) for model, ref in refs.items()
-            }
+            bundles = {model: _download_bundle(ref, Path(folder) / model) for model, ref in refs.items()}
+        services = registered_services(settings) if services is None else services
         for model, bundle in bundles.items():
+            if services:
+                bundle.require_served(services)
             refs[model] = ModelRef(**{**refs[model].as_dict(), "feature_service": bundle.feature_service})
         churn, repurchase, clv, segments = (bundles[model] for model in MODELS)
         assert isinstance(churn, ModelBundle) and isinstance(repurchase, ModelBundle) and isinstance(clv, ModelBundle)
@@ -152,7 +160,8 @@ class Scorer:
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """Every feature some model or segment rule reads, in a fixed order."""
+        """Every feature some model or segment rule reads, in a fixed order: each model's own list
+        (its bundle's), then the segments'."""
         names = [*self.churn.features, *self.repurchase.features, *self.clv.features, *self.segments.inputs]
         return tuple(dict.fromkeys(names))
 
@@ -170,9 +179,10 @@ class Scorer:
         batch; the expected next order date counts from it.
         """
         # Every column read once into numpy: per-column DataFrame access costs more than the trees.
+        # A missing one is left out here and named by the model that reads it.
         if isinstance(features, pd.DataFrame):
-            present = [name for name in ("customer_id", "known") if name in features.columns]
-            columns = {name: features[name].to_numpy() for name in (*present, *self.inputs)}
+            wanted = ("customer_id", "known", *self.inputs)
+            columns = {name: features[name].to_numpy() for name in wanted if name in features.columns}
         else:
             columns = dict(features)
         count = len(next(iter(columns.values()))) if columns else 0
@@ -181,27 +191,24 @@ class Scorer:
         matrices: dict[int, np.ndarray] = {}
 
         def matrix(bundle: ModelBundle) -> np.ndarray:
-            key = self._shared[id(bundle)]
-            if key not in matrices:
-                matrices[key] = self._encoders[key].encode(rows)
-            return matrices[key]
+            first = self._encodes_as[id(bundle)]
+            if id(first) not in matrices:
+                matrices[id(first)] = first.encode(rows)
+            return matrices[id(first)]
 
         churn_x = matrix(self.churn)
-        churn = self.churn.calibrate(np.asarray(self.churn.booster.predict(churn_x), dtype=float)).clip(0.0, 1.0)
-        repurchase_x = matrix(self.repurchase)
-        repurchase = self.repurchase.calibrate(np.asarray(self.repurchase.booster.predict(repurchase_x), dtype=float))
-        if self.repurchase.timing_booster is not None:
-            days = np.expm1(np.asarray(self.repurchase.timing_booster.predict(repurchase_x), dtype=float))
-        else:
-            days = np.full(int(known.sum()), np.nan)
-        clv = np.maximum(np.asarray(self.clv.booster.predict(matrix(self.clv)), dtype=float), 0.0)
+        churn = self.churn.scores(churn_x)["probability"]
+        repurchase_scores = self.repurchase.scores(matrix(self.repurchase))
+        repurchase = repurchase_scores["probability"]
+        days = repurchase_scores.get("expected_days_to_next_order", np.full(int(known.sum()), np.nan))
+        clv = self.clv.scores(matrix(self.clv))["predicted_value"]
         rfm = self.segments.rfm.segment_array(rows)
         behaviour = self.segments.behaviour.predict_array(rows)
 
         scored: dict[str, Any] = {
             "churn_probability": churn,
             "churn_risk": self.risk_band(churn),
-            "repurchase_probability_30d": repurchase.clip(0.0, 1.0),
+            "repurchase_probability_30d": repurchase,
             "expected_days_to_next_order": days,
             "expected_next_order_date": _dates_after(as_of, days),
             "predicted_clv_12m": clv,
@@ -229,8 +236,7 @@ class Scorer:
         risk first, one at low risk what keeps it low; the other direction only fills up."""
         if not len(churn_x):
             return []
-        contributions = np.asarray(self.churn.booster.predict(churn_x, pred_contrib=True), dtype=float)
-        per_feature = contributions[:, :-1]  # the last column is the average (expected) score
+        per_feature = self.churn.contributions(churn_x)
         wanted = np.where(risk == "low", -1.0, 1.0)[:, None]
         rank = np.abs(per_feature) + np.where(per_feature * wanted > 0, _PRIMARY, 0.0)
         top = np.argsort(-rank, axis=1, kind="stable")[:, : self.serving.reasons]
@@ -267,33 +273,6 @@ def risk_band(churn: np.ndarray, medium: float, high: float) -> np.ndarray:
     return bands
 
 
-class _Encoder:
-    """A features frame as the float matrix a booster reads: numbers as float64 (NaN for NULL),
-    each category as its index in the training categories (NaN for NULL or unseen), exactly what
-    LightGBM makes of the pandas frame the model was trained on."""
-
-    def __init__(self, features: list[str], categories: Mapping[str, list[str]]) -> None:
-        self.features = list(features)
-        self.codes = {name: {label: float(i) for i, label in enumerate(labels)} for name, labels in categories.items()}
-
-    def same_as(self, other: _Encoder) -> bool:
-        return self.features == other.features and self.codes == other.codes
-
-    def encode(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
-        count = len(rows[self.features[0]]) if self.features else 0
-        out = np.empty((count, len(self.features)), dtype="float64")
-        for j, name in enumerate(self.features):
-            column = rows[name]
-            if name in self.codes:
-                codes = self.codes[name]
-                out[:, j] = [codes.get(label, np.nan) if isinstance(label, str) else np.nan for label in column]
-            elif column.dtype == "float64":
-                out[:, j] = column
-            else:
-                out[:, j] = pd.to_numeric(pd.Series(column), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        return out
-
-
 def _download_bundle(ref: ModelRef, folder: Path) -> ModelBundle | SegmentsBundle:
     try:
         local = Path(mlflow.artifacts.download_artifacts(
@@ -304,9 +283,10 @@ def _download_bundle(ref: ModelRef, folder: Path) -> ModelBundle | SegmentsBundl
     found = sorted(local.rglob(file_name))
     if not found:
         raise CustlensError(f"{ref.registered_model} version {ref.version} holds no {file_name}; retrain it")
+    origin = f"{ref.registered_model} version {ref.version}"
     if ref.model == "segments":
-        return SegmentsBundle.load(found[0])
-    return ModelBundle.load(found[0])
+        return SegmentsBundle.load(found[0], origin)
+    return ModelBundle.load(found[0], origin)
 
 
 def _dates_after(as_of: datetime | date, days: np.ndarray) -> np.ndarray:

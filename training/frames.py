@@ -13,8 +13,8 @@ import pandas as pd
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.catalog import RECENCY_FEATURES, STORED_FEATURES
 from features.lake.tables import cutoff_instant, lake_end
+from features.model_inputs import TREE_INPUTS, service_spec
 from features.snapshot_reader import snapshot_cutoffs
 from features.store import training_frame
 from training.labels import compute_labels, window_complete
@@ -22,13 +22,16 @@ from training.labels import compute_labels, window_complete
 ModelName = Literal["churn", "repurchase", "clv"]
 SplitName = Literal["train", "validation", "test"]
 
-# The FeatureService each model version trains and serves with.
-FEATURE_SERVICES: dict[ModelName, str] = {"churn": "churn_v1", "repurchase": "repurchase_v1", "clv": "clv_v1"}
+# The FeatureService each model trains with next (a registered version keeps the one it names).
+FEATURE_SERVICES: dict[ModelName, str] = {
+    model: service_spec(model).service for model in ("churn", "repurchase", "clv")
+}
 
-# Model inputs: every stored number, the request-time day counts, and the categories. Raw
-# instants are left out: the day counts carry them in a form that means the same at any date.
-CATEGORY_FEATURES = tuple(f.name for f in STORED_FEATURES if f.kind == "category")
-NUMERIC_FEATURES = tuple(f.name for f in STORED_FEATURES if f.kind in ("count", "number")) + tuple(RECENCY_FEATURES)
+# What the LightGBM models read, from their one declaration (features/model_inputs.py): every
+# stored number, the request-time day counts, and the categories. The three read the same list,
+# so one matrix per frame serves them; a trained model keeps its own copy in its bundle.
+NUMERIC_FEATURES = TREE_INPUTS.numbers
+CATEGORY_FEATURES = TREE_INPUTS.categories
 
 
 def label_window(settings: Settings, model: ModelName) -> int:

@@ -1,44 +1,164 @@
-"""A trained model as one self-contained bundle (LightGBM trees as text, calibration and feature
-spec as JSON; no pickle) and its MLflow pyfunc wrapper. The Scorer unwraps the bundle to call
-it on a feature frame directly; anything else can use the pyfunc."""
+"""A trained model as one self-contained bundle (LightGBM trees as text; the features it reads,
+their encoding and the calibration as JSON; no pickle) and its MLflow pyfunc wrapper.
+
+A bundle is its model's one scoring path: training's evaluation, the pyfunc and the Scorer all
+encode features and predict through it. It carries the feature list it was trained on, reads it
+back at load and checks it against its trees; columns are picked by name in that order, so a
+reordered catalog scores the same and a missing feature is refused, never guessed.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from training.frames import CATEGORY_FEATURES, NUMERIC_FEATURES, feature_matrix
+from custlens.errors import CustlensError
+from features.model_inputs import SEGMENT_INPUTS
 
 BUNDLE_FILE = "bundle.json"
+
+# Features to score: a frame, or a dict of numpy columns (the online path), with at least the
+# columns a bundle reads; other columns are ignored.
+FeatureRows: TypeAlias = pd.DataFrame | Mapping[str, Any]
+
+
+class FeatureEncoder:
+    """Feature columns as the float matrix a booster reads: numbers as float64 (NaN for NULL),
+    each category as its index in the training categories (NaN for NULL or unseen), exactly what
+    LightGBM makes of the pandas frame the model was trained on."""
+
+    def __init__(self, features: Sequence[str], categories: Mapping[str, Sequence[str]]) -> None:
+        self.features = tuple(features)
+        self.codes = {name: {label: float(i) for i, label in enumerate(labels)} for name, labels in categories.items()}
+
+    def same_as(self, other: FeatureEncoder) -> bool:
+        return self.features == other.features and self.codes == other.codes
+
+    def encode(self, rows: FeatureRows) -> np.ndarray:
+        count = len(rows[self.features[0]]) if self.features else 0
+        out = np.empty((count, len(self.features)), dtype="float64")
+        for j, name in enumerate(self.features):
+            column = rows[name]
+            if name in self.codes:
+                codes = self.codes[name]
+                out[:, j] = [codes.get(label, np.nan) if isinstance(label, str) else np.nan for label in column]
+            elif column.dtype == "float64":
+                out[:, j] = column
+            else:
+                out[:, j] = pd.to_numeric(pd.Series(column), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return out
+
+
+def _require_columns(rows: FeatureRows, names: Sequence[str], reader: str, service: str) -> None:
+    """Refuse rows that lack a feature `reader` reads, naming the features and what to do."""
+    columns = rows.columns if isinstance(rows, pd.DataFrame) else rows
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise CustlensError(
+            f"{reader} reads {', '.join(missing)}, which the features to score lack; score it with the "
+            f"features of its service {service or '(none named)'}, or retrain it on today's catalog"
+        )
+
+
+def _require_served(services: Mapping[str, Collection[str]], names: Sequence[str], reader: str, service: str) -> None:
+    """Refuse a model whose FeatureService, as the feature store has it, does not serve all it reads."""
+    if service not in services:
+        raise CustlensError(
+            f"{reader} names the feature service {service or '(none)'}, which the feature store does not "
+            "have; apply the definitions it was trained with (`custlens features apply`) or retrain it"
+        )
+    missing = [name for name in names if name not in services[service]]
+    if missing:
+        raise CustlensError(
+            f"{reader} reads {', '.join(missing)}, which its feature service {service} does not serve; "
+            "apply the definitions it was trained with (`custlens features apply`) or retrain it"
+        )
+
+
+def _difference(listed: list[str], trained: list[str]) -> str:
+    """How a bundle's feature list differs from its trees' feature names, in words."""
+    if sorted(listed) == sorted(trained):
+        moved = [name for name, other in zip(listed, trained, strict=True) if name != other]
+        return f"the same features in another order ({', '.join(moved)} moved)"
+    parts = [
+        f"{label}: {', '.join(names)}"
+        for label, names in (
+            ("listed but not in the trees", [n for n in listed if n not in trained]),
+            ("in the trees but not listed", [n for n in trained if n not in listed]),
+        )
+        if names
+    ]
+    return "; ".join(parts)
 
 
 @dataclass
 class ModelBundle:
-    """What a model needs to score a frame of features."""
+    """What a model needs to score a frame of features, and the one way it does."""
 
     model: str  # churn | repurchase | clv
     booster: lgb.Booster
-    categories: dict[str, list[str]]
+    features: list[str]  # what the trees read, in their order: saved with them, never today's catalog
+    categories: dict[str, list[str]]  # the training labels of each category feature, in code order
     calibration: tuple[float, float] | None = None  # Platt (slope, intercept) on the raw log-odds
     timing_booster: lgb.Booster | None = None  # repurchase: log1p(days to the next order)
     feature_service: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""  # where it came from ("custlens-churn version 3"), for messages; not saved
+
+    def __post_init__(self) -> None:
+        self.features = list(self.features)
+        self.check()
 
     @property
-    def features(self) -> list[str]:
-        return [*NUMERIC_FEATURES, *CATEGORY_FEATURES]
+    def name(self) -> str:
+        return self.origin or f"the {self.model} model"
 
-    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return feature_matrix(frame, self.categories)
+    def check(self) -> None:
+        """The trees read exactly `features` in this order, and code categories as `categories`."""
+        for role, booster in (("trees", self.booster), ("timing trees", self.timing_booster)):
+            if booster is not None and list(booster.feature_name()) != self.features:
+                raise CustlensError(
+                    f"{self.name}: its feature list does not match its {role}: "
+                    f"{_difference(self.features, list(booster.feature_name()))}; the bundle cannot score "
+                    "as it was trained: retrain it (`custlens train`)"
+                )
+        unknown = sorted(set(self.categories) - set(self.features))
+        if unknown:
+            raise CustlensError(f"{self.name}: categories for {', '.join(unknown)}, which it does not read; retrain it")
+        # LightGBM keeps the labels it coded its pandas training frame with: the encoder must agree.
+        trained_labels = getattr(self.booster, "pandas_categorical", None)
+        coded = [self.categories[name] for name in self.features if name in self.categories]
+        if trained_labels is not None and [list(labels) for labels in trained_labels] != coded:
+            raise CustlensError(
+                f"{self.name}: its category codes differ from the ones its trees were trained with; retrain it"
+            )
 
-    def raw_score(self, matrix: pd.DataFrame) -> np.ndarray:
+    # -- scoring ----------------------------------------------------------------------------------
+
+    @cached_property
+    def encoder(self) -> FeatureEncoder:
+        return FeatureEncoder(self.features, self.categories)
+
+    def encode(self, rows: FeatureRows) -> np.ndarray:
+        """The trees' input matrix of `rows`, its columns picked by name in the bundle's order."""
+        try:
+            return self.encoder.encode(rows)
+        except KeyError:  # asked for here, not up front: a check per call costs the online path
+            _require_columns(rows, self.features, self.name, self.feature_service)
+            raise
+
+    def raw_score(self, rows: FeatureRows | np.ndarray) -> np.ndarray:
+        """The trees' output (probability before calibration, or value) for rows or an encoded matrix."""
+        matrix = rows if isinstance(rows, np.ndarray) else self.encode(rows)
         return np.asarray(self.booster.predict(matrix), dtype=float)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
@@ -48,19 +168,33 @@ class ModelBundle:
         clipped = np.clip(raw, 1e-6, 1 - 1e-6)
         return 1.0 / (1.0 + np.exp(-(slope * np.log(clipped / (1 - clipped)) + intercept)))
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """One row per input row: `probability` (churn, repurchase) or `predicted_value` (clv),
-        and for repurchase `expected_days_to_next_order`."""
-        matrix = self.matrix(frame)
+    def scores(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        """The predictions of an encoded matrix: `probability` (churn, repurchase) or
+        `predicted_value` (clv), and for repurchase `expected_days_to_next_order`."""
         raw = self.raw_score(matrix)
         if self.model == "clv":
-            return pd.DataFrame({"predicted_value": np.maximum(raw, 0.0)}, index=frame.index)
-        out = pd.DataFrame({"probability": np.clip(self.calibrate(raw), 0.0, 1.0)}, index=frame.index)
+            return {"predicted_value": np.maximum(raw, 0.0)}
+        out = {"probability": np.clip(self.calibrate(raw), 0.0, 1.0)}
         if self.timing_booster is not None:
             out["expected_days_to_next_order"] = np.expm1(np.asarray(self.timing_booster.predict(matrix), dtype=float))
         return out
 
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """(rows, features) contribution of each feature to the raw score (log-odds for a classifier)."""
+        return np.asarray(self.booster.predict(matrix, pred_contrib=True), dtype=float)[:, :-1]  # last: expected
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`scores` of a features frame, one row per input row."""
+        return pd.DataFrame(self.scores(self.encode(frame)), index=frame.index)
+
+    def require_served(self, services: Mapping[str, Collection[str]]) -> None:
+        """Refuse to score if its FeatureService (`services`: what each serves) lacks a feature it reads."""
+        _require_served(services, self.features, self.name, self.feature_service)
+
+    # -- storage ----------------------------------------------------------------------------------
+
     def save(self, folder: Path) -> Path:
+        self.check()
         folder.mkdir(parents=True, exist_ok=True)
         state = {
             "model": self.model,
@@ -77,18 +211,24 @@ class ModelBundle:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> ModelBundle:
+    def load(cls, path: Path, origin: str = "") -> ModelBundle:
+        """The bundle saved at `path`, checked; `origin` names it in messages (default: the path)."""
         state = json.loads(Path(path).read_text(encoding="utf-8"))
+        origin = origin or f"the {state.get('model', 'model')} bundle at {path}"
+        if not state.get("features"):
+            raise CustlensError(f"{origin} does not say which features it reads; retrain it (`custlens train`)")
         timing = state.get("timing_booster")
         calibration = state.get("calibration")
         return cls(
             model=state["model"],
             booster=lgb.Booster(model_str=state["booster"]),
+            features=list(state["features"]),
             categories=state["categories"],
             calibration=(calibration[0], calibration[1]) if calibration else None,
             timing_booster=lgb.Booster(model_str=timing) if timing else None,
             feature_service=state.get("feature_service", ""),
             meta=state.get("meta", {}),
+            origin=origin,
         )
 
 
@@ -116,26 +256,25 @@ class SegmentsBundle:
     rfm: Any  # training.segments.RfmScorer
     behaviour: Any  # training.segments.BehaviouralSegmenter
     feature_service: str = ""
+    origin: str = ""  # where it came from, for messages; not saved
+
+    @property
+    def name(self) -> str:
+        return self.origin or "the segments"
 
     @property
     def inputs(self) -> list[str]:
         """The features the segments read, in a fixed order."""
-        from training.segments import (
-            CLUSTER_FEATURES,
-            DESCRIBED_FEATURES,
-            FREQUENCY_FEATURE,
-            MONETARY_FEATURE,
-            RECENCY_FEATURE,
-        )
-
-        named = [RECENCY_FEATURE, FREQUENCY_FEATURE, MONETARY_FEATURE, *CLUSTER_FEATURES, *DESCRIBED_FEATURES]
-        return list(dict.fromkeys(named))
+        return list(SEGMENT_INPUTS.names)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(
             {"rfm_segment": self.rfm.segment(frame), "behavioural_segment": self.behaviour.predict(frame)},
             index=frame.index,
         )
+
+    def require_served(self, services: Mapping[str, Collection[str]]) -> None:
+        _require_served(services, self.inputs, self.name, self.feature_service)
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -149,12 +288,12 @@ class SegmentsBundle:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> SegmentsBundle:
+    def load(cls, path: Path, origin: str = "") -> SegmentsBundle:
         from training.segments import BehaviouralSegmenter, RfmScorer
 
         state = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(RfmScorer.from_dict(state["rfm"]), BehaviouralSegmenter.from_dict(state["behaviour"]),
-                   state.get("feature_service", ""))  # fmt: skip
+                   state.get("feature_service", ""), origin)  # fmt: skip
 
 
 class SegmentsModel(PythonModel):

@@ -18,6 +18,13 @@ from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
 from custlens.errors import CustlensError
+from features.model_inputs import (  # what the segments read, declared with the other models' inputs
+    CLUSTER_FEATURES,
+    DESCRIBED_FEATURES,
+    FREQUENCY_FEATURE,
+    MONETARY_FEATURE,
+    RECENCY_FEATURE,
+)
 
 # ---------------------------------------------------------------------------------------------
 # RFM
@@ -37,12 +44,6 @@ RFM_SEGMENTS: tuple[str, ...] = (
 # Not an RFM segment: a customer without a completed order has no recency to score.
 NO_PURCHASE = "No purchase yet"
 
-RECENCY_FEATURE = "days_since_last_order"
-# Lifetime, not 365-day, orders: the bottom recency quintile is typically more than a year
-# without an order, so a 365-day count is 0 for all of it and "At risk" / "Can't lose" (frequent
-# buyers gone quiet, the customers worth a win-back) would be empty or filed as "Hibernating".
-FREQUENCY_FEATURE = "orders_lifetime"
-MONETARY_FEATURE = "revenue_365d"
 QUINTILES = (0.2, 0.4, 0.6, 0.8)
 
 # The usual R/F grid, once: segment, (lowest, highest) R score, (lowest, highest) F score.
@@ -176,22 +177,6 @@ _RFM_LOOKUP = _rfm_lookup()
 # ---------------------------------------------------------------------------------------------
 # Behavioural clusters
 
-# What the clusters are built on: how much, how often and how big a basket a customer buys, how
-# recently, since when, how much on discount, and how much they browse and read email. These are
-# defined for nearly everyone. Support and satisfaction are described, not clustered: tickets are 0
-# for most customers, so one ticket would split the population on "had a ticket" before any
-# buying behaviour, and CSAT/NPS are answered by too few to place everyone else.
-CLUSTER_FEATURES: tuple[str, ...] = (
-    "revenue_365d",
-    "orders_365d",
-    "avg_order_value",
-    "days_since_last_order",
-    "tenure_days",
-    "discount_share_365d",
-    "sessions_90d",
-    "email_open_rate_90d",
-)
-DESCRIBED_FEATURES: tuple[str, ...] = ("tickets_365d", "mean_csat_365d", "last_nps")
 # Counts, amounts and day counts are heavy-tailed: log1p keeps a few whales from owning the distances.
 LOG_FEATURES = frozenset(
     {"revenue_365d", "orders_365d", "avg_order_value", "days_since_last_order", "tenure_days", "sessions_90d",

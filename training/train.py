@@ -207,6 +207,7 @@ def train_model(
         bundle = ModelBundle(
             model=model,
             booster=booster,
+            features=list(train_x.columns),
             categories=categories,
             feature_service=frame.service,
             meta={"test_cutoff": frame.split.test.isoformat()},

@@ -1,34 +1,43 @@
-"""One FeatureService per model version: the contract between training and serving. Training
-frames and online reads ask for the same service, never a copied list of names."""
+"""One FeatureService per model version: the contract between training and serving. Each serves
+exactly what its model reads (features/model_inputs.py), as projections of the family views and
+of the `recency` day counts; training frames and online reads ask for the same service, never a
+copied list of names.
 
-from feast import FeatureService
+The raw instants the day counts come from are not listed: Feast fetches an on-demand view's
+sources itself (`_get_feature_views_to_use` adds them to the retrieval), so a service that lists
+`recency[[...]]` gets its day counts without serving the instants.
+"""
 
-from features.repo.feature_views import engagement, profile, purchases, support, voice
+from typing import Any
+
+from feast import FeatureService, FeatureView
+from feast.on_demand_feature_view import OnDemandFeatureView
+
+from features.catalog import FAMILIES, RECENCY_FEATURES, feature
+from features.model_inputs import SERVICE_SPECS, ServiceSpec
+from features.repo.feature_views import family_views
 from features.repo.on_demand_feature_views import recency
 
-_everything = [purchases, engagement, voice, support, profile, recency]
 
-churn_v1 = FeatureService(
-    name="churn_v1",
-    features=_everything,
-    description="Features of the churn model, version 1.",
-    tags={"model": "churn"},
-)
-repurchase_v1 = FeatureService(
-    name="repurchase_v1",
-    features=_everything,
-    description="Features of the 30-day repurchase model, version 1.",
-    tags={"model": "repurchase"},
-)
-clv_v1 = FeatureService(
-    name="clv_v1",
-    features=_everything,
-    description="Features of the 12-month customer value model, version 1.",
-    tags={"model": "clv"},
-)
-segments_v1 = FeatureService(
-    name="segments_v1",
-    features=_everything,  # support features name clusters ("Support-heavy") even if not clustered on
-    description="Features the RFM segments and behavioural clusters are computed from, version 1.",
-    tags={"model": "segments"},
-)
+def _projections(spec: ServiceSpec) -> list[Any]:  # FeatureService takes a list of several view kinds
+    """The model's inputs grouped by the view that serves them, in family order, then the day counts."""
+    views: dict[str, FeatureView | OnDemandFeatureView] = {family: family_views[family] for family in FAMILIES}
+    views[recency.name] = recency
+    wanted: dict[str, list[str]] = {}
+    for name in spec.inputs.names:
+        view = recency.name if name in RECENCY_FEATURES else feature(name).family
+        wanted.setdefault(view, []).append(name)
+    return [views[view][wanted[view]] for view in (*FAMILIES, recency.name) if view in wanted]
+
+
+def _service(name: str) -> FeatureService:
+    spec = next(spec for spec in SERVICE_SPECS if spec.service == name)
+    return FeatureService(
+        name=spec.service, features=_projections(spec), description=spec.description, tags={"model": spec.model}
+    )
+
+
+churn_v1 = _service("churn_v1")
+repurchase_v1 = _service("repurchase_v1")
+clv_v1 = _service("clv_v1")
+segments_v1 = _service("segments_v1")

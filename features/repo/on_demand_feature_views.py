@@ -2,17 +2,26 @@
 the day of the request rather than frozen at the day of the snapshot."""
 
 import pandas as pd
-from feast import Field
+from feast import FeatureView, Field
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64
 
-from features.catalog import RECENCY_FEATURES
+from features.catalog import RECENCY_FEATURES, Family, feature
 from features.repo.data_sources import request
-from features.repo.feature_views import engagement, profile, purchases, voice
+from features.repo.feature_views import family_views
+
+
+def _instants() -> list[FeatureView]:
+    """The stored instants the day counts are taken from, as projections of their family views:
+    Feast fetches an on-demand view's sources with every request of it, and this one reads no more."""
+    by_family: dict[Family, list[str]] = {}
+    for stamp in RECENCY_FEATURES.values():
+        by_family.setdefault(feature(stamp).family, []).append(stamp)
+    return [family_views[family][stamps] for family, stamps in by_family.items()]
 
 
 @on_demand_feature_view(
-    sources=[purchases, engagement, voice, profile, request],
+    sources=[*_instants(), request],
     schema=[Field(name=name, dtype=Float64) for name in RECENCY_FEATURES],
     mode="pandas",
     description="Days since the first/last order, last engagement, last survey, and tenure, at request time.",

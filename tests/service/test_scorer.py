@@ -14,11 +14,15 @@ from pydantic import SecretStr
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
+from features.catalog import STORED_FEATURES
+from features.model_inputs import TREE_INPUTS
 from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot
-from serving.reasons import describe
+from features.store import registered_services
+from serving.reasons import describe, has_words
 from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
 from tests.support.trained import trained_project
+from training import frames
 from training.tracking import registered_name
 
 NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
@@ -56,11 +60,11 @@ def test_reasons_read_as_plain_words(name: str, value: object, text: str) -> Non
 
 
 def test_every_model_input_has_words() -> None:
-    from training.frames import CATEGORY_FEATURES, NUMERIC_FEATURES
+    # `describe` never comes back empty (the catalog description is its fallback): ask for words of its own.
+    without_words = [name for name in TREE_INPUTS.names if not has_words(name)]
 
-    for name in (*NUMERIC_FEATURES, *CATEGORY_FEATURES):
-        assert describe(name, None)
-        assert describe(name, "x" if name in CATEGORY_FEATURES else 3.0)
+    assert without_words == []
+    assert not has_words("last_order_at")  # an instant no model reads: the fallback is what it would get
 
 
 def test_a_missing_champion_is_a_clear_error(tmp_path: Path) -> None:
@@ -96,6 +100,16 @@ def test_the_champions_are_loaded_with_their_feature_services(scorer: Scorer) ->
     assert all(ref.alias == "champion" and ref.run_id for ref in scorer.refs.values())
 
 
+def test_each_models_service_serves_exactly_what_it_reads(project: Settings, scorer: Scorer) -> None:
+    served = OnlineFeatures(project).service_features
+    reads = {"churn": scorer.churn.features, "repurchase": scorer.repurchase.features, "clv": scorer.clv.features,
+             "segments": scorer.segments.inputs}  # fmt: skip
+
+    for model, names in reads.items():
+        assert sorted(served(scorer.feature_services[model])) == sorted(names), model
+    assert set(scorer.inputs) == {name for names in reads.values() for name in names}
+
+
 def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Scorer, features: pd.DataFrame) -> None:
     known = features[features["known"]].reset_index(drop=True)
     scores = scorer.score(known, NOW)
@@ -112,6 +126,47 @@ def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Sc
     expected_segments = segments.predict(known[scorer.segments.inputs].astype("float64"))
     assert scores["rfm_segment"].tolist() == expected_segments["rfm_segment"].tolist()
     assert scores["behavioural_segment"].tolist() == expected_segments["behavioural_segment"].tolist()
+
+
+def test_a_reordered_catalog_scores_the_registered_models_the_same(
+    project: Settings, scorer: Scorer, features: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = scorer.score(features, NOW, reasons=True)
+    known = features[features["known"]].reset_index(drop=True)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name('churn')}@champion")
+    pyfunc_before = pyfunc.predict(known[scorer.churn.features])
+
+    # Today's catalog and model inputs in another order, and the features frame's columns too: a
+    # model read by position would put every number in the wrong place at the same width.
+    monkeypatch.setattr(frames, "NUMERIC_FEATURES", frames.NUMERIC_FEATURES[::-1])
+    monkeypatch.setattr(frames, "CATEGORY_FEATURES", frames.CATEGORY_FEATURES[::-1])
+    monkeypatch.setattr("features.catalog.STORED_FEATURES", STORED_FEATURES[::-1])
+    reloaded = Scorer.from_registry(project)
+    after = reloaded.score(features[features.columns[::-1]], NOW, reasons=True)
+
+    pd.testing.assert_frame_equal(after, before)
+    assert reloaded.churn.features == scorer.churn.features
+    pd.testing.assert_frame_equal(pyfunc.predict(known[scorer.churn.features[::-1]]), pyfunc_before)
+
+
+def test_a_model_its_service_no_longer_serves_is_refused_at_load(project: Settings, scorer: Scorer) -> None:
+    registered = registered_services(project)
+    dropped = {name: [n for n in names if n != "orders_30d"] for name, names in registered.items()}
+    renamed = {name.replace("churn_v1", "churn_v2"): names for name, names in registered.items()}
+
+    version = scorer.versions["churn"]
+    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} reads orders_30d, which its feature "
+                                             r"service churn_v1 does not serve; apply .* or retrain"):  # fmt: skip
+        Scorer.from_registry(project, services=dropped)
+    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} names the feature service churn_v1, "
+                                             r"which the feature store does not have"):  # fmt: skip
+        Scorer.from_registry(project, services=renamed)
+
+
+def test_features_without_a_column_a_model_reads_are_refused(scorer: Scorer, features: pd.DataFrame) -> None:
+    version = scorer.versions["churn"]
+    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} reads orders_30d, which the features"):
+        scorer.score(features.drop(columns=["orders_30d"]), NOW)
 
 
 def test_every_known_customer_gets_every_score(scorer: Scorer, features: pd.DataFrame) -> None:

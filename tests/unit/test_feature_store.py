@@ -20,8 +20,9 @@ from custlens.settings import FeastSettings, Settings
 from features import feast_format, layout
 from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, STORED_FEATURES
 from features.lake.tables import cutoff_instant
+from features.model_inputs import service_spec
 from features.online import OnlineFeatures, OnlineRows, materialize
-from features.store import apply_definitions, entity_rows, feature_store, training_frame
+from features.store import apply_definitions, entity_rows, feature_store, registered_services, training_frame
 from tests.support.feature_snapshots import synthetic_values, write_snapshot
 
 SEPTEMBER, OCTOBER = date(2026, 9, 1), date(2026, 10, 1)
@@ -179,6 +180,30 @@ def test_training_frame_day_counts_are_taken_at_the_cutoff(sqlite_store: tuple) 
     assert same(expected, frame.loc[0, "days_since_last_order"])
 
 
+def test_a_service_gets_its_day_counts_without_serving_their_instants(sqlite_store: tuple) -> None:
+    # Feast fetches an on-demand view's sources itself, so no model's service lists raw instants.
+    settings, values = sqlite_store
+    served = OnlineFeatures(settings).service_features("segments_v1")
+
+    frame = training_frame(settings, entity_rows([CUSTOMERS[1]], [OCTOBER]), "segments_v1")
+
+    assert "days_since_last_order" in served and "last_order_at" not in served
+    last_order = values[OCTOBER]["last_order_at"][1]
+    expected = (cutoff_instant(OCTOBER) - last_order).total_seconds() / 86400 if last_order else None
+    assert same(expected, frame.loc[0, "days_since_last_order"])
+
+
+def test_registered_services_say_what_each_serves(sqlite_store: tuple, tmp_path: Path) -> None:
+    settings, _ = sqlite_store
+    never_applied = Settings(data_dir=tmp_path)
+
+    served = registered_services(settings)
+
+    assert served["segments_v1"] == OnlineFeatures(settings).service_features("segments_v1")
+    assert registered_services(never_applied) == {}
+    assert not (tmp_path / "feast" / "registry.db").exists()  # asking made no registry
+
+
 # -- online ---------------------------------------------------------------------------------------
 
 
@@ -290,14 +315,14 @@ def test_online_frame_has_the_services_features_in_order(sqlite_store: tuple) ->
     frame = online.frame(CUSTOMERS[:2], "segments_v1")
 
     assert list(frame.columns[3:]) == list(online.service_features("segments_v1"))
-    assert frame.columns[3] == "first_order_at"
+    assert sorted(frame.columns[3:]) == sorted(service_spec("segments").inputs.names)
 
 
 def test_frame_dtypes_are_the_documented_ones_whatever_the_batch(sqlite_store: tuple) -> None:
     settings, values = sqlite_store
     online = OnlineFeatures(settings)
-    kind_of = {f.name: f.kind for f in STORED_FEATURES} | {name: "days" for name in RECENCY_FEATURES}
-    kinds = {name: kind_of[name] for name in online.service_features("churn_v1")}
+    # Every catalog feature, instants included: no model's service serves those, the frame still can.
+    kinds = {f.name: f.kind for f in STORED_FEATURES} | {name: "days" for name in RECENCY_FEATURES}
     expected = {"customer_id": "object", "known": "bool", "feature_time": "datetime64[us, UTC]"} | {
         name: {"timestamp": "datetime64[us, UTC]", "category": "object"}.get(kind, "float64")
         for name, kind in kinds.items()
@@ -305,7 +330,7 @@ def test_frame_dtypes_are_the_documented_ones_whatever_the_batch(sqlite_store: t
     # One known id (no NULL in most columns), every id and an unknown one (NULLs everywhere), unknown only.
     batches = [[CUSTOMERS[2]], [*CUSTOMERS, "nobody"], ["nobody"]]
 
-    frames = [online.frame(ids, "churn_v1") for ids in batches]
+    frames = [online.features_frame(ids, list(kinds)) for ids in batches]
 
     for frame in frames:
         assert {column: str(dtype) for column, dtype in frame.dtypes.items()} == expected
