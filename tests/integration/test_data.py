@@ -14,8 +14,6 @@ from features.lake.contracts import CONTRACTS
 from features.lake.ingest import ingest
 from features.sample.generate import DEFAULT_END, generate, pairwise_merge_quality
 
-pytestmark = pytest.mark.integration
-
 CUSTOMERS = 3_000
 
 

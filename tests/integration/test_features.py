@@ -21,8 +21,6 @@ from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions, entity_rows, training_frame
 
-pytestmark = pytest.mark.integration
-
 CUSTOMERS = 2_000
 TODAY = DEFAULT_END + timedelta(days=1)
 
