@@ -4,7 +4,6 @@ store (SQLite and the real Redis), unknown ids, and day counts taken at request 
 from __future__ import annotations
 
 import math
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from features.online import (
     number_value_bytes,
 )
 from features.store import apply_definitions, entity_rows, feature_store, training_frame
+from tests.support.databases import skip_without_postgres, skip_without_redis
 from tests.support.feature_snapshots import synthetic_values, write_snapshot
 
 SEPTEMBER, OCTOBER = date(2026, 9, 1), date(2026, 10, 1)
@@ -403,18 +403,9 @@ def test_packed_source_holds_the_materialized_snapshot(sqlite_store: tuple) -> N
 # -- Redis: the production online store -----------------------------------------------------------
 
 
-def redis_is_running() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture()
 def redis_feast() -> Iterator[FeastSettings]:
-    if not redis_is_running():
-        pytest.skip("no Redis server on 127.0.0.1:6379 (start one to test the production online store)")
+    skip_without_redis("the production online store")
     import redis
 
     project = f"test_{uuid.uuid4().hex[:10]}"
@@ -463,17 +454,8 @@ def test_redis_store_emptied_behind_our_back_is_reloaded_in_full(tmp_path: Path,
 # -- PostgreSQL: the production registry ----------------------------------------------------------
 
 
-def postgres_is_running() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def test_sql_registry_on_postgres_applies_once_and_serves_definitions(tmp_path: Path) -> None:
-    if not postgres_is_running():
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (start one to test the production registry)")
+    skip_without_postgres("the production registry")
     project = f"test_{uuid.uuid4().hex[:10]}"
     feast = FeastSettings(project=project, registry_url="postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
