@@ -119,6 +119,7 @@ def test_source_ids_are_resolved_through_the_crosswalk_and_answered_with_both(
     pairs = [{"source": row["source"], "source_customer_id": row["source_customer_id"]} for row in crosswalk]
     pairs.append({"source": "crm", "source_customer_id": "CRM-unknown"})
     body = client.post("/score", json={"customers": pairs}, headers=AUTH).json()
+    assert len(crosswalk) == 3 and len(body["results"]) == 4
     for row, result in zip(crosswalk, body["results"], strict=False):
         assert (result["source"], result["source_customer_id"]) == (row["source"], row["source_customer_id"])
         assert result["customer_id"] == row["customer_id"]
