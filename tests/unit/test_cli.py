@@ -42,11 +42,17 @@ def walk(command: Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[s
     yield path, command
     if isinstance(command, TyperGroup):
         for name, sub in command.commands.items():
+            assert isinstance(sub, TyperCommand | TyperGroup), f"{name}: {sub!r}"
             yield from walk(sub, (*path, name))
 
 
-ROOT = typer.main.get_command(app)
-assert isinstance(ROOT, TyperGroup)
+def root() -> TyperGroup:
+    command = typer.main.get_command(app)
+    assert isinstance(command, TyperGroup)
+    return command
+
+
+ROOT = root()
 EVERYTHING = dict(walk(ROOT))
 COMMANDS = {path: command for path, command in EVERYTHING.items() if not isinstance(command, TyperGroup)}
 
