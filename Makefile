@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_CUSTOMERS ?= 20000
 DEMO_TRIALS    ?= 10
 
-.PHONY: demo test lint lock bench clean mlflow-ui serve
+.PHONY: demo test test-fast lint lock bench clean mlflow-ui serve
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "custlens needs Python 3.11")'
@@ -32,6 +32,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# The unit layer only, while editing: tiny hand-made frames, no generated project, no training.
+# tests/conftest.py marks tests/integration and tests/service; the -m keeps such a marker out
+# even on a test that sits in tests/unit. Two workers, like `make test`: the layer is ~80 s of CPU.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not integration and not service" tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

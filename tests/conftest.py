@@ -1,5 +1,6 @@
 """Shared fixtures: a Settings whose data_dir is a temporary folder, and tiny hand-made raw
-export folders (CSV or Parquet) that tests change one value at a time."""
+export folders (CSV or Parquet) that tests change one value at a time. Also the layer markers:
+a test's folder (tests/integration, tests/service) decides its marker, not a decorator."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ from pydantic import SecretStr
 from custlens.settings import Settings, load_settings
 
 Rows = list[dict[str, str]]
+
+TESTS = Path(__file__).parent
+# Folders whose tests get the marker of the same name (registered in pyproject.toml).
+MARKED_LAYERS = ("integration", "service")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by its layer, so `-m "not integration and not service"` is the unit layer
+    wherever a test file sits and however it is named."""
+    for item in items:
+        if item.path.is_relative_to(TESTS) and (layer := item.path.relative_to(TESTS).parts[0]) in MARKED_LAYERS:
+            item.add_marker(layer)
 
 
 def clean_tables() -> dict[str, Rows]:

@@ -29,16 +29,15 @@ from typer.testing import CliRunner
 from custlens.cli import app
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.lake.tables import cutoff_instant
+from features.lake.tables import crosswalk_path, cutoff_instant
 from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
 from serving.batch import BatchReport, decile_bins, population_stability, score_customers
 from serving.scorer import Scorer
 from serving.sinks import FAILED, RUNNING, SUCCEEDED, open_sink
+from tests.support.databases import POSTGRES_URL, skip_without_postgres
 from tests.support.trained import trained_project
-from tests.unit.test_feature_store import postgres_is_running
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 CHUNK_ROWS = 1_000  # the smallest allowed: several chunks even in the small project
 # What differs between two runs of the same as-of: which run wrote the row.
 RUN_COLUMNS = ["scoring_run_id"]
@@ -77,17 +76,16 @@ def customers(project: Settings, cutoffs: tuple[date, date]) -> dict[date, int]:
 
 def postgres_sink() -> Iterator[str]:
     """A schema of our own in the test database, dropped afterwards."""
-    if not postgres_is_running():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432: the postgresql sink is not tested")
+    skip_without_postgres("the postgresql sink")
     import psycopg
 
     schema = f"custlens_batch_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
@@ -147,11 +145,11 @@ def test_every_sink_holds_each_as_of_once_with_every_column(
 def test_each_customer_carries_the_crm_id_signed_up_first(project: Settings, sink_uri: str) -> None:
     score_customers(project, None, sink_uri)
     rows = read_sink(sink_uri).set_index("customer_id")["crm_customer_id"]
-    crosswalk = pq.read_table(project.lake_dir / "crosswalk.parquet").to_pandas()
+    crosswalk = pq.read_table(crosswalk_path(project)).to_pandas()
     crm = crosswalk[crosswalk["source"] == project.crm_source].sort_values(["signup_at", "source_customer_id"])
     expected = crm.groupby("customer_id")["source_customer_id"].first().reindex(rows.index)
-    assert rows.isna().sum() == expected.isna().sum() > 0  # some customers never had a CRM account
-    assert (rows.dropna() == expected.dropna()).all()
+    assert expected.isna().sum() > 0 and expected.notna().sum() > 0  # some customers never had a CRM account
+    pd.testing.assert_series_equal(rows, expected, check_names=False)
 
 
 def test_scoring_the_same_as_of_twice_leaves_the_same_rows_and_keeps_earlier_dates(
@@ -328,7 +326,8 @@ def test_an_unusable_sink_fails_before_any_scoring(project: Settings, tmp_path: 
         started = time.perf_counter()
         with pytest.raises(CustlensError, match=message):
             score_customers(project, None, uri)
-        assert time.perf_counter() - started < 15, name
+        # a bound for a hang (a connect without a timeout, a retry loop), not for a slow machine
+        assert time.perf_counter() - started < 120, name
 
 
 def test_the_command_prints_an_unreachable_sink_without_a_traceback(tmp_path: Path, no_scoring: None) -> None:
@@ -354,6 +353,8 @@ def test_an_as_of_without_a_snapshot_lists_the_snapshots(
 # clean result the trials are compared with.
 
 KILL_TRIALS = 10
+# Bounds for a hung run, not measures of a slow one: a loaded machine may take minutes.
+RUN_BOUND_SECONDS = 600
 
 
 def command_env(project: Settings) -> dict[str, str]:
@@ -373,7 +374,7 @@ def score_in_child(settings: Settings, as_of: date, uri: str) -> None:
 @pytest.fixture(scope="module")
 def fork_server() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["serving.batch", "tests.test_batch"])
+    context.set_forkserver_preload(["serving.batch", __name__])  # the module of score_in_child
     return context
 
 
@@ -405,7 +406,7 @@ def test_a_job_killed_at_any_moment_leaves_the_previous_complete_result(
         started = time.monotonic()
         run = fork_server.Process(target=score_in_child, args=(project, as_of, uri))
         run.start()
-        run.join(timeout=120)
+        run.join(timeout=RUN_BOUND_SECONDS)
         assert run.exitcode == 0
     duration = time.monotonic() - started  # from start to the expected end of a run
 
@@ -422,10 +423,10 @@ def test_a_job_killed_at_any_moment_leaves_the_previous_complete_result(
         else:
             # Inside the write: once the new run is recorded as running, before its expected end.
             runs_before = len(known_runs)
-            assert wait_for(lambda: len(manifest(uri)) > runs_before, process, duration * 3)  # noqa: B023
+            assert wait_for(lambda: len(manifest(uri)) > runs_before, process, RUN_BOUND_SECONDS)  # noqa: B023
             time.sleep(rng.uniform(0.0, duration / 3))
         process.kill()  # SIGKILL
-        process.join(timeout=30)
+        process.join(timeout=RUN_BOUND_SECONDS)
         assert process.exitcode in (-signal.SIGKILL, 0)
 
         rows = read_sink(uri)

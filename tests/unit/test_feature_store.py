@@ -4,7 +4,6 @@ store (SQLite and the real Redis), unknown ids, and day counts taken at request 
 from __future__ import annotations
 
 import math
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from features.lake.tables import cutoff_instant
 from features.model_inputs import service_spec
 from features.online import OnlineFeatures, OnlineRows, materialize
 from features.store import apply_definitions, entity_rows, feature_store, registered_services, training_frame
+from tests.support.databases import skip_without_postgres
 from tests.support.feature_snapshots import synthetic_values, write_snapshot
 
 SEPTEMBER, OCTOBER = date(2026, 9, 1), date(2026, 10, 1)
@@ -442,17 +442,8 @@ def test_redis_store_emptied_behind_our_back_is_reloaded_in_full(tmp_path: Path,
 # -- PostgreSQL: the production registry ----------------------------------------------------------
 
 
-def postgres_is_running() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def test_sql_registry_on_postgres_applies_once_and_serves_definitions(tmp_path: Path) -> None:
-    if not postgres_is_running():
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (start one to test the production registry)")
+    skip_without_postgres("the production registry")
     project = f"test_{uuid.uuid4().hex[:10]}"
     feast = FeastSettings(project=project, registry_url="postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -89,7 +89,7 @@ def test_each_kind_of_bad_row_is_quarantined_with_its_reason(
     quarantined = _quarantine(lenient, table)
     assert quarantined["_row_number"].tolist() == [row + 1]
     assert quarantined["reason"].tolist() == [reason]
-    assert f"{column}: {reason}" in quarantined["reason_detail"].iloc[0] or reason == "unknown_customer"
+    assert f"{column}: {reason}" in quarantined["reason_detail"].iloc[0]
     assert report.tables[table].quarantined_by_reason == {reason: 1}
     assert report.tables[table].accepted == len(tables[table]) - 1
 
@@ -100,8 +100,10 @@ def test_every_quarantine_reason_code_is_known(
     for table, row, column, value, _ in BAD_VALUES[:12]:
         tables[table][row][column] = value
     ingest(lenient, exports(tables))
-    for table in CONTRACTS:
-        assert set(_quarantine(lenient, table)["reason"]) <= set(QUARANTINE_REASONS)
+    found = {reason for table in CONTRACTS for reason in _quarantine(lenient, table)["reason"]}
+    # (the later of two bad values in one cell wins, so not every listed reason is found)
+    assert found and found <= set(QUARANTINE_REASONS)
+    assert {reason for *_, reason in BAD_VALUES} <= set(QUARANTINE_REASONS)
 
 
 def test_row_failing_several_checks_is_quarantined_once_with_all_failures(

@@ -2,15 +2,81 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
+import yaml
+from pydantic import BaseModel, ValidationError
 
 from custlens.errors import CustlensError
-from custlens.settings import PROJECT_ROOT, load_settings
+from custlens.settings import DEFAULT_CONFIG, PROJECT_ROOT, Settings, load_settings
 
 SHIPPED_CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.fixture
+def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CUSTLENS_* variable of the shell running the tests reaches the settings."""
+    for name in os.environ:
+        if name.startswith("CUSTLENS_"):
+            monkeypatch.delenv(name)
+
+
+def keys_set(values: dict[str, Any], model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The setting each YAML value sets, as a path (`("ingest", "chunk_rows")`); a mapping is a
+    section only where the settings have one (`ingest.default_source` is one value)."""
+    for key, value in values.items():
+        current = getattr(model, key)
+        if isinstance(current, BaseModel):
+            yield from keys_set(value, current, (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def setting(settings: BaseModel, key: tuple[str, ...]) -> Any:
+    value: Any = settings
+    for part in key:
+        value = getattr(value, part)
+    return value
+
+
+def fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from fields(annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+# One place per default. custlens/settings.py holds every default: the code builds settings
+# without any YAML too (Settings(...), FeastSettings(...)), and there each default sits next to
+# its type, bounds and description. configs/default.yaml lists only what a deployment is expected
+# to change, to show it; were it to set a value of its own, `load_settings()` and `Settings()`
+# would silently disagree. So every value it sets must equal the code's, and the whole file must
+# change nothing.
+def test_default_yaml_sets_only_the_code_defaults(no_environment: None) -> None:
+    code, shipped = Settings(), load_settings()
+    written = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+
+    keys = list(keys_set(written, code))
+
+    assert keys, "default.yaml sets nothing"
+    for key in keys:
+        assert setting(shipped, key) == setting(code, key), (
+            f"configs/default.yaml sets {'.'.join(key)} to {setting(shipped, key)!r}, the code default is "
+            f"{setting(code, key)!r}: change the default in custlens/settings.py, not (only) in the YAML"
+        )
+    assert shipped == code
+
+
+def test_every_setting_says_what_it_means() -> None:
+    # settings.py is the reference for every key default.yaml leaves out
+    undescribed = [name for name, field in fields(Settings) if not field.description]
+    assert undescribed == []
 
 
 @pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda path: path.name)
@@ -42,7 +108,7 @@ def test_environment_overrides_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert settings.data_dir == tmp_path / "moved"
     assert settings.lake_dir == tmp_path / "moved" / "lake"
     assert settings.ingest.max_bad_row_share == 0.25
-    # and the untouched nested values keep their YAML defaults
+    # and the untouched nested values keep their defaults
     assert settings.ingest.source_timezone == "Asia/Ho_Chi_Minh"
 
 

@@ -14,14 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pydantic import SecretStr
 from rich.console import Console
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.catalog import FAMILIES, Family, family_features
-from features.lake.ingest import ingest
-from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs, family_dir, snapshot_path
 
 CUTOFF = date(2024, 7, 1)  # the instant 2024-07-01 00:00 UTC; "last 30 days" starts 2024-06-01 00:00
@@ -349,9 +346,10 @@ def test_customer_without_events_has_zero_counts(settings: Settings) -> None:
     snapshot = build(engagement_lake(settings))
     b = features_of(snapshot, "engagement", "B")
     counts = [feature.name for feature in family_features("engagement") if feature.kind == "count"]
-    assert all(b[name] == 0 for name in counts)
     others = [feature.name for feature in family_features("engagement") if feature.kind != "count"]
-    assert all(b[name] is None for name in others)
+    assert counts and others
+    assert {name: b[name] for name in counts} == dict.fromkeys(counts, 0)
+    assert {name: b[name] for name in others} == dict.fromkeys(others)
 
 
 # ---------------------------------------------------------------- voice and support
@@ -661,45 +659,3 @@ def test_default_weekly_cutoffs_are_mondays_strictly_after_the_first_order(setti
 def test_default_cutoffs_of_a_lake_without_orders_is_just_today(settings: Settings) -> None:
     write_lake(settings, customers=[customer("A")], orders=[])
     assert default_cutoffs(settings, today=date(2024, 6, 5)) == [date(2024, 6, 5)]
-
-
-# ---------------------------------------------------------------- generated data
-
-
-@pytest.mark.integration
-def test_snapshot_of_generated_data_is_consistent_with_the_lake(tmp_path: Path) -> None:
-    # given a few hundred generated customers, ingested
-    settings = Settings(data_dir=tmp_path / "data", pii_salt=SecretStr("test-salt"))
-    generate(out_dir=settings.sample_dir, customers=400, seed=5, start=None, end=DEFAULT_END, dirty_rate=0.0,
-             file_format="parquet")  # fmt: skip
-    ingest(settings, settings.sample_dir)
-    cutoff = default_cutoffs(with_features(settings, include_today=False))[-1]
-    instant = pd.Timestamp(datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC))
-    # when
-    report = build_snapshots(settings, [cutoff])
-    snapshot = {family: pd.read_parquet(snapshot_path(settings, family, cutoff)) for family in FAMILIES}
-    # then every family has the same customers, once each, and no table is absent
-    assert report.absent_tables == ()
-    ids = snapshot["profile"]["customer_id"]
-    assert ids.is_unique and ids.is_monotonic_increasing and len(ids) == report.customers[cutoff]
-    assert all(frame["customer_id"].equals(ids) for frame in snapshot.values())
-    # counts are never NULL, shares stay in [0, 1], instants are before the cutoff
-    for family, frame in snapshot.items():
-        for feature in family_features(family):
-            values = frame[feature.name]
-            if feature.kind == "count" and feature.name not in ("last_nps", "marketing_opt_in"):
-                assert values.notna().all(), feature.name
-            if feature.kind == "timestamp" and feature.name != "signup_at":
-                assert (values.dropna() < instant).all(), feature.name
-    purchases, engagement = snapshot["purchases"], snapshot["engagement"]
-    for name in ("return_rate_365d", "cancellation_rate_365d", "discount_share_365d"):
-        assert purchases[name].dropna().between(0, 1).all(), name
-    assert engagement["cart_abandonment_rate_90d"].dropna().between(0, 1).all()
-    # and totals agree with the lake
-    orders = pd.read_parquet(settings.lake_dir / "orders.parquet")
-    completed = orders[(orders["status"] == "completed") & (orders["ordered_at"] < instant)]
-    assert purchases["orders_lifetime"].sum() == len(completed) > 0
-    assert purchases["revenue_lifetime"].sum() == pytest.approx(float(completed["net_amount"].astype(float).sum()))
-    events = pd.read_parquet(settings.lake_dir / "engagement_events.parquet")
-    recent = events[(events["occurred_at"] >= instant - pd.Timedelta(days=90)) & (events["occurred_at"] < instant)]
-    assert engagement["sessions_90d"].sum() == (recent["event_type"] == "session_start").sum() > 0
