@@ -35,9 +35,10 @@ test: $(STAMP)
 
 # The unit layer only, while editing: tiny hand-made frames, no generated project, no training.
 # tests/conftest.py marks tests/integration and tests/service; the -m keeps such a marker out
-# even on a test that sits in tests/unit. Two workers, like `make test`: the layer is ~80 s of CPU.
+# even on a test that sits in tests/unit. Two workers sharing tests one by one (the layer is ~80 s
+# of CPU, a third of it test_ingest's real ingests); Feast, real Redis and PostgreSQL are integration.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not integration and not service" tests/unit
+	$(BIN)/python -m pytest -n 2 --dist load -q -m "not integration and not service" tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

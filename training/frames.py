@@ -16,7 +16,6 @@ from custlens.settings import Settings
 from features.lake.tables import cutoff_instant, lake_end
 from features.model_inputs import TREE_INPUTS, service_spec
 from features.snapshot_reader import snapshot_cutoffs
-from features.store import training_frame
 from training.labels import compute_labels, window_complete
 
 ModelName = Literal["churn", "repurchase", "clv"]
@@ -129,6 +128,8 @@ def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     if model == "churn":
         labels = labels[labels["active"]]  # churn is defined for customers active before the cutoff
     service = FEATURE_SERVICES[model]
+    from features.store import training_frame  # Feast takes seconds to import: only where a frame is built
+
     features = training_frame(settings, labels[["customer_id", "cutoff"]], service)
     rows = pd.concat(
         [features.reset_index(drop=True), labels.drop(columns=["customer_id", "cutoff"]).reset_index(drop=True)],

@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from features.catalog import STORED_FEATURES, feature
-from features.model_inputs import SEGMENT_INPUTS, SERVICE_SPECS, TREE_INPUTS, ModelInputs
+from features.catalog import feature
+from features.model_inputs import SEGMENT_INPUTS, TREE_INPUTS, ModelInputs
 from training import frames
 from training.packaging import SegmentsBundle
-
-INSTANTS = {f.name for f in STORED_FEATURES if f.kind == "timestamp"}
-
-
-def test_each_service_serves_exactly_its_models_inputs() -> None:
-    from features.repo import feature_services
-
-    for spec in SERVICE_SPECS:
-        service = getattr(feature_services, spec.service)
-        served = [field.name for projection in service.feature_view_projections for field in projection.features]
-
-        assert sorted(served) == sorted(spec.inputs.names), spec.service
-        assert not INSTANTS & set(served)
 
 
 def test_the_trees_train_on_their_declared_inputs_and_the_segments_read_theirs() -> None:

@@ -455,3 +455,16 @@ def test_sql_registry_on_postgres_applies_once_and_serves_definitions(tmp_path: 
     frame = training_frame(settings, entity_rows([CUSTOMERS[0]], [SEPTEMBER]), "churn_v1")
     assert same(values[SEPTEMBER]["orders_30d"][0], frame.loc[0, "orders_30d"])
     feature_store(settings).teardown()
+
+
+def test_each_service_serves_exactly_its_models_inputs() -> None:
+    from features.model_inputs import SERVICE_SPECS
+    from features.repo import feature_services
+
+    instants = {f.name for f in STORED_FEATURES if f.kind == "timestamp"}
+    for spec in SERVICE_SPECS:
+        service = getattr(feature_services, spec.service)
+        served = [field.name for projection in service.feature_view_projections for field in projection.features]
+
+        assert sorted(served) == sorted(spec.inputs.names), spec.service
+        assert not instants & set(served)

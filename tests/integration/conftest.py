@@ -1,4 +1,4 @@
-"""Fixtures of the unit layer that need a local server: the real Redis, for the production
+"""Fixtures of the integration layer that need a local server: the real Redis, for the production
 online store (skipped when none runs on 127.0.0.1:6379)."""
 
 from __future__ import annotations
