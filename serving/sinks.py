@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from custlens.errors import CustlensError
+from features.lake.tables import atomic_file, fsync_file
 
 SCORES_TABLE = "customer_scores"
 MANIFEST_TABLE = "scoring_runs"
@@ -567,7 +568,7 @@ class FileSink(Sink):
             self._writer.write_table(kept)
         self._writer.close()
         self._writer = None
-        _fsync(self._staged)
+        fsync_file(self._staged)  # on disk before the rename, as in atomic_file
         os.replace(self._staged, final)
         self._staged = None
         self._record(entry)
@@ -587,16 +588,9 @@ class FileSink(Sink):
         runs = {run.run_id: run for run in self.runs()}
         runs[entry.run_id] = entry
         table = pa.Table.from_pylist([asdict(run) for run in runs.values()], schema=MANIFEST_SCHEMA)
-        partial = self.root / f".{self.manifest_path.name}.{entry.run_id}.tmp"
-        if self.kind == "parquet":
-            pq.write_table(table, partial)
-        else:
-            pa_csv.write_csv(table, partial)
-        _fsync(partial)
-        os.replace(partial, self.manifest_path)
-
-
-def _fsync(path: Path) -> None:
-    # Renamed only once its bytes are on disk: a crash of the machine never leaves a short file.
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+        # renamed only once its bytes are on disk: a crash of the machine never leaves a short file
+        with atomic_file(self.manifest_path, durable=True) as partial:
+            if self.kind == "parquet":
+                pq.write_table(table, partial)
+            else:
+                pa_csv.write_csv(table, partial)

@@ -135,7 +135,7 @@ def _build_cube(settings: Settings, new_dir: Path, dims_sql: str, stamp: str) ->
     """Write one cube's files into `new_dir`, its customers' dimensions from `dims_sql`."""
     present = present_tables(settings)
     try:
-        with closing(_connect(settings)) as con:
+        with closing(connect(settings)) as con:
             tables, first_day, last_day = lake_sources(con, settings, present, dims_sql)
             meta = CubeMeta.of_lake(settings, present, first_day, last_day, stamp)
             copy_to_parquet(con, _daily_sql(tables, meta.tables), new_dir / "daily.parquet")
@@ -191,7 +191,8 @@ def _daily_sql(tables: dict[str, str], lake_tables: tuple[str, ...]) -> str:
     )
 
 
-def _connect(settings: Settings) -> duckdb.DuckDBPyConnection:
+def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """DuckDB within the feature settings' memory and threads: the cube build and the direct scan."""
     return duckdb_connect(settings.features.duckdb_memory_limit, settings.features.duckdb_threads)
 
 
@@ -259,7 +260,7 @@ def predicted_sums(settings: Settings, con: duckdb.DuckDBPyConnection | None = N
     """Every grouping's predicted-value sums in one pass over the latest scores joined to the
     customers (on `con`, or on a connection of its own)."""
     if con is None:
-        with closing(_connect(settings)) as own:
+        with closing(connect(settings)) as own:
             return predicted_sums(settings, own)
     groups: dict[str | None, str] = {None: f"'{ALL}'", "channel": "acquisition_channel", "city": "city",
               **{name: f"coalesce({column}, '{UNSCORED}')" for name, column in SEGMENT_GROUPINGS.items()}}  # fmt: skip

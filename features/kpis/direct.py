@@ -11,7 +11,7 @@ import duckdb
 from custlens.settings import Settings
 from features.kpis.answer import CUSTOMER_PARTS, Parts, Question, kpi_table
 from features.kpis.arguments import PERIOD_GROUPINGS, SEGMENT_GROUPINGS, Grouping, check_grouping, check_period
-from features.kpis.cube import CubeMeta, has_scores, predicted_sums, read_segment_meta, segment_dir
+from features.kpis.cube import CubeMeta, connect, has_scores, predicted_sums, read_segment_meta, segment_dir
 from features.kpis.definitions import KpiTable
 from features.kpis.sql import (
     CUSTOMER_DIMS_SQL,
@@ -22,7 +22,7 @@ from features.kpis.sql import (
     lake_sources,
     segment_dims_sql,
 )
-from features.lake.tables import duckdb_connect, present_tables, sql_date
+from features.lake.tables import present_tables, sql_date
 
 
 def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None = None) -> KpiTable:
@@ -34,7 +34,7 @@ def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None 
     if by in SEGMENT_GROUPINGS:
         read_segment_meta(settings, by)  # the scores exist and fit this lake
         dims_sql = segment_dims_sql(by, segment_dir(settings) / "assignments.parquet")
-    with closing(duckdb_connect(settings.features.duckdb_memory_limit, settings.features.duckdb_threads)) as con:
+    with closing(connect(settings)) as con:
         tables, first_day, last_day = lake_sources(con, settings, present, dims_sql)
         meta = CubeMeta.of_lake(settings, present, first_day, last_day, stamp="")
         predicted = None
