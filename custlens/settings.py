@@ -21,19 +21,131 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _check_zone(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as America/New_York)") from exc
+    return value
+
+
+class BusinessSettings(_Section):
+    """The business the data belongs to: its clock and its money. Nothing is assumed for a user's own
+    data: ingest refuses naive timestamps without a time zone, and amounts without a currency."""
+
+    timezone: str | None = Field(
+        None,
+        description="IANA time zone. Timestamps without an offset and date-only values are read in it; KPI days, "
+        "weeks and months are its local calendar. Unset: every timestamp must carry an offset (calendar: UTC).",
+    )
+    currency: str | None = Field(
+        None,
+        description="ISO 4217 code. Money is stored with its minor units and shown with it; order rows in another "
+        "currency are quarantined (currency_mismatch) unless ingest.exchange_rates converts them. Unset: taken "
+        "from the orders' currency column when it holds exactly one.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return _check_zone(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from features.lake.money import check_currency  # babel's ISO 4217 list
+
+        return check_currency(value)
+
+
+class CsvOptions(_Section):
+    """How a delimited text file is written."""
+
+    delimiter: str = Field(",", description='One character, "tab", or "whitespace" (runs of spaces/tabs).')
+    header: bool = Field(True, description="false: the first line is data; columns are then named by position.")
+    decimal: str = Field(".", pattern=r"^[.,]$", description="Decimal mark of numbers and amounts.")
+    thousands: str | None = Field(
+        None,
+        description="Thousands separator of amounts (e.g. ',' or '.' or ' '); unset: ',' grouping is accepted "
+        "when the decimal mark is '.', nothing else.",
+    )
+    encoding: str = Field("utf-8", description="Text encoding, e.g. utf-8, latin-1, cp1252.")
+    quote: str = Field('"', max_length=1, description="Quote character.")
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_delimiter(cls, value: str) -> str:
+        if value in ("whitespace", "tab") or len(value) == 1:
+            return value
+        raise ValueError(f"delimiter {value!r} must be one character, 'tab' or 'whitespace'")
+
+
+class TableSource(_Section):
+    """Where one contract table comes from and how its file maps onto the contract (ingest.tables.<table>)."""
+
+    file: str | None = Field(None, description="File name or glob under --source (CSV, TSV, text, Parquet).")
+    sql: str | None = Field(
+        None,
+        description="A DuckDB query over files in --source that yields the contract's columns (instead of file).",
+    )
+    csv: CsvOptions = CsvOptions()
+    columns: dict[str, str | int] = Field(
+        default_factory=dict,
+        description="Contract column -> the file's column name, or its position from 1 when there is no header.",
+    )
+    defaults: dict[str, str] = Field(default_factory=dict, description="Contract column -> a constant value.")
+    values: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Contract column -> {file value: contract value}; matched ignoring case and surrounding spaces.",
+    )
+    timestamp_format: str | None = Field(
+        None, description="strptime format of the table's timestamps; unset: the documented formats are tried."
+    )
+    date_order: Literal["day_first", "month_first"] | None = Field(
+        None, description="How slashed dates (01/02/1997) are read; unset: they are not accepted."
+    )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> TableSource:
+        if self.file and self.sql:
+            raise ValueError("give either file or sql, not both")
+        if self.sql and self.columns:
+            raise ValueError("columns maps a file's columns; a sql query names the contract's columns itself")
+        return self
+
+
 class IngestSettings(_Section):
     """How raw exports become the lake."""
 
     max_bad_row_share: float = Field(
         0.05, ge=0.0, le=1.0, description="A table with more quarantined rows than this share fails ingest."
     )
-    source_timezone: str = Field(
-        "Asia/Ho_Chi_Minh", description="Time zone of timestamps written without an offset."
-    )
     phone_country_code: str = Field("84", pattern=r"^\d{1,3}$", description="Calling code dropped from phones.")
     default_source: dict[str, str] = Field(
         default_factory=lambda: {"surveys": "crm", "tickets": "crm"},
         description="Source system whose ids a table uses when the file has no `source` column.",
+    )
+    tables: dict[str, TableSource] = Field(
+        default_factory=dict,
+        description="Per contract table: the file (or query) and how it maps onto the contract; a table not "
+        "listed is read from <table>.csv or <table>.parquet with the contract's column names.",
+    )
+    identity_keys: list[str] = Field(
+        default_factory=list,
+        description="Customers-file columns that identify a person (loyalty card, person id): source ids sharing "
+        "a value are one customer, transitively, together with email/phone.",
+    )
+    crosswalk: str | None = Field(
+        None, description="File under --source of (source, source_customer_id, person_key) already resolved."
+    )
+    exchange_rates: str | None = Field(
+        None,
+        description="File under --source of (date, currency, rate): 1 unit of currency = rate units of "
+        "business.currency from that date; converts order rows in other currencies.",
     )
     chunk_rows: int = Field(500_000, ge=1_000, description="Rows validated at a time (bounds memory).")
     phone_min_digits: int = Field(
@@ -43,19 +155,35 @@ class IngestSettings(_Section):
         10,
         ge=2,
         description="An email or phone shared by more source ids than this is a placeholder, not a person: "
-        "it links nobody.",
+        "it links nobody (declared identity_keys are trusted).",
     )
     duckdb_memory_limit: str = Field(
         "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="Memory DuckDB may use before spilling to disk."
     )
 
-    @field_validator("source_timezone")
+    @model_validator(mode="before")
     @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+    def _moved_keys(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "source_timezone" in values:
+            raise ValueError("ingest.source_timezone is now business.timezone (the business's IANA time zone)")
+        return values
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, value: dict[str, TableSource]) -> dict[str, TableSource]:
+        from features.lake.contracts import CONTRACTS
+
+        unknown = sorted(set(value) - set(CONTRACTS))
+        if unknown:
+            raise ValueError(f"unknown table(s) {', '.join(unknown)}; the tables are {', '.join(CONTRACTS)}")
+        for table, source in value.items():
+            names = set(CONTRACTS[table].column_names)
+            for key in ("columns", "defaults", "values"):
+                wrong = sorted(set(getattr(source, key)) - names)
+                if wrong:
+                    raise ValueError(
+                        f"{table}.{key} names {', '.join(wrong)}, not columns of {table} ({', '.join(sorted(names))})"
+                    )
         return value
 
 
@@ -173,6 +301,7 @@ class Settings(BaseSettings):
         description="Comma-separated keys the service accepts as `Authorization: Bearer <key>`; "
         "set CUSTLENS_API_KEYS, never in a file.",
     )
+    business: BusinessSettings = BusinessSettings()
     ingest: IngestSettings = IngestSettings()
     features: FeatureSettings = FeatureSettings()
     feast: FeastSettings = FeastSettings()
