@@ -35,10 +35,11 @@ EVENT_TYPES = (
 QUARANTINE_REASONS = {
     "missing_value": "a required value is empty",
     "unparseable_timestamp": "a timestamp that no supported format reads",
-    "unparseable_date": "a date that is not YYYY-MM-DD",
-    "unparseable_number": "a number or amount that does not parse",
+    "unparseable_date": "a date that no supported format reads",
+    "unparseable_number": "a number or amount that does not parse (NaN and infinity included)",
+    "amount_out_of_range": "an amount of 10^15 or more: no real order or spend",
     "unparseable_boolean": "a yes/no value that is not true/false/1/0/yes/no",
-    "negative_amount": "a money amount or count below zero",
+    "negative_amount": "a money amount or count below zero (only a refund, status returned, may be negative)",
     "unknown_status": f"an order status outside {ORDER_STATUSES}",
     "unknown_event_type": "an event_type outside the vocabulary of DESIGN.md",
     "unknown_survey_type": f"a survey_type outside {SURVEY_TYPES}",
@@ -48,6 +49,8 @@ QUARANTINE_REASONS = {
     "duplicate_id_conflict": (
         "the same id appears again with different values (the first copy is kept, later ones held back)"
     ),
+    "currency_mismatch": "an order in another currency than business.currency, and no ingest.exchange_rates",
+    "no_exchange_rate": "an order in another currency that ingest.exchange_rates has no rate for, on or before its day",
     "unknown_customer": "the (source, source_customer_id) is not in the customers table",
 }
 
@@ -120,6 +123,7 @@ CONTRACTS: dict[str, TableContract] = {
                 Column("items", "integer"),
                 Column("category", "string"),
                 Column("currency", "string"),
+                Column("original_order_id", "string"),  # the order a refund (credit note) gives money back for
             ),
             row_id="order_id",
             required_input=True,

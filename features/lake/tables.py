@@ -7,6 +7,7 @@ Every other module asks here; none spells `lake_dir / "<table>.parquet"` by hand
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -27,6 +28,21 @@ from custlens.settings import Settings
 REQUIRED_TABLES = ("customers", "orders")
 OPTIONAL_TABLES = ("engagement_events", "surveys", "tickets", "marketing_spend")
 CROSSWALK = "crosswalk"  # (source, source_customer_id) -> customer_id, with each account's signup_at
+GUEST_ORDERS = "guest_orders"  # orders without a customer id: in revenue/order KPIs, never in features
+BUSINESS_FILE = "business.json"  # the time zone and currency ingest read the lake's data in
+
+# Net revenue of one order row: a completed order's amount, minus refunds (a `returned` row with a
+# negative amount, a credit note). A returned row with a positive amount is an order that was sent
+# back in full: it never earned anything, so it counts 0. {o} is the orders table's alias.
+_NET_REVENUE = (
+    "CASE WHEN {o}status = 'completed' THEN {o}net_amount "
+    "WHEN {o}status = 'returned' AND {o}net_amount < 0 THEN {o}net_amount ELSE 0 END"
+)
+
+
+def net_revenue_sql(alias: str | None = None) -> str:
+    """The SQL of an order row's net revenue (a DECIMAL), for every layer that sums revenue."""
+    return _NET_REVENUE.format(o=f"{alias}." if alias else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,6 +94,47 @@ def lake_stamp(settings: Settings) -> str:
         stat = path.stat()
         stamps.append(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}")
     return ";".join(stamps)
+
+
+# ---------------------------------------------------------------------------------------------
+# The business the lake's data belongs to
+
+
+@dataclass(frozen=True)
+class Business:
+    """What ingest read the data as: KPI calendars are `timezone` days, money is `currency`."""
+
+    timezone: str = "UTC"
+    currency: str | None = None
+    minor_units: int = 2
+    timezone_from: str = "settings"  # settings | offsets in the data (UTC calendar)
+    currency_from: str = "settings"  # settings | the orders' currency column | unknown
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "timezone": self.timezone,
+            "currency": self.currency,
+            "minor_units": self.minor_units,
+            "timezone_from": self.timezone_from,
+            "currency_from": self.currency_from,
+        }
+
+
+def write_business(lake_dir: Path, business: Business) -> None:
+    (lake_dir / BUSINESS_FILE).write_text(json.dumps(business.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def lake_business(settings: Settings) -> Business:
+    """The business of the current lake (from ingest's record); a lake written before ingest kept one
+    reads as the configured business, else UTC and no currency."""
+    path = settings.lake_dir / BUSINESS_FILE
+    if path.is_file():
+        values = json.loads(path.read_text(encoding="utf-8"))
+        return Business(**values)
+    from features.lake.money import minor_units
+
+    currency = settings.business.currency
+    return Business(settings.business.timezone or "UTC", currency, minor_units(currency))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,10 +213,14 @@ class CrmIds:
 
 
 def duckdb_connect(
-    memory_limit: str | None = None, threads: int | None = None, temp_dir: Path | None = None
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    temp_dir: Path | None = None,
+    timezone: str = "UTC",
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that reads and writes instants in UTC and draws no progress bar of its
-    own (progress is shown by rich, by the caller)."""
+    """An in-memory DuckDB that draws no progress bar of its own (progress is shown by rich, by the
+    caller). Instants are read and written as instants; `timezone` is the calendar that casts of
+    TIMESTAMPTZ to DATE and date_trunc use: UTC, or the business's zone for local-day KPIs."""
     con = duckdb.connect()
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
@@ -167,7 +228,7 @@ def duckdb_connect(
         con.execute(f"SET threads = {int(threads)}")
     if temp_dir is not None:
         con.execute(f"SET temp_directory = {sql_literal(temp_dir)}")
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET TimeZone = {sql_literal(timezone)}")
     con.execute("SET enable_progress_bar = false")
     return con
 
