@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/custlens generate --customers $(DEMO_CUSTOMERS) --seed 7 --dirty-rate 0.01
-	$(BIN)/custlens ingest
+	$(BIN)/custlens ingest --config configs/sample.yaml
 	$(BIN)/custlens kpis
 	$(BIN)/custlens features build
 	$(BIN)/custlens features apply

@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from custlens.settings import Settings, load_settings
+from tests.support.business import SAMPLE_CONFIG
 
 Rows = list[dict[str, str]]
 
@@ -137,7 +138,9 @@ def tables() -> dict[str, Rows]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings().model_copy(update={"data_dir": tmp_path / "data", "pii_salt": SecretStr("test-salt")})
+    return load_settings(SAMPLE_CONFIG).model_copy(
+        update={"data_dir": tmp_path / "data", "pii_salt": SecretStr("test-salt")}
+    )
 
 
 @pytest.fixture

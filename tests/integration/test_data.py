@@ -17,6 +17,7 @@ from features.lake.ingest import ingest
 from features.lake.tables import crosswalk_path, read_table_sql, table_path
 from features.sample.generate import DEFAULT_END, generate
 from features.sample.truth import pairwise_merge_quality
+from tests.support.business import SAMPLE_CONFIG
 
 CUSTOMERS = 3_000
 
@@ -24,7 +25,7 @@ CUSTOMERS = 3_000
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data_dir = tmp_path_factory.mktemp("data")
-    base = load_settings()
+    base = load_settings(SAMPLE_CONFIG)
     return base.model_copy(update={"data_dir": data_dir})
 
 

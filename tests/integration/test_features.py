@@ -21,6 +21,7 @@ from features.sample.generate import DEFAULT_END, generate
 from features.snapshot_reader import load_packed_snapshot
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions, entity_rows, training_frame
+from tests.support.business import SAMPLE_CONFIG
 
 CUSTOMERS = 2_000
 TODAY = DEFAULT_END + timedelta(days=1)
@@ -29,7 +30,9 @@ TODAY = DEFAULT_END + timedelta(days=1)
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data_dir = tmp_path_factory.mktemp("data")
-    settings = load_settings().model_copy(update={"data_dir": data_dir, "pii_salt": SecretStr("test-salt")})
+    settings = load_settings(SAMPLE_CONFIG).model_copy(
+        update={"data_dir": data_dir, "pii_salt": SecretStr("test-salt")}
+    )
     generate(
         out_dir=settings.sample_dir, customers=CUSTOMERS, seed=5, start=None, end=DEFAULT_END,
         dirty_rate=0.01, file_format="parquet",

@@ -19,13 +19,16 @@ from features.kpis import GROUPINGS, KpiCache, build_kpi_cube, build_segment_cub
 from features.lake.ingest import ingest
 from features.lake.tables import table_path
 from features.sample.generate import DEFAULT_END, generate
+from tests.support.business import SAMPLE_BUSINESS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("kpis") / "data", pii_salt=SecretStr("test-salt"))
+    settings = Settings(
+        business=SAMPLE_BUSINESS, data_dir=tmp_path_factory.mktemp("kpis") / "data", pii_salt=SecretStr("test-salt")
+    )
     generate(out_dir=settings.sample_dir, customers=1_000, seed=11, start=None, end=DEFAULT_END, dirty_rate=0.0,
              file_format="parquet")  # fmt: skip
     ingest(settings, settings.sample_dir)

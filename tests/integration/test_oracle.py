@@ -23,6 +23,7 @@ from features.lake.tables import CROSSWALK, crosswalk_path, cutoff_instant, lake
 from features.sample.generate import DEFAULT_END, generate
 from features.sample.truth import truth_file
 from features.sample.world import order_intensity
+from tests.support.business import SAMPLE_CONFIG
 from training.evaluation import normalized_gini
 from training.labels import compute_labels, window_complete
 from training.oracle import (
@@ -44,7 +45,7 @@ CHURN_CUTOFF, REPURCHASE_CUTOFF, CLV_CUTOFF = date(2026, 7, 1), date(2026, 9, 1)
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    base = load_settings()
+    base = load_settings(SAMPLE_CONFIG)
     settings = base.model_copy(update={"data_dir": tmp_path_factory.mktemp("data")})
     generate(
         out_dir=settings.sample_dir,
@@ -233,7 +234,7 @@ def test_gap_closed_is_nan_when_the_oracle_does_not_beat_the_baseline() -> None:
 
 
 def test_there_is_no_truth_for_a_business_without_sample_data(tmp_path: Path) -> None:
-    settings = load_settings().model_copy(update={"data_dir": tmp_path})
+    settings = load_settings(SAMPLE_CONFIG).model_copy(update={"data_dir": tmp_path})
     assert truth_dir_for(settings) is None
 
     (settings.sample_dir / "truth").mkdir(parents=True)

@@ -16,11 +16,12 @@ from features.lake.ingest import ingest
 from features.lake.tables import cutoff_instant, table_path
 from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs, snapshot_path
+from tests.support.business import SAMPLE_BUSINESS
 
 
 def test_snapshot_of_generated_data_is_consistent_with_the_lake(tmp_path: Path) -> None:
     # given a few hundred generated customers, ingested
-    settings = Settings(data_dir=tmp_path / "data", pii_salt=SecretStr("test-salt"))
+    settings = Settings(business=SAMPLE_BUSINESS, data_dir=tmp_path / "data", pii_salt=SecretStr("test-salt"))
     generate(out_dir=settings.sample_dir, customers=400, seed=5, start=None, end=DEFAULT_END, dirty_rate=0.0,
              file_format="parquet")  # fmt: skip
     ingest(settings, settings.sample_dir)

@@ -18,6 +18,7 @@ from features.lake.ingest import ingest
 from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
+from tests.support.business import SAMPLE_CONFIG
 from training.evaluation import beats
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
@@ -34,7 +35,7 @@ MODELS = ["churn", "repurchase", "clv", "segments"]
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("training")
-    base = load_settings()
+    base = load_settings(SAMPLE_CONFIG)
     settings = base.model_copy(
         update={
             "data_dir": root / "data",

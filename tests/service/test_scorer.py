@@ -21,6 +21,7 @@ from features.snapshot_reader import load_packed_snapshot
 from features.store import registered_services
 from serving.reasons import describe, has_words
 from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
+from tests.support.business import SAMPLE_CONFIG
 from tests.support.trained import trained_project
 from training import frames
 from training.tracking import registered_name
@@ -68,7 +69,7 @@ def test_every_model_input_has_words() -> None:
 
 
 def test_a_missing_champion_is_a_clear_error(tmp_path: Path) -> None:
-    base = load_settings()
+    base = load_settings(SAMPLE_CONFIG)
     settings = base.model_copy(
         update={"training": base.training.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'empty.db'}"})}
     )

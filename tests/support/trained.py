@@ -17,13 +17,14 @@ import pytest
 from pydantic import SecretStr
 
 from custlens.settings import Settings, load_settings
+from tests.support.business import SAMPLE_CONFIG
 
 CUSTOMERS = 3_000
 _READY = "ready.json"
 
 
 def project_settings(root: Path) -> Settings:
-    base = load_settings()
+    base = load_settings(SAMPLE_CONFIG)
     return base.model_copy(
         update={
             "data_dir": root / "data",
