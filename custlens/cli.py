@@ -100,6 +100,12 @@ def generate(
 @user_errors_exit_cleanly
 def ingest(
     source: Annotated[Path | None, typer.Option(help="Folder of exports (default: <data_dir>/sample).")] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Dry run: read and validate everything, show what was detected and assumed, write nothing."
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Validate exports, quarantine bad rows, resolve identities, hash PII, write the lake."""
@@ -107,8 +113,12 @@ def ingest(
     from features.lake.ingest import ingest as run_ingest
 
     settings = _settings(config)
-    report = run_ingest(settings, source or settings.sample_dir, console=console)
+    report = run_ingest(settings, source or settings.sample_dir, console=console, check=check)
     console.print(report.render())
+    if check:
+        if not report.ok:
+            raise CustlensError(report.threshold_message())
+        return
     console.print(f"KPI cube: {build_kpi_cube(settings)}", highlight=False)
 
 

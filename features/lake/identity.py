@@ -1,5 +1,5 @@
-"""The single customer view: normalize contact data, and link source ids that share an email
-or a phone (transitively) into one person with a stable `customer_id`."""
+"""The single customer view: normalize contact data, and link source ids that share an email, a
+phone or a declared person key (transitively) into one person with a stable `customer_id`."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class IdentityResult:
     source_ids: int
     customers: int
     shared_contacts_ignored: int  # emails/phones held by more than max_ids_per_contact ids
+    merged_by_key: int = 0  # source ids that joined another id's customer through a declared key alone
 
     @property
     def source_ids_merged(self) -> int:
@@ -64,13 +65,18 @@ class IdentityResult:
         return self.source_ids - self.customers
 
 
-def resolve_identities(source_ids: pd.DataFrame | pa.Table, max_ids_per_contact: int) -> IdentityResult:
+def resolve_identities(
+    source_ids: pd.DataFrame | pa.Table, max_ids_per_contact: int, trusted_keys: tuple[str, ...] = ()
+) -> IdentityResult:
     """One customer per connected component of the bipartite graph source id – contact.
 
     `source_ids` has one row per (source, source_customer_id) and the columns `email_key` and
     `phone_key`: any text that is equal exactly when the normalized contact is equal (the
     normalized value or its hash), null when there is none. A contact held by more than
     `max_ids_per_contact` ids (a shop's placeholder phone, "none@none.com") links nobody.
+    `trusted_keys` name more columns of the same kind that the business declared as a person's
+    key (a loyalty card, a marketplace's person id, a resolved crosswalk): they link every id that
+    shares a value, however many.
     """
     table = source_ids if isinstance(source_ids, pa.Table) else pa.Table.from_pandas(source_ids, preserve_index=False)
     source = _as_array(table.column("source"))
@@ -83,22 +89,26 @@ def resolve_identities(source_ids: pd.DataFrame | pa.Table, max_ids_per_contact:
     id_nodes, contact_nodes = [], []
     next_node = n_ids
     shared_ignored = 0
-    for column in ("email_key", "phone_key"):
+    for column in ("email_key", "phone_key", *trusted_keys):
         encoded = _as_array(table.column(column)).dictionary_encode()
         codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
         has_contact = codes >= 0
-        ids_per_contact = np.bincount(codes[has_contact], minlength=len(encoded.dictionary))
-        placeholder = ids_per_contact > max_ids_per_contact
-        shared_ignored += int(placeholder.sum())
-        linking = has_contact & ~placeholder[np.where(has_contact, codes, 0)] if len(placeholder) else has_contact
+        linking = has_contact
+        if column in ("email_key", "phone_key"):
+            ids_per_contact = np.bincount(codes[has_contact], minlength=len(encoded.dictionary))
+            placeholder = ids_per_contact > max_ids_per_contact
+            shared_ignored += int(placeholder.sum())
+            if len(placeholder):
+                linking = has_contact & ~placeholder[np.where(has_contact, codes, 0)]
         id_nodes.append(np.flatnonzero(linking))
         contact_nodes.append(codes[linking] + next_node)
         next_node += len(encoded.dictionary)
 
-    rows, cols = np.concatenate(id_nodes), np.concatenate(contact_nodes)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(next_node, next_node))
-    _, labels = connected_components(graph, directed=False)
-    _, component = np.unique(labels[:n_ids], return_inverse=True)  # 0..customers-1
+    component = _components(id_nodes, contact_nodes, next_node, n_ids)
+    merged_by_key = 0
+    if trusted_keys:  # how many merges the declared keys made beyond email/phone
+        by_contact = _components(id_nodes[:2], contact_nodes[:2], next_node, n_ids)
+        merged_by_key = int(len(np.unique(by_contact)) - len(np.unique(component)))
 
     # a customer is named after its smallest member key, so ids never depend on row order
     key_rank = pc.rank(member_key, sort_keys="ascending", tiebreaker="first").to_numpy()
@@ -120,4 +130,14 @@ def resolve_identities(source_ids: pd.DataFrame | pa.Table, max_ids_per_contact:
         source_ids=n_ids,
         customers=len(customer_ids),
         shared_contacts_ignored=shared_ignored,
+        merged_by_key=merged_by_key,
     )
+
+
+def _components(id_nodes: list[np.ndarray], contact_nodes: list[np.ndarray], nodes: int, n_ids: int) -> np.ndarray:
+    """The connected component (0..k-1) of each source id in the id–contact graph."""
+    rows, cols = np.concatenate(id_nodes), np.concatenate(contact_nodes)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(nodes, nodes))
+    _, labels = connected_components(graph, directed=False)
+    _, component = np.unique(labels[:n_ids], return_inverse=True)
+    return component

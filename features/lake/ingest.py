@@ -1,15 +1,18 @@
 """`custlens ingest`: raw exports -> validated, deduplicated rows with one `customer_id` per
 person and hashed PII -> the lake (swapped in whole), the quarantine and the ingest report.
 
-Steps: read each file in chunks and check every row (features/validation.py) into a staging
-Parquet file; then, set-wise in DuckDB, remove duplicates, link identities, check that every
-row's customer exists, count, and write. Nothing reaches the lake unless every table is under
-the bad-row threshold.
+Steps: find each table's file (or query) as `ingest.tables` describes it, read it in chunks and
+check every row (validation.py) into a staging Parquet file; derive what a real export lacks
+(row ids, source, status, the customers table); then, set-wise in DuckDB, remove duplicates,
+link identities, put the currency right, check that every row's customer exists, count, and write.
+Nothing reaches the lake unless every table is under the bad-row threshold; `--check` stops
+before writing anything.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import tempfile
 import time
@@ -17,24 +20,26 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.console import Console, Group, RenderableType
-from rich.progress import TaskProgressColumn, TextColumn
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
+from rich.progress import Progress, TaskProgressColumn, TextColumn
 
 from custlens.errors import CustlensError
 from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
 from features.lake.identity import IdentityResult, resolve_identities
-from features.lake.pii import Salt, load_salt
+from features.lake.money import check_currency, currency_symbols, decimal_type, minor_units
+from features.lake.pii import Salt, load_salt, salt_file
 from features.lake.readers import ROW_NUMBER, ExportFile, find_exports, iter_chunks
+from features.lake.report import REPORT_NAME, Example, IdentityStats, IngestReport, Money, TableResult
 from features.lake.tables import (
     CROSSWALK,
+    GUEST_ORDERS,
+    Business,
     atomic_file,
     atomic_folder,
     atomic_write_text,
@@ -42,205 +47,101 @@ from features.lake.tables import (
     duckdb_connect,
     lake_file,
     sql_literal,
+    write_business,
 )
-from features.lake.validation import DETAIL, REASON, TYPED, ChunkContext, raw_columns, staged_schema, validate_chunk
+from features.lake.validation import (
+    DETAIL,
+    REASON,
+    TYPED,
+    ChunkContext,
+    ChunkStats,
+    raw_columns,
+    staged_schema,
+    validate_chunk,
+)
 
-REPORT_NAME = "ingest_report.json"
 # tables whose rows belong to a customer: checked against the accepted customers
 CUSTOMER_TABLES = ("orders", "engagement_events", "surveys", "tickets")
 # row order of each lake table: by customer and time, so later stages scan one customer at a time
 LAKE_ORDER = {
     "orders": ("customer_id", "ordered_at", "order_id"),
+    GUEST_ORDERS: ("ordered_at", "order_id"),
     "engagement_events": ("customer_id", "occurred_at", "event_id"),
     "surveys": ("customer_id", "responded_at", "response_id"),
     "tickets": ("customer_id", "opened_at", "ticket_id"),
     "marketing_spend": ("date", "channel", "campaign_id"),
 }
-PII_NOTE = (
-    "customers quarantine keeps email_hash, phone_hash, full_name_hash and birth_date_hash "
-    "(HMAC-SHA256) instead of the raw values; no raw email, phone, name or birth date is stored anywhere"
-)
-
-
-# ---------------------------------------------------------------- the report
-
-
-@dataclass(frozen=True)
-class TableResult:
-    """What happened to one input table."""
-
-    table: str
-    present: bool
-    file: str | None = None
-    rows_in: int = 0
-    accepted: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
-    extra_columns: tuple[str, ...] = ()
-
-    @property
-    def bad_row_share(self) -> float:
-        return self.quarantined / self.rows_in if self.rows_in else 0.0
-
-    @property
-    def reconciled(self) -> bool:
-        return self.rows_in == self.accepted + self.quarantined + self.duplicates
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "present": self.present,
-            "file": self.file,
-            "rows_in": self.rows_in,
-            "accepted": self.accepted,
-            "quarantined": self.quarantined,
-            "duplicates": self.duplicates,
-            "reconciled": self.reconciled,
-            "quarantined_by_reason": self.quarantined_by_reason,
-            "bad_row_share": round(self.bad_row_share, 6),
-            "extra_columns": list(self.extra_columns),
-        }
-
-
-@dataclass(frozen=True)
-class IdentityStats:
-    source_ids: int = 0
-    customers: int = 0
-    source_ids_merged: int = 0
-    shared_contacts_ignored: int = 0
-
-    @classmethod
-    def of(cls, result: IdentityResult) -> IdentityStats:
-        return cls(result.source_ids, result.customers, result.source_ids_merged, result.shared_contacts_ignored)
-
-
-@dataclass(frozen=True)
-class IngestReport:
-    """The outcome of one ingest run; `path` is the JSON copy of it."""
-
-    path: Path
-    ok: bool
-    source_dir: Path
-    tables: dict[str, TableResult]
-    identity: IdentityStats
-    lake_dir: Path
-    quarantine_dir: Path
-    max_bad_row_share: float
-    failed_tables: tuple[str, ...] = ()
-    salt_origin: str = "settings"
-    seconds: float = 0.0
-
-    @property
-    def absent_tables(self) -> tuple[str, ...]:
-        return tuple(name for name, result in self.tables.items() if not result.present)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "source_dir": str(self.source_dir),
-            "tables": {name: result.to_dict() for name, result in self.tables.items()},
-            "absent_tables": list(self.absent_tables),
-            "identity": {
-                "source_ids": self.identity.source_ids,
-                "customers": self.identity.customers,
-                "source_ids_merged": self.identity.source_ids_merged,
-                "shared_contacts_ignored": self.identity.shared_contacts_ignored,
-            },
-            "reconciliation": "for every present table: rows_in = accepted + quarantined + duplicates",
-            "max_bad_row_share": self.max_bad_row_share,
-            "failed_tables": list(self.failed_tables),
-            "lake_dir": str(self.lake_dir),
-            "lake_written": self.ok,
-            "quarantine_dir": str(self.quarantine_dir),
-            "pii": {"hash": "HMAC-SHA256", "salt_from": self.salt_origin, "note": PII_NOTE},
-            "timestamps": "UTC instants (Parquet TIMESTAMP with isAdjustedToUTC=true)",
-            "seconds": round(self.seconds, 2),
-        }
-
-    def render(self) -> RenderableType:
-        table = Table(title="custlens ingest", title_justify="left", show_lines=False)
-        for column in ("table", "rows in", "accepted", "quarantined", "duplicates", "bad share", "top reasons"):
-            table.add_column(column, justify="left" if column in ("table", "top reasons") else "right")
-        for name, result in self.tables.items():
-            if not result.present:
-                table.add_row(name, "[dim]absent[/]", "", "", "", "", "")
-                continue
-            reasons = sorted(result.quarantined_by_reason.items(), key=lambda item: (-item[1], item[0]))
-            top = ", ".join(f"{reason} {count:,}" for reason, count in reasons[:3])
-            share = f"{result.bad_row_share:.2%}"
-            if name in self.failed_tables:
-                share = f"[bold red]{share}[/]"
-            table.add_row(
-                name,
-                f"{result.rows_in:,}",
-                f"{result.accepted:,}",
-                f"{result.quarantined:,}",
-                f"{result.duplicates:,}",
-                share,
-                top,
-            )
-        identity = self.identity
-        lines = [
-            f"customers: {identity.customers:,} from {identity.source_ids:,} source ids "
-            f"({identity.source_ids_merged:,} merged by shared email/phone"
-            + (
-                f", {identity.shared_contacts_ignored:,} shared placeholder contacts ignored"
-                if identity.shared_contacts_ignored
-                else ""
-            )
-            + ")",
-            "every table: rows in = accepted + quarantined + duplicates",
-            f"lake:       {self.lake_dir}" + ("" if self.ok else "  [bold red](not written: threshold breached)[/]"),
-            f"quarantine: {self.quarantine_dir}",
-            f"report:     {self.path}",
-        ]
-        # paths stay on one line, so they can be copied even from a narrow terminal
-        return Group(table, *(Text.from_markup(line, overflow="ignore") for line in lines))
+TIME_COLUMN = {
+    "customers": "signup_at",
+    "orders": "ordered_at",
+    "engagement_events": "occurred_at",
+    "surveys": "responded_at",
+    "tickets": "opened_at",
+    "marketing_spend": "date",
+}
+AMOUNT_COLUMNS = ("net_amount", "gross_amount", "discount_amount")  # of orders, converted with the rates
+IDENTITY_TYPED = TYPED + "identity__"  # + a declared identity key's name: its hash in the staged rows
+CROSSWALK_KEY = "crosswalk_key"
+_DERIVED_ID_PREFIX = {"orders": "o", "engagement_events": "e", "surveys": "r", "tickets": "t"}
 
 
 # ---------------------------------------------------------------- the run
 
 
-def ingest(settings: Settings, source_dir: Path, console: Console | None = None) -> IngestReport:
+def ingest(settings: Settings, source_dir: Path, console: Console | None = None, check: bool = False) -> IngestReport:
     """Validate the exports in `source_dir`, quarantine bad rows, resolve identities, hash PII
     and replace the lake; raise CustlensError (after writing report and quarantine, with the
-    lake untouched) when a table's quarantined share exceeds `ingest.max_bad_row_share`."""
+    lake untouched) when a table's quarantined share exceeds `ingest.max_bad_row_share`.
+
+    `check`: a dry run that reads and validates everything and returns the report of what it
+    detected and assumed, writing nothing (no lake, quarantine, report or salt file).
+    """
     started = time.perf_counter()
     source_dir = Path(source_dir)
-    exports = find_exports(source_dir)
-    salt = load_salt(settings, console)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=settings.data_dir))
+    exports = find_exports(source_dir, settings)
+    salt = _salt(settings, console, check)
+    if not check:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=None if check else settings.data_dir))
     try:
         staged = _stage_all(exports, settings, salt, work, console)
         with closing(duckdb_connect(settings.ingest.duckdb_memory_limit, temp_dir=work / "duckdb")) as con:
+            business = _business(con, staged, settings)
             with _step(console, "removing duplicates, linking identities"):
-                identity = _deduplicate_and_link(con, staged, settings)
+                _derive_row_ids(con, staged, work)
+                _load_exchange_rates(con, settings, source_dir)
+                identity = _deduplicate_and_link(con, staged, settings, source_dir, business)
             results = {
-                table: _count(con, staged[table]) if table in staged else TableResult(table, present=False)
+                table: _count(con, staged[table], business) if table in staged else TableResult(table, present=False)
                 for table in CONTRACTS
             }
-            with _step(console, "writing quarantine"):
-                _write_quarantine(con, staged, settings.quarantine_dir)
+            money = _money(con)
             max_share = settings.ingest.max_bad_row_share
             report = IngestReport(
                 path=settings.reports_dir / REPORT_NAME,
                 ok=all(result.bad_row_share <= max_share for result in results.values()),
                 source_dir=source_dir,
                 tables=results,
-                identity=IdentityStats.of(identity),
+                identity=IdentityStats.of(identity, _identity_names(settings)),
+                business=business,
+                money=money,
                 lake_dir=settings.lake_dir,
                 quarantine_dir=settings.quarantine_dir,
                 max_bad_row_share=max_share,
                 failed_tables=tuple(name for name, result in results.items() if result.bad_row_share > max_share),
                 salt_origin=salt.origin,
                 seconds=time.perf_counter() - started,
+                check_only=check,
             )
+            if check:
+                return replace(report, seconds=time.perf_counter() - started)
+            with _step(console, "writing quarantine"):
+                _write_quarantine(con, staged, settings.quarantine_dir)
             if not report.ok:
                 _write_report(report)
-                raise CustlensError(_threshold_message(report))
+                raise CustlensError(report.threshold_message())
             with _step(console, "writing lake"):
-                _write_lake(con, staged, settings)
+                _write_lake(con, staged, settings, business)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = replace(report, seconds=time.perf_counter() - started)
@@ -255,19 +156,11 @@ def ingest(settings: Settings, source_dir: Path, console: Console | None = None)
     return report
 
 
-def _threshold_message(report: IngestReport) -> str:
-    parts = []
-    for name in report.failed_tables:
-        result = report.tables[name]
-        parts.append(
-            f"{name}: {result.bad_row_share:.2%} of rows quarantined ({result.quarantined:,} of {result.rows_in:,}), "
-            f"above max_bad_row_share {report.max_bad_row_share:.2%}"
-        )
-    return (
-        "; ".join(parts)
-        + f". The lake was not changed. See the report {report.path} and the quarantine in {report.quarantine_dir}; "
-        "fix the export, or raise ingest.max_bad_row_share if these rows are expected."
-    )
+def _salt(settings: Settings, console: Console | None, check: bool) -> Salt:
+    """The PII salt; a dry run without one uses a throwaway salt instead of creating the file."""
+    if check and not (settings.pii_salt and settings.pii_salt.get_secret_value()) and not salt_file(settings).exists():
+        return Salt(secrets.token_hex(32).encode("utf-8"), "ephemeral")
+    return load_salt(settings, console)
 
 
 @contextmanager
@@ -286,19 +179,22 @@ def _step(console: Console | None, what: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Staged:
-    """One present table after the row checks: its staging Parquet file and what it came from."""
+    """One table after the row checks: its staging Parquet file and what it came from."""
 
-    export: ExportFile
+    table: str
+    columns: tuple[str, ...]  # the contract columns read (or given as constants)
     path: Path
     rows_in: int
-
-    @property
-    def table(self) -> str:
-        return self.export.table
+    origin: str  # the file (or query) shown in the report and in the quarantine's _file
+    extra_columns: tuple[str, ...] = ()
+    identity_columns: tuple[str, ...] = ()
+    derived: dict[str, str] = field(default_factory=dict)  # contract column -> how it was made
+    mapping: dict[str, str] = field(default_factory=dict)  # contract column -> where its values came from
+    stats: ChunkStats | None = None
 
     @property
     def contract(self) -> TableContract:
-        return self.export.contract
+        return CONTRACTS[self.table]
 
 
 def _stage_all(
@@ -310,32 +206,242 @@ def _stage_all(
         description="{task.description:<28}",
         counter=TaskProgressColumn(),  # a share: CSV progress counts bytes, not rows
     )
-    staged = {}
+    staged: dict[str, Staged] = {}
     with progress:
         for table, export in exports.items():
             if export is None:
                 continue
-            task = progress.add_task(f"checking {export.path.name}", total=export.progress_total or 1, rows=0)
-            context = ChunkContext(
-                source_timezone=settings.ingest.source_timezone,
-                salt=salt,
-                phone_country_code=settings.ingest.phone_country_code,
-                phone_min_digits=settings.ingest.phone_min_digits,
-                default_source=settings.ingest.default_source.get(table, settings.crm_source)
-                if "source" not in export.contract.required_columns
-                else None,
-            )
-            path = work / f"{table}.staged.parquet"
-            rows_in = 0
-            schema = staged_schema(export.contract, export.columns)
-            with pq.ParquetWriter(path, schema) as writer:
-                for chunk in iter_chunks(export, settings.ingest.chunk_rows):
-                    writer.write_table(validate_chunk(chunk.rows, export.contract, context))
-                    rows_in += chunk.rows.num_rows
-                    progress.update(task, completed=chunk.progress, rows=rows_in)
-            progress.update(task, completed=export.progress_total or 1)
-            staged[table] = Staged(export, path, rows_in)
+            export, derived = _with_derived_constants(export, staged, settings)
+            staged[table] = _stage(export, derived, settings, salt, work, progress)
+    if "customers" not in staged:
+        staged["customers"] = _derive_customers(staged["orders"], work)
     return staged
+
+
+def _with_derived_constants(
+    export: ExportFile, staged: dict[str, Staged], settings: Settings
+) -> tuple[ExportFile, dict[str, str]]:
+    """The export with constants for the required columns its file lacks (source, status); the
+    rest of `export.derived` (a row id) is made after staging."""
+    derived: dict[str, str] = {}
+    constants: dict[str, str] = {}
+    for column in export.derived:
+        if column == "source":
+            constants["source"], derived["source"] = _default_source(export.table, staged, settings)
+        elif column == "status":
+            constants["status"], derived["status"] = "completed", "completed (the file has no status)"
+        else:  # the row id
+            derived[column] = "hash of the row's values and its occurrence (identical rows stay separate)"
+    return (export.with_defaults(constants) if constants else export), derived
+
+
+def _default_source(table: str, staged: dict[str, Staged], settings: Settings) -> tuple[str, str]:
+    """The source system a table's ids belong to when its file does not say: the configured
+    default, else the customers export's single source, else crm_source."""
+    configured = settings.ingest.default_source.get(table)
+    if configured:
+        return configured, f"{configured} (ingest.default_source.{table})"
+    customers = staged.get("customers")
+    if customers is not None:
+        sources = duckdb.sql(
+            f"SELECT DISTINCT {TYPED}source FROM read_parquet({sql_literal(customers.path)}) "
+            f"WHERE {TYPED}source IS NOT NULL LIMIT 2"
+        ).fetchall()
+        if len(sources) == 1:
+            return sources[0][0], f"{sources[0][0]} (the customers export's only source)"
+    return settings.crm_source, f"{settings.crm_source} (crm_source; set ingest.tables.{table}.defaults.source)"
+
+
+def _context(export: ExportFile, settings: Settings, salt: Salt) -> ChunkContext:
+    source = export.source
+    optional_source = "source" not in export.contract.required_columns
+    return ChunkContext(
+        timezone=settings.business.timezone,
+        salt=salt,
+        phone_country_code=settings.ingest.phone_country_code,
+        phone_min_digits=settings.ingest.phone_min_digits,
+        default_source=settings.ingest.default_source.get(export.table, settings.crm_source)
+        if optional_source
+        else None,
+        timestamp_format=source.timestamp_format,
+        date_order=source.date_order,
+        decimal=source.csv.decimal,
+        thousands=source.csv.thousands,
+        currency_marks=currency_symbols(settings.business.currency),
+        identity_columns=export.identity_columns,
+        table_label=f"{export.table} ({export.origin})",
+    )
+
+
+def _stage(
+    export: ExportFile, derived: dict[str, str], settings: Settings, salt: Salt, work: Path, progress: Progress
+) -> Staged:
+    task = progress.add_task(f"checking {export.origin}"[:28], total=export.progress_total or 1, rows=0)
+    context = _context(export, settings, salt)
+    path = work / f"{export.table}.staged.parquet"
+    rows_in = 0
+    stats = ChunkStats()
+    schema = staged_schema(export.contract, export.columns, export.identity_columns)
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in iter_chunks(export, settings.ingest.chunk_rows):
+            rows, chunk_stats = validate_chunk(chunk.rows, export.contract, context)
+            writer.write_table(rows)
+            stats = stats.merge(chunk_stats)
+            rows_in += chunk.rows.num_rows
+            progress.update(task, completed=chunk.progress, rows=rows_in)
+    progress.update(task, completed=export.progress_total or 1)
+    mapping = {column: f"column {name}" for column, name in export.mapping.items()}
+    mapping |= {column: f"constant {value!r}" for column, value in export.defaults.items() if column not in mapping}
+    return Staged(
+        table=export.table,
+        columns=export.columns,
+        path=path,
+        rows_in=rows_in,
+        origin=str(export.path) if export.format != "sql" else export.origin,
+        extra_columns=export.extra_columns,
+        identity_columns=export.identity_columns,
+        derived=derived,
+        mapping=mapping,
+        stats=stats,
+    )
+
+
+def _derive_customers(orders: Staged, work: Path) -> Staged:
+    """No customers export: one customer per (source, source_customer_id) of the orders that passed
+    their row checks, signed up at their first order."""
+    columns = ("source", "source_customer_id", "signup_at")
+    schema = staged_schema(CONTRACTS["customers"], columns)
+    found = duckdb.sql(
+        f"""
+        SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
+               min({TYPED}ordered_at) AS first_order
+        FROM read_parquet({sql_literal(orders.path)})
+        WHERE {REASON} IS NULL AND {TYPED}source IS NOT NULL AND {TYPED}source_customer_id IS NOT NULL
+        GROUP BY ALL
+        ORDER BY source, source_customer_id
+        """
+    ).to_arrow_table()
+    n = found.num_rows
+    first_order = found.column("first_order").cast(pa.timestamp("us", tz="UTC"))
+    values = {
+        ROW_NUMBER: pa.array(range(1, n + 1), type=pa.int64()),
+        "source": found.column("source"),
+        "source_customer_id": found.column("source_customer_id"),
+        "signup_at": first_order.cast(pa.string()),
+        TYPED + "source": found.column("source"),
+        TYPED + "source_customer_id": found.column("source_customer_id"),
+        TYPED + "signup_at": first_order,
+    }
+    table = pa.table({f.name: values[f.name] if f.name in values else pa.nulls(n, f.type) for f in schema}, schema)
+    path = work / "customers.staged.parquet"
+    pq.write_table(table, path)
+    return Staged(
+        table="customers",
+        columns=columns,
+        path=path,
+        rows_in=n,
+        origin="(derived from orders)",
+        derived={"table": "one customer per source_customer_id in orders, signup_at = first order"},
+    )
+
+
+def _derive_row_ids(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], work: Path) -> None:
+    """A file without its row id (a transaction log without order numbers) gets a stable one: a hash
+    of the row's values and of how many identical rows came before it. The same file gives the same
+    ids on every run; identical rows stay separate rows (a log cannot tell them apart)."""
+    for table, stage in staged.items():
+        row_id = stage.contract.row_id
+        if row_id is None or row_id not in stage.derived:
+            continue
+        raw = raw_columns(stage.contract, stage.columns)
+        content = "concat_ws(chr(31), " + ", ".join(f"coalesce({_quoted(name)}, '')" for name in raw) + ")"
+        rewritten = work / f"{table}.ids.parquet"
+        copy_to_parquet(
+            con,
+            f"""
+            WITH keyed AS (
+                SELECT *, {content} AS _content FROM read_parquet({sql_literal(stage.path)})
+            )
+            SELECT * EXCLUDE (_content) REPLACE (
+                {sql_literal(_DERIVED_ID_PREFIX[table])} || substr(sha256(_content || chr(30) || CAST(
+                    row_number() OVER (PARTITION BY _content ORDER BY {ROW_NUMBER}) AS VARCHAR)), 1, 20)
+                AS {_quoted(TYPED + row_id)}
+            )
+            FROM keyed
+            ORDER BY {ROW_NUMBER}
+            """,
+            rewritten,
+        )
+        rewritten.replace(stage.path)
+
+
+# ---------------------------------------------------------------- the business: time zone and currency
+
+
+def _business(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], settings: Settings) -> Business:
+    """The time zone and currency the data is read in: the configured ones, else what the data says
+    (offsets on every timestamp: a UTC calendar; one code in the orders' currency column), else a
+    refusal naming the setting."""
+    configured = settings.business
+    if configured.timezone:
+        zone, zone_from = configured.timezone, "business.timezone"
+    else:  # validation refused every naive or date-only value, so every instant carried its offset
+        zone, zone_from = "UTC", "every timestamp carried its offset; set business.timezone for local days"
+    if configured.currency:
+        currency, currency_from = configured.currency, "business.currency"
+    else:
+        currency, currency_from = _currency_from_data(con, staged["orders"]), "the orders' currency column"
+    return Business(zone, currency, minor_units(currency), zone_from, currency_from)
+
+
+def _currency_from_data(con: duckdb.DuckDBPyConnection, orders: Staged) -> str:
+    if "currency" not in orders.columns:
+        raise CustlensError(
+            "business.currency is not set and the orders have no currency column: set business.currency "
+            "to the ISO 4217 code of the amounts (e.g. USD) in your config"
+        )
+    found = con.sql(
+        f"SELECT {TYPED}currency, count(*) FROM read_parquet({sql_literal(orders.path)}) "
+        f"WHERE {REASON} IS NULL AND {TYPED}currency IS NOT NULL GROUP BY ALL ORDER BY 2 DESC"
+    ).fetchall()
+    if len(found) != 1:
+        seen = ", ".join(f"{code} ({count:,} rows)" for code, count in found[:5]) or "none"
+        raise CustlensError(
+            f"business.currency is not set and the orders' currency column holds {seen}: set business.currency "
+            "(rows in other currencies are then quarantined as currency_mismatch, or converted with "
+            "ingest.exchange_rates)"
+        )
+    try:
+        return check_currency(found[0][0])
+    except ValueError as exc:
+        raise CustlensError(f"the orders' currency column: {exc}; set business.currency") from None
+
+
+def _load_exchange_rates(con: duckdb.DuckDBPyConnection, settings: Settings, source_dir: Path) -> None:
+    """Table `rates` (currency, day, rate): 1 unit of currency = rate units of the business's, from day."""
+    con.execute("CREATE OR REPLACE TEMP TABLE rates (currency VARCHAR, day DATE, rate DOUBLE)")
+    name = settings.ingest.exchange_rates
+    if not name:
+        return
+    path = source_dir / name
+    if not path.is_file():
+        raise CustlensError(f"ingest.exchange_rates: {path} does not exist")
+    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
+    try:
+        con.execute(
+            f"""
+            INSERT INTO rates
+            SELECT upper(trim(CAST(currency AS VARCHAR))), CAST(date AS DATE), CAST(rate AS DOUBLE)
+            FROM {reader}({sql_literal(path)})
+            """
+        )
+    except duckdb.Error as exc:
+        raise CustlensError(
+            f"ingest.exchange_rates: {path} must have the columns date, currency, rate ({_first_line(exc)})"
+        ) from None
+    bad = con.sql("SELECT count(*) FROM rates WHERE rate IS NULL OR NOT isfinite(rate) OR rate <= 0").fetchone()
+    if bad and bad[0]:
+        raise CustlensError(f"ingest.exchange_rates: {path} has {bad[0]:,} rows without a positive rate")
 
 
 # ---------------------------------------------------------------- set-wise work in DuckDB
@@ -343,6 +449,11 @@ def _stage_all(
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _key_columns(contract: TableContract, columns: tuple[str, ...]) -> list[str]:
@@ -359,11 +470,11 @@ def _key_columns(contract: TableContract, columns: tuple[str, ...]) -> list[str]
 def _mark_duplicates(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
     """fate_<table>: rows after the first exact copy ('duplicate', removed) and later different
     versions of an id ('duplicate_id_conflict', quarantined). First = earliest in the file."""
-    keys = _key_columns(stage.contract, stage.export.columns)
+    keys = _key_columns(stage.contract, stage.columns)
     key_list = ", ".join(_quoted(key) for key in keys)
     required_keys = " AND ".join(f"{_quoted(key)} IS NOT NULL" for key in keys[:2])
     same_key = " AND ".join(f"keyed.{_quoted(key)} IS NOT DISTINCT FROM r.{_quoted(key)}" for key in keys)
-    raw = ", ".join(_quoted(name) for name in raw_columns(stage.contract, stage.export.columns))
+    raw = ", ".join(_quoted(name) for name in raw_columns(stage.contract, stage.columns))
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE fate_{stage.table} AS
@@ -397,39 +508,90 @@ def _mark_duplicates(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
 
 
 def _deduplicate_and_link(
-    con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], settings: Settings
+    con: duckdb.DuckDBPyConnection,
+    staged: dict[str, Staged],
+    settings: Settings,
+    source_dir: Path,
+    business: Business,
 ) -> IdentityResult:
     """Mark duplicates of every table, resolve identities over the accepted customers, then
     classify every row (views classified_<table>)."""
     for stage in staged.values():
         _mark_duplicates(con, stage)
-    identity = _link_identities(con, staged["customers"], settings)
+    identity = _link_identities(con, staged["customers"], settings, source_dir)
     for stage in staged.values():
-        _classify(con, stage)
+        _classify(con, stage, business)
     return identity
 
 
-def _link_identities(con: duckdb.DuckDBPyConnection, customers: Staged, settings: Settings) -> IdentityResult:
-    """The crosswalk of every accepted customer source id to its customer_id (table `crosswalk`)."""
+def _identity_names(settings: Settings) -> tuple[str, ...]:
+    return tuple(settings.ingest.identity_keys) + (
+        (f"crosswalk {settings.ingest.crosswalk}",) if settings.ingest.crosswalk else ()
+    )
+
+
+def _link_identities(
+    con: duckdb.DuckDBPyConnection, customers: Staged, settings: Settings, source_dir: Path
+) -> IdentityResult:
+    """The crosswalk of every accepted customer source id to its customer_id (table `crosswalk`):
+    linked by shared email or phone, by the declared identity keys and by a given crosswalk."""
+    keys = [f"{IDENTITY_TYPED}{name}" for name in customers.identity_columns]
+    # one row per source id: a declared key may differ between an id's rows only if it was given twice,
+    # which dedupe already quarantined; take any
+    key_select = "".join(f", {_quoted(key)} AS {_quoted(f'key_{i}')}" for i, key in enumerate(keys))
     accepted = con.sql(
         f"""
         SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
-               {TYPED}email_hash AS email_key, {TYPED}phone_hash AS phone_key
+               {TYPED}email_hash AS email_key, {TYPED}phone_hash AS phone_key{key_select}
         FROM read_parquet({sql_literal(customers.path)}) AS staged
         ANTI JOIN fate_customers USING ({ROW_NUMBER})
         WHERE staged.{REASON} IS NULL
         """
-    ).to_arrow_table()
-    result = resolve_identities(accepted, settings.ingest.max_ids_per_contact)
+    )
+    trusted = [f"key_{i}" for i in range(len(keys))]
+    if settings.ingest.crosswalk:
+        con.register("accepted_ids", accepted.to_arrow_table())
+        accepted = con.sql(
+            f"""
+            SELECT accepted_ids.*, given.person_key AS {CROSSWALK_KEY}
+            FROM accepted_ids
+            LEFT JOIN ({_crosswalk_sql(source_dir / settings.ingest.crosswalk)}) AS given
+              USING (source, source_customer_id)
+            """
+        )
+        trusted.append(CROSSWALK_KEY)
+    result = resolve_identities(accepted.to_arrow_table(), settings.ingest.max_ids_per_contact, tuple(trusted))
     con.register("identity_crosswalk", result.crosswalk)
     con.execute("CREATE OR REPLACE TEMP TABLE crosswalk AS SELECT * FROM identity_crosswalk")
     con.unregister("identity_crosswalk")
     return result
 
 
-def _classify(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
-    """classified_<table>: every staged row with its fate: duplicate, or reason (null = accepted)."""
-    keys = _key_columns(stage.contract, stage.export.columns)
+def _crosswalk_sql(path: Path) -> str:
+    """A business's own resolved identities: one (source, source_customer_id, person_key) per row."""
+    if not path.is_file():
+        raise CustlensError(f"ingest.crosswalk: {path} does not exist")
+    reader = f"read_parquet({sql_literal(path)})"
+    if path.suffix != ".parquet":
+        reader = f"read_csv({sql_literal(path)}, all_varchar = true)"
+    query = (
+        "SELECT DISTINCT CAST(source AS VARCHAR) AS source, CAST(source_customer_id AS VARCHAR) AS "
+        f"source_customer_id, CAST(person_key AS VARCHAR) AS person_key FROM {reader}"
+    )
+    try:
+        duckdb.sql(f"SELECT * FROM ({query}) LIMIT 0").fetchall()
+    except duckdb.Error as exc:
+        raise CustlensError(
+            f"ingest.crosswalk: {path} must have the columns source, source_customer_id, person_key "
+            f"({_first_line(exc)})"
+        ) from None
+    return query
+
+
+def _classify(con: duckdb.DuckDBPyConnection, stage: Staged, business: Business) -> None:
+    """classified_<table>: every staged row with its fate: duplicate, or reason (null = accepted),
+    whether it is a guest order, and for orders the rate that converts its amounts."""
+    keys = _key_columns(stage.contract, stage.columns)
     key_names = ",".join(key.removeprefix(TYPED) for key in keys)
     key_value = " || '|' || ".join(f"coalesce(CAST(s.{_quoted(key)} AS VARCHAR), '')" for key in keys)
     owned = stage.table in CUSTOMER_TABLES or stage.table == "customers"
@@ -445,6 +607,21 @@ def _classify(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
         if owned
         else ""
     )
+    guest = f"(s.{TYPED}source_customer_id IS NULL)" if stage.table == "orders" else "false"
+    currency, rate_join, currency_detail = "NULL::VARCHAR", "", "NULL"
+    rate = "1.0::DOUBLE"
+    if stage.table == "orders" and "currency" in stage.columns:
+        other = f"s.{TYPED}currency IS NOT NULL AND s.{TYPED}currency <> {sql_literal(business.currency or '')}"
+        local_day = f"CAST(timezone({sql_literal(business.timezone)}, s.{TYPED}ordered_at) AS DATE)"
+        rate_join = f"ASOF LEFT JOIN rates AS r ON r.currency = s.{TYPED}currency AND r.day <= {local_day}"
+        rate = f"CASE WHEN {other} THEN r.rate ELSE 1.0 END"
+        has_rates = con.sql("SELECT count(*) FROM rates").fetchone()
+        code = "no_exchange_rate" if has_rates and has_rates[0] else "currency_mismatch"
+        currency = f"CASE WHEN {other} AND r.rate IS NULL THEN '{code}' END"
+        currency_detail = (
+            f"CASE WHEN currency_reason IS NOT NULL THEN 'currency: ' || currency_reason || ' (' || {TYPED}currency "
+            "|| ')' END"
+        )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW classified_{stage.table} AS
@@ -454,20 +631,26 @@ def _classify(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
                    coalesce(f.fate = 'duplicate', false) AS is_duplicate,
                    coalesce(f.fate = 'duplicate_id_conflict', false) AS is_conflict,
                    {unknown} AS is_unknown_customer,
+                   {currency} AS currency_reason,
+                   {rate} AS _rate,
+                   {guest} AS is_guest,
                    {key_value} AS row_key
             FROM read_parquet({sql_literal(stage.path)}) AS s
             LEFT JOIN fate_{stage.table} AS f USING ({ROW_NUMBER})
             {join}
+            {rate_join}
         )
-        SELECT * EXCLUDE (is_conflict, is_unknown_customer, row_key),
+        SELECT * EXCLUDE (is_conflict, is_unknown_customer, currency_reason, row_key),
                CASE WHEN NOT is_duplicate THEN coalesce(
                    {REASON},
                    CASE WHEN is_conflict THEN 'duplicate_id_conflict' END,
+                   currency_reason,
                    CASE WHEN is_unknown_customer THEN 'unknown_customer' END
                ) END AS reason,
                CASE WHEN NOT is_duplicate THEN nullif(concat_ws('; ',
                    {DETAIL},
                    CASE WHEN is_conflict THEN '{key_names}: duplicate_id_conflict (' || row_key || ')' END,
+                   {currency_detail},
                    {unknown_detail}
                ), '') END AS reason_detail
         FROM checked
@@ -475,8 +658,9 @@ def _classify(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
     )
 
 
-def _count(con: duckdb.DuckDBPyConnection, stage: Staged) -> TableResult:
-    rows = con.sql(f"SELECT is_duplicate, reason, count(*) FROM classified_{stage.table} GROUP BY ALL").fetchall()
+def _count(con: duckdb.DuckDBPyConnection, stage: Staged, business: Business) -> TableResult:
+    view = f"classified_{stage.table}"
+    rows = con.sql(f"SELECT is_duplicate, reason, count(*) FROM {view} GROUP BY ALL").fetchall()
     duplicates = sum(n for is_duplicate, _, n in rows if is_duplicate)
     accepted = sum(n for is_duplicate, reason, n in rows if not is_duplicate and reason is None)
     by_reason = {
@@ -485,20 +669,111 @@ def _count(con: duckdb.DuckDBPyConnection, stage: Staged) -> TableResult:
         for is_duplicate, code, n in rows
         if not is_duplicate and code == reason
     }
+    stats = stage.stats or ChunkStats()
+    time_column = TYPED + TIME_COLUMN[stage.table]
+    span = con.sql(f"SELECT min({time_column}), max({time_column}) FROM {view} WHERE reason IS NULL").fetchone()
     result = TableResult(
         table=stage.table,
         present=True,
-        file=str(stage.export.path),
+        file=stage.origin,
         rows_in=stage.rows_in,
         accepted=accepted,
         quarantined=sum(by_reason.values()),
         duplicates=duplicates,
         quarantined_by_reason=by_reason,
-        extra_columns=stage.export.extra_columns,
+        examples=_examples(con, view, by_reason),
+        extra_columns=stage.extra_columns,
+        columns=stage.mapping,
+        derived=stage.derived,
+        timestamp_formats=stats.timestamp_formats,
+        reformatted_numbers=stats.reformatted_numbers,
+        rounded_amounts=_rounded(con, stage, business),
+        date_range=(_day(span[0], business), _day(span[1], business)) if span and span[0] is not None else None,
+        guests=_scalar(con, f"SELECT count(*) FROM {view} WHERE reason IS NULL AND is_guest"),
+        cascade=_cascade(con, stage) if stage.table in CUSTOMER_TABLES else 0,
     )
     if not result.reconciled:  # every row must be accounted for; anything else is a bug here
         raise RuntimeError(f"ingest lost rows of {stage.table}: {result.to_dict()}")
     return result
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    row = con.sql(query).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _day(value: object, business: Business) -> str:
+    """An instant as the business's local day (a date stays as it is)."""
+    if hasattr(value, "astimezone"):
+        from zoneinfo import ZoneInfo
+
+        return value.astimezone(ZoneInfo(business.timezone)).date().isoformat()  # type: ignore[attr-defined]
+    return str(value)
+
+
+def _examples(con: duckdb.DuckDBPyConnection, view: str, by_reason: dict[str, int]) -> tuple[Example, ...]:
+    """The first quarantined row of each reason, most frequent reason first."""
+    if not by_reason:
+        return ()
+    found = con.sql(
+        f"""
+        SELECT reason, arg_min({ROW_NUMBER}, {ROW_NUMBER}), arg_min(reason_detail, {ROW_NUMBER})
+        FROM {view} WHERE reason IS NOT NULL GROUP BY reason
+        """
+    ).fetchall()
+    first = {reason: (row, detail) for reason, row, detail in found}
+    ordered = sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(Example(reason, count, first[reason][0], first[reason][1] or "") for reason, count in ordered)
+
+
+def _rounded(con: duckdb.DuckDBPyConnection, stage: Staged, business: Business) -> dict[str, int]:
+    """Accepted amounts with more decimals than the currency has (rounded when written)."""
+    columns = [c.name for c in stage.contract.columns if c.kind == "decimal" and c.name in stage.columns]
+    if not columns:
+        return {}
+    target = decimal_type(business.currency)
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE CAST({TYPED}{name} AS DECIMAL(38, 20)) "
+        f"<> CAST(CAST({TYPED}{name} AS DECIMAL(38, 20)) AS {target}))"
+        for name in columns
+    )
+    row = con.sql(f"SELECT {counts} FROM classified_{stage.table} WHERE reason IS NULL AND NOT is_duplicate").fetchone()
+    return {name: int(n) for name, n in zip(columns, row or (), strict=True) if n}
+
+
+def _cascade(con: duckdb.DuckDBPyConnection, stage: Staged) -> int:
+    """unknown_customer rows whose (source, source_customer_id) is a customers row that was quarantined."""
+    return _scalar(
+        con,
+        f"""
+        SELECT count(*) FROM classified_{stage.table} AS c
+        SEMI JOIN (
+            SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id
+            FROM classified_customers WHERE reason IS NOT NULL
+        ) AS rejected
+          ON rejected.source = c.{TYPED}source AND rejected.source_customer_id = c.{TYPED}source_customer_id
+        WHERE c.reason = 'unknown_customer'
+        """,
+    )
+
+
+def _money(con: duckdb.DuckDBPyConnection) -> Money:
+    """Guests, refunds and conversions among the accepted orders, for the report."""
+    amount = f"CAST({TYPED}net_amount AS DECIMAL(38, 10)) * _rate"
+    row = con.sql(
+        f"""
+        SELECT count(*) FILTER (WHERE is_guest AND {TYPED}status = 'completed'),
+               coalesce(sum({amount}) FILTER (WHERE is_guest AND {TYPED}status = 'completed'), 0),
+               count(*) FILTER (WHERE {TYPED}status = 'returned' AND {amount} < 0),
+               coalesce(-sum({amount}) FILTER (WHERE {TYPED}status = 'returned' AND {amount} < 0), 0),
+               coalesce(sum({amount}) FILTER (WHERE {TYPED}status = 'completed'), 0),
+               count(*) FILTER (WHERE _rate <> 1)
+        FROM classified_orders
+        WHERE reason IS NULL AND NOT is_duplicate
+        """
+    ).fetchone()
+    assert row is not None
+    return Money(int(row[0]), float(row[1]), int(row[2]), float(row[3]), float(row[4]), int(row[5]))
 
 
 # ---------------------------------------------------------------- outputs
@@ -513,12 +788,12 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged],
             target.unlink(missing_ok=True)
             continue
         stage = staged[table]
-        raw = ", ".join(_quoted(name) for name in raw_columns(stage.contract, stage.export.columns))
+        raw = ", ".join(_quoted(name) for name in raw_columns(stage.contract, stage.columns))
         with atomic_file(target) as partial:
             copy_to_parquet(
                 con,
                 f"""
-                SELECT {raw}, {sql_literal(stage.export.path)} AS _file, {ROW_NUMBER}, reason, reason_detail
+                SELECT {raw}, {sql_literal(stage.origin)} AS _file, {ROW_NUMBER}, reason, reason_detail
                 FROM classified_{table}
                 WHERE reason IS NOT NULL
                 ORDER BY {ROW_NUMBER}
@@ -527,17 +802,25 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged],
             )
 
 
-def _lake_columns(contract: TableContract) -> str:
+def _lake_columns(contract: TableContract, business: Business) -> str:
+    money = decimal_type(business.currency)
     columns = []
     for column in contract.columns:
         value = f"{TYPED}{column.name}"
         if column.kind == "decimal":
-            value = f"CAST({value} AS DECIMAL(18, 2))"
+            converted = f"CAST({value} AS DECIMAL(38, 10))"
+            if contract.name == "orders" and column.name in AMOUNT_COLUMNS:
+                converted = f"CASE WHEN _rate = 1 THEN {converted} ELSE {converted} * _rate END"
+            value = f"CAST({converted} AS {money})"
+        elif contract.name == "orders" and column.name == "currency":
+            value = f"CASE WHEN {value} IS NULL THEN NULL ELSE {sql_literal(business.currency or '')} END"
         columns.append(f"{value} AS {_quoted(column.name)}")
     return ", ".join(columns)
 
 
-def _write_lake(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], settings: Settings) -> None:
+def _write_lake(
+    con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], settings: Settings, business: Business
+) -> None:
     """Write the whole lake into a new folder, then swap it in: a reader sees the old lake or the new."""
     with atomic_folder(settings.lake_dir) as new_lake:
         copy_to_parquet(
@@ -566,13 +849,28 @@ def _write_lake(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], setti
             copy_to_parquet(
                 con,
                 f"""
-                SELECT {owner}{_lake_columns(stage.contract)}
+                SELECT {owner}{_lake_columns(stage.contract, business)}
                 FROM classified_{table}
-                WHERE reason IS NULL AND NOT is_duplicate
+                WHERE reason IS NULL AND NOT is_duplicate AND NOT is_guest
                 ORDER BY {order}
                 """,
                 lake_file(new_lake, table),
             )
+        if "orders" in staged and _scalar(
+            con, "SELECT count(*) FROM classified_orders WHERE reason IS NULL AND is_guest"
+        ):
+            order = ", ".join(_quoted(name) for name in LAKE_ORDER[GUEST_ORDERS])
+            copy_to_parquet(
+                con,
+                f"""
+                SELECT {_lake_columns(CONTRACTS["orders"], business)}
+                FROM classified_orders
+                WHERE reason IS NULL AND NOT is_duplicate AND is_guest
+                ORDER BY {order}
+                """,
+                lake_file(new_lake, GUEST_ORDERS),
+            )
+        write_business(new_lake, business)
 
 
 def _customers_query(crm_source: str) -> str:

@@ -28,7 +28,7 @@ class Salt:
     """The key of every PII hash, and where it came from (for the report, never the value)."""
 
     key: bytes
-    origin: Literal["settings", "file"]
+    origin: Literal["settings", "file", "ephemeral"]
     path: Path | None = None
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
