@@ -207,7 +207,7 @@ def ingest(settings: Settings, source_dir: Path, console: Console | None = None)
     lake untouched) when a table's quarantined share exceeds `ingest.max_bad_row_share`."""
     started = time.perf_counter()
     source_dir = Path(source_dir)
-    exports = find_exports(source_dir)
+    exports = find_exports(source_dir, settings)
     salt = load_salt(settings, console)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=settings.data_dir))
