@@ -148,9 +148,7 @@ def find_exports(source_dir: Path, settings: Settings) -> dict[str, ExportFile |
 def _default_files(table: str, source_dir: Path) -> tuple[Path, ...]:
     present = tuple(path for path in (source_dir / f"{table}.csv", source_dir / f"{table}.parquet") if path.is_file())
     if len(present) == 2:
-        raise CustlensError(
-            f"both {present[0]} and {present[1]} exist; keep one export per table (remove the other)"
-        )
+        raise CustlensError(f"both {present[0]} and {present[1]} exist; keep one export per table (remove the other)")
     return present
 
 
