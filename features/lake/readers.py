@@ -257,7 +257,8 @@ def _text_header(path: Path, table: str, options: CsvOptions) -> tuple[str, ...]
         fields = re.split(f"[{_ASCII_WHITESPACE}]+", first_line.strip(_ASCII_WHITESPACE))
     else:
         try:
-            fields = next(csv.reader([first_line], delimiter=_delimiter(options), quotechar=options.quote))
+            quoting = {"quotechar": options.quote} if options.quote else {"quoting": csv.QUOTE_NONE}
+            fields = next(csv.reader([first_line], delimiter=_delimiter(options), **quoting))
         except csv.Error as exc:
             raise _unreadable_text(path, table, options, str(exc)) from None
     if not options.header:
@@ -465,7 +466,7 @@ def _text_batches(export: ExportFile, path: Path, rows_before: int) -> Iterator[
     else:
         # quoted values may span lines (a customer's comment); everything stays text until we parse it
         parse_options = pv.ParseOptions(
-            delimiter=_delimiter(options), quote_char=options.quote, newlines_in_values=True
+            delimiter=_delimiter(options), quote_char=options.quote or False, newlines_in_values=True
         )
         read = list(_read_columns(export))
     convert_options = pv.ConvertOptions(

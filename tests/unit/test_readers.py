@@ -272,6 +272,14 @@ def test_a_custom_quote_character_keeps_delimiters_inside_values(tmp_path: Path,
     assert rows.column("category").to_pylist() == ["a,b"]
 
 
+def test_an_empty_quote_character_reads_quotes_as_text(tmp_path: Path, settings: Settings) -> None:
+    source = _folder(
+        tmp_path, {"orders.csv": 'source_customer_id;ordered_at;net_amount;category\nc1;2024-01-02;3;12" vinyl\n'}
+    )
+    rows = _read(_orders(source, settings, csv={"delimiter": ";", "quote": ""}))
+    assert rows.column("category").to_pylist() == ['12" vinyl']
+
+
 # ---------------------------------------------------------------- defaults and values
 
 
