@@ -199,10 +199,7 @@ def _file_export(
         source_dir=source_dir,
         pattern=source.file,
     )
-    export = dataclasses.replace(export, mapping=_mapping(export), identity_columns=_identity(export, identity_keys))
-    _check_values(export)
-    _check_required(export)
-    return export
+    return _mapped_and_checked(export, identity_keys)
 
 
 def _query_export(table: str, source: TableSource, source_dir: Path, identity_keys: tuple[str, ...]) -> ExportFile:
@@ -221,6 +218,10 @@ def _query_export(table: str, source: TableSource, source_dir: Path, identity_ke
         source=source,
         source_dir=source_dir,
     )
+    return _mapped_and_checked(export, identity_keys)
+
+
+def _mapped_and_checked(export: ExportFile, identity_keys: tuple[str, ...]) -> ExportFile:
     export = dataclasses.replace(export, mapping=_mapping(export), identity_columns=_identity(export, identity_keys))
     _check_values(export)
     _check_required(export)
