@@ -69,7 +69,7 @@ class TableContract:
     name: str
     columns: tuple[Column, ...]
     row_id: str | None  # duplicates of this id are removed (identical) or quarantined (conflicting)
-    required_input: bool = False  # customers and orders must exist; the rest may be absent
+    required_input: bool = False  # orders must exist; the rest may be absent (customers are then derived)
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -105,8 +105,7 @@ CONTRACTS: dict[str, TableContract] = {
                 Column("acquisition_channel", "string"),
                 Column("marketing_opt_in", "boolean"),
             ),
-            row_id=None,  # keyed by (source, source_customer_id)
-            required_input=True,
+            row_id=None,  # keyed by (source, source_customer_id); derived from orders when not exported
         ),
         TableContract(
             "orders",
