@@ -297,7 +297,7 @@ def _stage(
         columns=export.columns,
         path=path,
         rows_in=rows_in,
-        origin=str(export.path) if export.format != "sql" else export.origin,
+        origin=str(export.path) if len(export.paths) == 1 else export.origin,
         extra_columns=export.extra_columns,
         identity_columns=export.identity_columns,
         derived=derived,
