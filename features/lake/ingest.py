@@ -317,7 +317,7 @@ def _stage_all(
                 continue
             task = progress.add_task(f"checking {export.path.name}", total=export.progress_total or 1, rows=0)
             context = ChunkContext(
-                source_timezone=settings.ingest.source_timezone,
+                timezone=settings.business.timezone,
                 salt=salt,
                 phone_country_code=settings.ingest.phone_country_code,
                 phone_min_digits=settings.ingest.phone_min_digits,
@@ -330,7 +330,8 @@ def _stage_all(
             schema = staged_schema(export.contract, export.columns)
             with pq.ParquetWriter(path, schema) as writer:
                 for chunk in iter_chunks(export, settings.ingest.chunk_rows):
-                    writer.write_table(validate_chunk(chunk.rows, export.contract, context))
+                    staged_rows, _ = validate_chunk(chunk.rows, export.contract, context)
+                    writer.write_table(staged_rows)
                     rows_in += chunk.rows.num_rows
                     progress.update(task, completed=chunk.progress, rows=rows_in)
             progress.update(task, completed=export.progress_total or 1)
