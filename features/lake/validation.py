@@ -4,8 +4,9 @@ good or why not (a reason code of QUARANTINE_REASONS and every failure in detail
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import pandera.pandas as pa_schema
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from custlens.errors import CustlensError
 from features.lake.contracts import (
     EVENT_TYPES,
     ORDER_STATUSES,
@@ -23,12 +25,14 @@ from features.lake.contracts import (
     TableContract,
 )
 from features.lake.identity import normalize_email, normalize_phone
+from features.lake.money import MAX_INTEGER_DIGITS
 from features.lake.pii import Salt, hash_values
 from features.lake.readers import ROW_NUMBER
 
 REASON = "_reason"  # first failure, in QUARANTINE_REASONS order; null for a good row
 DETAIL = "_detail"  # every failure, "column: code (value)", joined by "; "
 TYPED = "v__"  # prefix of the parsed value of a column in the staged rows
+IDENTITY = "_identity__"  # prefix of a declared identity key's raw column in a chunk (never staged raw)
 
 REASON_ORDER = {code: rank for rank, code in enumerate(QUARANTINE_REASONS)}
 
@@ -40,21 +44,31 @@ PII_HASH_COLUMNS = {
     "birth_date": "birth_date_hash",
 }
 
+# The timestamp formats tried when a table gives no timestamp_format, in this order; the ingest
+# report says per column how many values each one read.
+TIMESTAMP_FORMATS: dict[str, str] = {
+    "iso_offset": "YYYY-MM-DD[T ]HH:MM[:SS[.fraction]] with Z or ±HH[:MM]: that instant",
+    "iso_local": "YYYY-MM-DD[T ]HH:MM[:SS[.fraction]] without an offset: wall time in business.timezone",
+    "date": "YYYY-MM-DD: midnight in business.timezone",
+    "yyyymmdd": "YYYYMMDD (8 digits): midnight in business.timezone",
+    "ymd_slash": "YYYY/MM/DD[ HH:MM[:SS]]: wall time in business.timezone",
+    "dmy": "DD/MM/YYYY[ HH:MM[:SS]] (or - or . between): only with date_order: day_first; business.timezone",
+    "mdy": "MM/DD/YYYY[ HH:MM[:SS]] (or - or . between): only with date_order: month_first; business.timezone",
+    "epoch_s": "Unix time in seconds (9-10 digits): that instant",
+    "epoch_ms": "Unix time in milliseconds (12-13 digits): that instant",
+    "timestamp_format": "the table's ingest.tables.<table>.timestamp_format (strptime; with %z an instant, "
+    "else wall time in business.timezone)",
+}
+
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
-_NAIVE_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?$"
-_AWARE_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}(:?\d{2})?)$"
-_DATE = r"^\d{4}-\d{2}-\d{2}$"
-# DECIMAL(18,2): at most 16 integer digits and 2 decimals (trailing zeros beyond are exact too)
-_DECIMAL = r"^[+-]?\d{1,16}(\.\d{1,2}0*)?$"
-_INTEGER = r"^[+-]?\d{1,18}(\.0*)?$"  # "3.0" is how spreadsheets and pandas write a whole number
-_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$"
+_SPACES = r"[\s\x{00a0}\x{202f}]*"  # ASCII spaces and the no-break spaces number formatting writes
 
 _ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
     "string": pa.string(),
     "timestamp": pa.timestamp("us", tz="UTC"),
     "date": pa.date32(),
-    "decimal": pa.string(),  # validated text; DuckDB casts it to DECIMAL(18,2) exactly
+    "decimal": pa.string(),  # validated plain text ("1234.50"); DuckDB casts it to the currency's DECIMAL
     "integer": pa.int64(),
     "number": pa.float64(),
     "boolean": pa.bool_(),
@@ -71,16 +85,50 @@ _UNPARSEABLE: dict[ColumnKind, str] = {
 
 @dataclass(frozen=True)
 class ChunkContext:
-    """What parsing needs to know beyond the rows themselves."""
+    """What parsing needs to know beyond the rows themselves: the business's clock, how the file
+    writes numbers and dates, and the salt that hashes personal values."""
 
-    source_timezone: str
+    timezone: str | None  # the business's IANA zone; None: not configured, naive values are refused
     salt: Salt
     phone_country_code: str
     phone_min_digits: int
     default_source: str | None = None  # for tables whose `source` column is optional
+    timestamp_format: str | None = None  # strptime format; None: TIMESTAMP_FORMATS are tried
+    date_order: Literal["day_first", "month_first"] | None = None  # None: 01/02/1997 is refused
+    decimal: str = "."
+    thousands: str | None = None  # None: "," grouping with decimal ".", "." or space grouping with ","
+    currency_marks: tuple[str, ...] = ()  # symbols and codes that may be written around an amount
+    identity_columns: tuple[str, ...] = ()  # declared identity keys, arriving as IDENTITY + name
+    table_label: str = ""  # how messages name the table (e.g. "orders (orders.csv)")
 
 
-def typed_fields(contract: TableContract) -> list[pa.Field]:
+@dataclass(frozen=True)
+class ChunkStats:
+    """What parsing found beyond good and bad rows, for the ingest report: per column, how many values
+    each timestamp format read, and how many numbers needed a currency mark, thousands separator or
+    decimal comma removed."""
+
+    timestamp_formats: dict[str, dict[str, int]] = field(default_factory=dict)
+    reformatted_numbers: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: ChunkStats) -> ChunkStats:
+        formats = {column: dict(counts) for column, counts in self.timestamp_formats.items()}
+        for column, counts in other.timestamp_formats.items():
+            merged = formats.setdefault(column, {})
+            for name, count in counts.items():
+                merged[name] = merged.get(name, 0) + count
+        numbers = dict(self.reformatted_numbers)
+        for column, count in other.reformatted_numbers.items():
+            numbers[column] = numbers.get(column, 0) + count
+        return ChunkStats(formats, numbers)
+
+
+def identity_field(key: str) -> str:
+    """The staged (hashed) column of a declared identity key."""
+    return f"{TYPED}identity__{key}"
+
+
+def typed_fields(contract: TableContract, identity_columns: tuple[str, ...] = ()) -> list[pa.Field]:
     """The parsed columns every staged chunk of this table carries (absent columns as nulls)."""
     fields = []
     for column in contract.columns:
@@ -93,6 +141,7 @@ def typed_fields(contract: TableContract) -> list[pa.Field]:
             pa.field(TYPED + "phone_hash", pa.string()),
             pa.field(TYPED + "birth_year", pa.int64()),
         ]
+    fields += [pa.field(identity_field(key), pa.string()) for key in identity_columns]
     return fields
 
 
@@ -103,13 +152,15 @@ def raw_columns(contract: TableContract, columns: tuple[str, ...]) -> list[str]:
     return [PII_HASH_COLUMNS.get(name, name) for name in columns]
 
 
-def staged_schema(contract: TableContract, columns: tuple[str, ...]) -> pa.Schema:
+def staged_schema(
+    contract: TableContract, columns: tuple[str, ...], identity_columns: tuple[str, ...] = ()
+) -> pa.Schema:
     raw = [pa.field(name, pa.string()) for name in raw_columns(contract, columns)]
     return pa.schema(
         [
             pa.field(ROW_NUMBER, pa.int64()),
             *raw,
-            *typed_fields(contract),
+            *typed_fields(contract, identity_columns),
             pa.field(REASON, pa.string()),
             pa.field(DETAIL, pa.string()),
         ]
@@ -125,6 +176,10 @@ class _Parsed:
     empty: np.ndarray
     unparseable: np.ndarray
     checkable: pd.Series | None = None  # the pandas form pandera checks (text: made when needed)
+    out_of_range: np.ndarray | None = None
+    hints: tuple[tuple[np.ndarray, str], ...] = ()  # (rows among the unparseable, what to do about them)
+    formats: dict[str, int] = field(default_factory=dict)  # timestamp format -> values it read
+    reformatted: int = 0  # numbers that needed a mark, separator or decimal comma removed
 
 
 def _mask(array: pa.Array) -> np.ndarray:
@@ -135,65 +190,330 @@ def _null(arrow_type: pa.DataType, n: int) -> pa.Array:
     return pa.nulls(n, type=arrow_type)
 
 
-def _parse(raw: pa.Array, kind: ColumnKind, context: ChunkContext) -> _Parsed:
+def _where(mask: np.ndarray, values: pa.Array) -> pa.Array:
+    """`values` where mask, null elsewhere."""
+    return pc.if_else(pa.array(mask), values, pa.scalar(None, values.type))
+
+
+def _trimmed(raw: pa.Array) -> tuple[pa.Array, np.ndarray]:
     text = pc.utf8_trim_whitespace(raw)
     empty = _mask(pc.or_kleene(pc.is_null(text), pc.equal(text, "")))
-    text = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), text)
+    return _where(~empty, text), empty
+
+
+def _parse(raw: pa.Array, contract: TableContract, name: str, context: ChunkContext) -> _Parsed:
+    kind = contract.kind_of(name)
+    text, empty = _trimmed(raw)
     if kind == "string":
+        if (contract.name, name) in _VOCABULARIES:
+            text = pc.utf8_lower(text)  # "Completed" is completed
+        elif name == "currency":
+            text = pc.utf8_upper(text)
         return _Parsed(text, empty, np.zeros(len(raw), dtype=bool))
     if kind == "timestamp":
-        series = _parse_timestamps(text, context.source_timezone)
-        values = pa.array(series, from_pandas=True).cast(_ARROW_TYPES["timestamp"], safe=False)
-        return _Parsed(values, empty, ~empty & series.isna().to_numpy(), series)
+        return _parse_timestamps(text, empty, contract.name, name, context)
     if kind == "date":
-        valid = _mask(pc.match_substring_regex(text, _DATE))
-        series = pd.to_datetime(
-            pd.Series(text.to_numpy(zero_copy_only=False)).where(valid), format="%Y-%m-%d", errors="coerce"
-        )
-        values = pa.array(series, from_pandas=True, type=pa.timestamp("ns")).cast(pa.date32())
-        return _Parsed(values, empty, ~empty & series.isna().to_numpy(), series)
+        return _parse_dates(text, empty, contract.name, context)
     if kind == "boolean":
         lowered = pc.utf8_lower(text)
         is_true = _mask(pc.is_in(lowered, pa.array(_TRUE)))
         is_false = _mask(pc.is_in(lowered, pa.array(_FALSE)))
         values = pa.array(np.where(is_true, True, False), mask=~(is_true | is_false))
         return _Parsed(values, empty, ~empty & ~(is_true | is_false))
-    # numbers: decimal (kept as validated text, checked as float), integer, number
-    pattern = {"decimal": _DECIMAL, "integer": _INTEGER, "number": _NUMBER}[kind]
-    valid = _mask(pc.match_substring_regex(text, pattern))
-    text = pc.if_else(pa.array(valid), text, pa.scalar(None, pa.string()))
-    as_float = text.cast(pa.float64())
-    if kind == "decimal":
-        values = text
-    elif kind == "integer":
-        values = pc.replace_substring_regex(text, r"\.0*$", "").cast(pa.int64())
-    else:
-        as_float = pc.if_else(pc.is_finite(as_float), as_float, pa.scalar(None, pa.float64()))
-        valid &= _mask(pc.is_valid(as_float))
-        values = as_float
-    checkable = pd.Series(as_float.to_numpy(zero_copy_only=False), dtype="float64")
-    return _Parsed(values, empty, ~empty & ~valid, checkable)
+    return _parse_number(text, empty, kind, context)
 
 
-def _parse_timestamps(text: pa.Array, source_timezone: str) -> pd.Series:
-    """ISO 8601 with 'Z' or an offset -> that instant; without one -> wall time in `source_timezone`.
+# ---------------------------------------------------------------- timestamps and dates
 
-    Two vectorized passes, one per group with its own explicit format, never per-element guessing.
-    """
-    out = pd.Series(pd.NaT, index=range(len(text)), dtype="datetime64[ns, UTC]")
+# Each format is one regex with named parts and one explicit way to assemble them: a value is read
+# by the first format whose regex it matches, never by element-wise guessing.
+_Clock = Literal["offset", "local", "epoch_s", "epoch_ms", "refused"]
+_ISO_DAY = r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+_ISO_TIME = r"[T ](?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?"
+_OFFSET = r" ?(?:(?P<zulu>[Zz])|(?P<sign>[+-])(?P<offset_hour>\d{2})(?::?(?P<offset_minute>\d{2}))?)"
+_SHORT_TIME = r"(?:[T ](?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?)?"
+
+
+def _slashed(first: str, second: str) -> str:
+    return rf"^(?P<{first}>\d{{1,2}})[/.-](?P<{second}>\d{{1,2}})[/.-](?P<year>\d{{4}}){_SHORT_TIME}$"
+
+
+_NS_PER_S = 1_000_000_000
+_NS_PER_DAY = 86_400 * _NS_PER_S
+
+
+@dataclass(frozen=True)
+class _Format:
+    name: str
+    pattern: str
+    clock: _Clock  # offset: in the value; local: business.timezone; epoch: UTC; refused: ambiguous
+
+
+_ISO_OFFSET = _Format("iso_offset", f"^{_ISO_DAY}{_ISO_TIME}{_OFFSET}$", "offset")
+_ISO_LOCAL = _Format("iso_local", f"^{_ISO_DAY}{_ISO_TIME}$", "local")
+_DATE = _Format("date", f"^{_ISO_DAY}$", "local")
+_YYYYMMDD = _Format("yyyymmdd", r"^(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})$", "local")
+_YMD_SLASH = _Format("ymd_slash", r"^(?P<year>\d{4})/(?P<month>\d{1,2})/(?P<day>\d{1,2})" + _SHORT_TIME + "$", "local")
+_SLASHED_FORMATS: dict[str | None, _Format] = {
+    "day_first": _Format("dmy", _slashed("day", "month"), "local"),
+    "month_first": _Format("mdy", _slashed("month", "day"), "local"),
+    None: _Format("day_or_month_first", _slashed("day", "month"), "refused"),
+}
+_EPOCH_S = _Format("epoch_s", r"^(?P<epoch>\d{9,10})$", "epoch_s")
+_EPOCH_MS = _Format("epoch_ms", r"^(?P<epoch>\d{12,13})$", "epoch_ms")
+
+
+def _timestamp_formats(date_order: str | None) -> tuple[_Format, ...]:
+    return (_ISO_OFFSET, _ISO_LOCAL, _DATE, _YYYYMMDD, _YMD_SLASH, _SLASHED_FORMATS[date_order], _EPOCH_S, _EPOCH_MS)
+
+
+def _date_formats(date_order: str | None) -> tuple[_Format, ...]:
+    # a date written as a datetime at midnight (spreadsheets, pandas) is that date
+    return (_DATE, _YYYYMMDD, _YMD_SLASH, _SLASHED_FORMATS[date_order], _ISO_LOCAL, _ISO_OFFSET)
+
+
+@dataclass
+class _WallClock:
+    wall: np.ndarray  # int64 ns: the written date and time (for epochs: the UTC instant)
+    offset: np.ndarray  # int64 ns east of UTC written in the value
+    read: np.ndarray  # bool: a format matched and the parts make a real date and time
+    format_index: np.ndarray  # which format matched (-1: none)
+
+
+def _read_wall_clock(text: pa.Array, formats: Sequence[_Format]) -> _WallClock:
+    n = len(text)
+    clock = _WallClock(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool), np.full(n, -1, np.int64))
+    remaining = np.flatnonzero(_mask(pc.is_valid(text)))
+    for index, fmt in enumerate(formats):
+        if remaining.size == 0:
+            break
+        parts = pc.extract_regex(text.take(pa.array(remaining)), fmt.pattern)
+        matched = _mask(pc.is_valid(parts))
+        if not matched.any():
+            continue
+        positions, remaining = remaining[matched], remaining[~matched]
+        wall, offset, read = _assemble(parts.filter(pa.array(matched)), fmt.clock)
+        clock.wall[positions], clock.offset[positions], clock.read[positions] = wall, offset, read
+        clock.format_index[positions] = index
+    return clock
+
+
+def _part(parts: pa.StructArray, name: str) -> np.ndarray:
+    if parts.type.get_field_index(name) < 0:
+        return np.zeros(len(parts), np.int64)
+    text = parts.field(name)
+    if name == "fraction":  # ".5" is 500 ms: digits up to nanoseconds
+        text = pc.utf8_rpad(text, width=9, padding="0")
+    text = pc.if_else(pc.equal(text, ""), "0", text)
+    return np.asarray(text.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _assemble(parts: pa.StructArray, clock: _Clock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wall-clock nanoseconds, offset nanoseconds and which values are real dates and times."""
+    n = len(parts)
+    if clock in ("epoch_s", "epoch_ms"):
+        scale = _NS_PER_S if clock == "epoch_s" else 1_000_000
+        return _part(parts, "epoch") * scale, np.zeros(n, np.int64), np.ones(n, bool)
+    if clock == "refused":
+        return np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
+    year, month, day = _part(parts, "year"), _part(parts, "month"), _part(parts, "day")
+    hour, minute, second = _part(parts, "hour"), _part(parts, "minute"), _part(parts, "second")
+    read = (year > 1677) & (year < 2262) & (month >= 1) & (month <= 12) & (day >= 1)  # nanosecond range
+    read &= (hour < 24) & (minute < 60) & (second < 60)
+    months = np.where(read, (year - 1970) * 12 + month - 1, 0).astype("datetime64[M]")
+    days = months.astype("datetime64[D]") + np.where(read, day - 1, 0).astype("timedelta64[D]")
+    read &= days.astype("datetime64[M]") == months  # 30 February runs into March
+    wall = days.astype("datetime64[ns]").view(np.int64)
+    wall += ((hour * 60 + minute) * 60 + second) * _NS_PER_S + _part(parts, "fraction")
+    offset = np.zeros(n, np.int64)
+    if clock == "offset":
+        offset_hour, offset_minute = _part(parts, "offset_hour"), _part(parts, "offset_minute")
+        read &= (offset_hour < 24) & (offset_minute < 60)
+        sign = np.where(_mask(pc.equal(parts.field("sign"), "-")), -1, 1)
+        offset = sign * (offset_hour * 3600 + offset_minute * 60) * _NS_PER_S
+    return np.where(read, wall, 0), np.where(read, offset, 0), read
+
+
+def _strptime(text: pa.Array, timestamp_format: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The table's own format, read by pandas: nanoseconds (UTC with %z, else wall clock), read, aware."""
+    aware = "%z" in timestamp_format
     strings = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
-    aware = _mask(pc.match_substring_regex(text, _AWARE_TIMESTAMP))
-    naive = _mask(pc.match_substring_regex(text, _NAIVE_TIMESTAMP))
-    if aware.any():
-        out[aware] = pd.to_datetime(strings[aware], format="ISO8601", utc=True, errors="coerce")
-    if naive.any():
-        wall = pd.to_datetime(strings[naive], format="ISO8601", errors="coerce")
-        # an hour that happens twice at a DST change is read as its first occurrence
-        local = wall.dt.tz_localize(
-            source_timezone, ambiguous=np.ones(len(wall), dtype=bool), nonexistent="shift_forward"
-        )
-        out[naive] = local.dt.tz_convert("UTC")
-    return out
+    parsed = pd.to_datetime(strings, format=timestamp_format, errors="coerce", utc=aware)
+    if aware:
+        parsed = parsed.dt.tz_convert(None)
+    read = parsed.notna().to_numpy()
+    wall = parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return np.where(read, wall, 0), read, aware
+
+
+def _localize(wall: np.ndarray, timezone: str) -> np.ndarray:
+    """UTC nanoseconds of wall-clock times in `timezone`."""
+    local = pd.DatetimeIndex(wall.view("datetime64[ns]")).tz_localize(
+        # an hour that happens twice at a DST change is its first occurrence; one skipped, the next real time
+        timezone,
+        ambiguous=np.ones(len(wall), dtype=bool),
+        nonexistent="shift_forward",
+    )
+    return np.asarray(local.asi8, dtype=np.int64)
+
+
+def _parse_timestamps(text: pa.Array, empty: np.ndarray, table: str, column: str, context: ChunkContext) -> _Parsed:
+    formats = _timestamp_formats(context.date_order)
+    hints: tuple[tuple[np.ndarray, str], ...] = ()
+    if context.timestamp_format:
+        utc, read, aware = _strptime(text, context.timestamp_format)
+        local = read & (not aware)
+        counts = {"timestamp_format": int(read.sum())}
+    else:
+        clock = _read_wall_clock(text, formats)
+        read = clock.read
+        local_formats = [index for index, fmt in enumerate(formats) if fmt.clock == "local"]
+        local = read & np.isin(clock.format_index, local_formats)
+        utc = clock.wall - clock.offset
+        counts = _format_counts(clock, formats)
+        hints = _slash_hint(clock, formats, table)
+    if local.any():
+        if context.timezone is None:
+            _refuse_to_guess_zone(text, local, table, column, context)
+        utc[local] = _localize(utc[local], str(context.timezone))
+    values = pa.array(np.where(read, utc, 0), type=pa.int64(), mask=~read).view(pa.timestamp("ns", tz="UTC"))
+    return _Parsed(
+        values.cast(_ARROW_TYPES["timestamp"], safe=False),
+        empty,
+        ~empty & ~read,
+        hints=hints,
+        formats={name: count for name, count in counts.items() if count},
+    )
+
+
+def _parse_dates(text: pa.Array, empty: np.ndarray, table: str, context: ChunkContext) -> _Parsed:
+    """Dates: the date formats, the table's timestamp_format without %z, and datetimes at midnight.
+    A date needs no time zone: it is the day written."""
+    n = len(text)
+    wall, read = np.zeros(n, np.int64), np.zeros(n, bool)
+    counts: dict[str, int] = {}
+    rest = text
+    if context.timestamp_format and "%z" not in context.timestamp_format:
+        wall, read, _ = _strptime(text, context.timestamp_format)
+        read &= np.mod(wall, _NS_PER_DAY) == 0
+        counts["timestamp_format"] = int(read.sum())
+        rest = _where(~read, text)
+    formats = _date_formats(context.date_order)
+    clock = _read_wall_clock(rest, formats)
+    midnight = clock.read & (np.mod(clock.wall, _NS_PER_DAY) == 0)
+    hints = _slash_hint(clock, formats, table)
+    if (clock.read & ~midnight).any():
+        hints += ((clock.read & ~midnight, "a date column holds days, not times of day"),)
+    wall[midnight], read[midnight] = clock.wall[midnight], True
+    clock.read = midnight
+    counts |= _format_counts(clock, formats)
+    days = pa.array(np.floor_divide(wall, _NS_PER_DAY), type=pa.int64(), mask=~read).cast(pa.int32())
+    return _Parsed(
+        days.view(pa.date32()),
+        empty,
+        ~empty & ~read,
+        hints=hints,
+        formats={name: count for name, count in counts.items() if count},
+    )
+
+
+def _format_counts(clock: _WallClock, formats: Sequence[_Format]) -> dict[str, int]:
+    counts = np.bincount(clock.format_index[clock.read], minlength=len(formats))
+    return {fmt.name: int(count) for fmt, count in zip(formats, counts, strict=True) if count}
+
+
+def _slash_hint(clock: _WallClock, formats: Sequence[_Format], table: str) -> tuple[tuple[np.ndarray, str], ...]:
+    refused = [index for index, fmt in enumerate(formats) if fmt.clock == "refused"]
+    ambiguous = np.isin(clock.format_index, refused)
+    if not ambiguous.any():
+        return ()
+    return ((ambiguous, f"day or month first? set ingest.tables.{table}.date_order"),)
+
+
+def _refuse_to_guess_zone(text: pa.Array, local: np.ndarray, table: str, column: str, context: ChunkContext) -> None:
+    example = text[int(np.flatnonzero(local)[0])].as_py()
+    raise CustlensError(
+        f"{context.table_label or table}: column {column} has times without a UTC offset (e.g. {example!r}), "
+        "and business.timezone is not set, so custlens cannot tell which instant they are and will not guess. "
+        "Set business.timezone in your config to the business's IANA time zone (e.g. America/New_York)."
+    )
+
+
+# ---------------------------------------------------------------- numbers and amounts
+
+
+@dataclass(frozen=True)
+class _NumberSyntax:
+    grouped: str  # a correctly grouped number: 1,234.50 / 1.234,50 / 1 234,50
+    separators: str  # the thousands separators, as a character class
+    plain: str  # digits with an optional decimal mark (and exponent for kind number)
+
+
+def _char(character: str) -> str:
+    return f"\\x{{{ord(character):04x}}}"  # RE2's escape of any one character
+
+
+def _number_syntax(decimal: str, thousands: str | None, exponent: bool) -> _NumberSyntax:
+    if thousands is not None:
+        separators = [" ", "\u00a0", "\u202f"] if thousands == " " else [thousands]
+    else:
+        separators = [","] if decimal == "." else [".", " ", "\u00a0", "\u202f"]
+    if decimal in separators:
+        raise CustlensError(f"csv.decimal and csv.thousands are both {decimal!r}; give two different marks")
+    mark = _char(decimal)
+    groups = "|".join(f"(?:{_char(separator)}\\d{{3}})+" for separator in separators)
+    exponent_part = r"(?:[eE][+-]?\d{1,3})?" if exponent else ""
+    return _NumberSyntax(
+        grouped=rf"^[+-]?\d{{1,3}}(?:{groups})(?:{mark}\d*)?$",
+        separators="[" + "".join(_char(separator) for separator in separators) + "]",
+        plain=rf"^[+-]?(?:\d+(?:{mark}\d*)?|{mark}\d+){exponent_part}$",
+    )
+
+
+def _strip_currency_marks(text: pa.Array, marks: tuple[str, ...]) -> pa.Array:
+    """'$12.00', '-$5', '12.00 USD' -> '12.00', '-5', '12.00' (a sign before the mark is kept)."""
+    longest_first = sorted(marks, key=lambda mark: (-len(mark), mark))
+    alternatives = "(?i:" + "|".join("".join(_char(c) for c in mark) for mark in longest_first) + ")"
+    text = pc.replace_substring_regex(text, f"^([+-]?){_SPACES}{alternatives}{_SPACES}", r"\1")
+    return pc.replace_substring_regex(text, f"{_SPACES}{alternatives}$", "")
+
+
+def _parse_number(text: pa.Array, empty: np.ndarray, kind: ColumnKind, context: ChunkContext) -> _Parsed:
+    """Amounts stay exact text ("1234.50", never rounded here); integers and numbers are cast. Marks,
+    separators and a decimal comma are removed by the file's csv settings, then one plain syntax."""
+    cleaned = text
+    if kind == "decimal" and context.currency_marks:
+        cleaned = _strip_currency_marks(cleaned, context.currency_marks)
+    syntax = _number_syntax(context.decimal, context.thousands, exponent=kind == "number")
+    grouped = _mask(pc.match_substring_regex(cleaned, syntax.grouped))
+    readable = grouped | _mask(pc.match_substring_regex(cleaned, syntax.plain))
+    if grouped.any():
+        cleaned = pc.if_else(pa.array(grouped), pc.replace_substring_regex(cleaned, syntax.separators, ""), cleaned)
+    if context.decimal != ".":
+        cleaned = pc.replace_substring(cleaned, context.decimal, ".")
+    reformatted = int((readable & _mask(pc.not_equal(cleaned, text))).sum())
+    plain = _where(readable, cleaned)
+    plain = pc.replace_substring_regex(plain, r"^\+", "")
+    plain = pc.replace_substring_regex(plain, r"^(-?)\.", r"\10.")  # ".5" -> "0.5"
+    plain = pc.replace_substring_regex(plain, r"\.$", "")  # "12." -> "12"
+    as_float = plain.cast(pa.float64())
+    read = readable & _mask(pc.is_finite(as_float))  # "1e400" is infinite
+    if kind == "integer":
+        read &= _mask(pc.match_substring_regex(plain, r"^-?\d+(?:\.0*)?$"))  # "3.0" is how pandas writes 3
+    if kind == "number":
+        too_large = read & _mask(pc.greater_equal(pc.abs(as_float), 10.0**MAX_INTEGER_DIGITS))
+    else:  # counted in digits: a float cannot tell 999999999999999.99 from 10^15
+        integer_digits = pc.utf8_length(pc.replace_substring_regex(plain, r"^-?0*|\..*$", ""))
+        too_large = read & _mask(pc.greater(integer_digits, MAX_INTEGER_DIGITS))
+    good = read & ~too_large
+    if kind == "decimal":
+        values = _where(good, plain)
+    elif kind == "integer":
+        values = _where(good, pc.replace_substring_regex(plain, r"\.0*$", "")).cast(pa.int64())
+    else:
+        values = _where(good, as_float)
+    checkable = pd.Series(_where(good, as_float).to_numpy(zero_copy_only=False), dtype="float64")
+    return _Parsed(values, empty, ~empty & ~read, checkable, out_of_range=too_large, reformatted=reformatted)
 
 
 # ---------------------------------------------------------------- the pandera schema per table
@@ -228,12 +548,18 @@ _WIDE_CHECKS: dict[str, list[_WideCheck]] = {
         ("resolved_before_opened", "resolved_at", ("resolved_at", "opened_at"), _not_before("resolved_at")),
     ],
 }
+# matched after trimming and lowercasing: the typed value is the contract's spelling
 _VOCABULARIES = {
     ("orders", "status"): ("unknown_status", ORDER_STATUSES),
     ("engagement_events", "event_type"): ("unknown_event_type", EVENT_TYPES),
     ("surveys", "survey_type"): ("unknown_survey_type", SURVEY_TYPES),
 }
 _NOT_AMOUNTS = {("surveys", "score")}  # a score has its own range check, not "negative amount"
+# a refund (credit note) is an order row with status returned and a negative amount
+_REFUNDABLE = {("orders", "net_amount"), ("orders", "gross_amount")}
+_REFUND_STATUS = "returned"
+# an order without a customer is a guest order (ingest routes it), not a missing value
+_OPTIONAL_FOR_GUESTS = {("orders", "source_customer_id")}
 
 
 def _check(code: str, test: Callable[..., pd.Series]) -> pa_schema.Check:
@@ -242,17 +568,17 @@ def _check(code: str, test: Callable[..., pd.Series]) -> pa_schema.Check:
 
 
 def build_schema(contract: TableContract, columns: tuple[str, ...]) -> pa_schema.DataFrameSchema:
-    """The pandera schema of the value checks for the columns a file has."""
+    """The pandera schema of the vocabulary and cross-column checks for the columns a file has
+    (signs are checked with the refund rule in `_negative_failures`)."""
     schema_columns: dict[str, pa_schema.Column] = {}
+    wide_needs = {name for _, _, needed, _ in _WIDE_CHECKS.get(contract.name, []) for name in needed}
     for name in columns:
         kind = contract.kind_of(name)
         checks = []
         if (contract.name, name) in _VOCABULARIES:
             code, vocabulary = _VOCABULARIES[(contract.name, name)]
             checks.append(_check(code, lambda series, vocabulary=vocabulary: series.isin(vocabulary)))
-        if kind in ("decimal", "integer", "number") and (contract.name, name) not in _NOT_AMOUNTS:
-            checks.append(_check("negative_amount", lambda series: series >= 0))
-        if checks or any(name in needed for _, _, needed, _ in _WIDE_CHECKS.get(contract.name, [])):
+        if checks or name in wide_needs:
             dtype = {"timestamp": "datetime64[ns, UTC]", "string": None}.get(kind, "float64")
             schema_columns[name] = pa_schema.Column(dtype, checks=checks, nullable=True)
     wide = [
@@ -266,20 +592,28 @@ def build_schema(contract: TableContract, columns: tuple[str, ...]) -> pa_schema
 # ---------------------------------------------------------------- one chunk
 
 
-def validate_chunk(rows: pa.Table, contract: TableContract, context: ChunkContext) -> pa.Table:
-    """Staged rows: row number, raw values (customer PII hashed), typed values, reason and detail."""
-    columns = tuple(name for name in rows.column_names if name != ROW_NUMBER)
+def validate_chunk(rows: pa.Table, contract: TableContract, context: ChunkContext) -> tuple[pa.Table, ChunkStats]:
+    """Staged rows (row number, raw values with customer PII hashed, typed values, reason and detail)
+    and what parsing found (timestamp formats, reformatted numbers)."""
+    columns = tuple(name for name in rows.column_names if name != ROW_NUMBER and not name.startswith(IDENTITY))
     n = rows.num_rows
     raw = {name: rows.column(name).combine_chunks() for name in columns}
-    parsed = {name: _parse(raw[name], contract.kind_of(name), context) for name in columns}
+    parsed = {name: _parse(raw[name], contract, name, context) for name in columns}
 
     failures: list[pd.DataFrame] = []
     for name, result in parsed.items():
-        required = name in contract.required_columns
+        required = name in contract.required_columns and (contract.name, name) not in _OPTIONAL_FOR_GUESTS
         if required and result.empty.any():
             failures.append(_failures(np.flatnonzero(result.empty), "missing_value", name))
         if result.unparseable.any():
-            failures.append(_failures(np.flatnonzero(result.unparseable), _UNPARSEABLE[contract.kind_of(name)], name))
+            hints = np.full(n, "", dtype=object)
+            for rows_hinted, hint in result.hints:
+                hints[rows_hinted] = hint
+            positions = np.flatnonzero(result.unparseable)
+            failures.append(_failures(positions, _UNPARSEABLE[contract.kind_of(name)], name, hints[positions]))
+        if result.out_of_range is not None and result.out_of_range.any():
+            failures.append(_failures(np.flatnonzero(result.out_of_range), "amount_out_of_range", name))
+    failures += _negative_failures(contract, parsed)
     failures += _schema_failures(contract, columns, parsed)
 
     reason, detail = _summarize(failures, contract, columns, raw, n)
@@ -287,13 +621,39 @@ def validate_chunk(rows: pa.Table, contract: TableContract, context: ChunkContex
     staged = {ROW_NUMBER: rows.column(ROW_NUMBER).combine_chunks()}
     staged |= _raw_for_staging(raw, pii_hashes)
     staged |= _typed_for_staging(contract, parsed, pii_hashes, context, n)
+    staged |= _identity_hashes(rows, context)
     staged[REASON] = reason
     staged[DETAIL] = detail
-    return pa.table(staged, schema=staged_schema(contract, columns))
+    stats = ChunkStats(
+        timestamp_formats={name: result.formats for name, result in parsed.items() if result.formats},
+        reformatted_numbers={name: result.reformatted for name, result in parsed.items() if result.reformatted},
+    )
+    return pa.table(staged, schema=staged_schema(contract, columns, context.identity_columns)), stats
 
 
-def _failures(positions: np.ndarray, code: str, column: str) -> pd.DataFrame:
-    return pd.DataFrame({"position": positions, "code": code, "column": column})
+def _failures(positions: np.ndarray, code: str, column: str, hint: np.ndarray | str = "") -> pd.DataFrame:
+    return pd.DataFrame({"position": positions, "code": code, "column": column, "hint": hint})
+
+
+def _negative_failures(contract: TableContract, parsed: dict[str, _Parsed]) -> list[pd.DataFrame]:
+    """Amounts and counts below zero, except an order's net and gross amount on a refund."""
+    is_refund = None
+    if "status" in parsed and contract.name == "orders":
+        is_refund = _mask(pc.equal(parsed["status"].values, _REFUND_STATUS))
+    failures = []
+    for name, result in parsed.items():
+        if contract.kind_of(name) not in ("decimal", "integer", "number") or (contract.name, name) in _NOT_AMOUNTS:
+            continue
+        assert result.checkable is not None
+        negative = (result.checkable < 0).to_numpy()
+        hint = ""
+        if (contract.name, name) in _REFUNDABLE:
+            hint = f"only a refund (status {_REFUND_STATUS}) may be negative"
+            if is_refund is not None:
+                negative &= ~is_refund
+        if negative.any():
+            failures.append(_failures(np.flatnonzero(negative), "negative_amount", name, hint))
+    return failures
 
 
 def _schema_failures(
@@ -302,7 +662,7 @@ def _schema_failures(
     schema = build_schema(contract, columns)
     if not schema.columns:
         return []
-    frame = pd.DataFrame({name: _checkable(parsed[name]) for name in schema.columns})
+    frame = pd.DataFrame({name: _checkable(parsed[name], contract.kind_of(name)) for name in schema.columns})
     try:
         schema.validate(frame, lazy=True)
     except pa_schema.errors.SchemaErrors as errors:
@@ -319,15 +679,18 @@ def _schema_failures(
                     "position": cases["index"].astype("int64").to_numpy(),
                     "code": cases["check"].to_numpy(),
                     "column": cases["column"].to_numpy(),
+                    "hint": "",
                 }
             )
         ]
     return []
 
 
-def _checkable(parsed: _Parsed) -> pd.Series:
+def _checkable(parsed: _Parsed, kind: ColumnKind) -> pd.Series:
     if parsed.checkable is not None:
         return parsed.checkable
+    if kind == "timestamp":
+        return pd.Series(parsed.values.cast(pa.timestamp("ns", tz="UTC")).to_pandas(), dtype="datetime64[ns, UTC]")
     return pd.Series(parsed.values.to_numpy(zero_copy_only=False), dtype=object)
 
 
@@ -347,7 +710,8 @@ def _summarize(
             continue  # personal data stays out of the detail
         picked = raw[str(name)].take(pa.array(found.loc[rows, "position"].to_numpy()))
         values.loc[rows] = [_shown(value) for value in picked.to_pylist()]
-    found["text"] = found["column"] + ": " + found["code"] + values
+    hints = found["hint"].fillna("").astype(str)
+    found["text"] = found["column"] + ": " + found["code"] + values + hints.where(hints == "", ": " + hints)
     grouped = found.groupby("position", sort=True)
     first = grouped["code"].first()
     detail = grouped["text"].agg("; ".join)
@@ -365,21 +729,34 @@ def _shown(value: str | None) -> str:
     return f" ({value[:60]}…)" if len(value) > 60 else f" ({value})"
 
 
+def _hashed(values: pa.Array, salt: Salt) -> pa.Array:
+    """HMAC of the trimmed value, case kept; empty stays null."""
+    text, _ = _trimmed(values)
+    return hash_values(text, salt)
+
+
 def _customer_pii_hashes(raw: dict[str, pa.Array], context: ChunkContext) -> dict[str, pa.Array]:
     """Hashes of the customer PII columns present: email and phone normalized first (so they link
     people), full name and birth date as written."""
     hashes = {}
     for name, values in raw.items():
         if name == "email":
-            text = normalize_email(values)
+            hashes[PII_HASH_COLUMNS[name]] = hash_values(normalize_email(values), context.salt)
         elif name == "phone":
-            text = normalize_phone(values, context.phone_country_code, context.phone_min_digits)
+            phone = normalize_phone(values, context.phone_country_code, context.phone_min_digits)
+            hashes[PII_HASH_COLUMNS[name]] = hash_values(phone, context.salt)
         elif name in PII_HASH_COLUMNS:
-            trimmed = pc.utf8_trim_whitespace(values)
-            text = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
-        else:
-            continue
-        hashes[PII_HASH_COLUMNS[name]] = hash_values(text, context.salt)
+            hashes[PII_HASH_COLUMNS[name]] = _hashed(values, context.salt)
+    return hashes
+
+
+def _identity_hashes(rows: pa.Table, context: ChunkContext) -> dict[str, pa.Array]:
+    """Declared identity keys (a loyalty card, a person id) may be personal: only their hashes are staged."""
+    hashes = {}
+    for key in context.identity_columns:
+        if IDENTITY + key not in rows.column_names:
+            raise RuntimeError(f"identity key {key} was declared but the chunk has no {IDENTITY + key} column")
+        hashes[identity_field(key)] = _hashed(rows.column(IDENTITY + key).combine_chunks(), context.salt)
     return hashes
 
 
@@ -401,16 +778,16 @@ def _typed_for_staging(
     n: int,
 ) -> dict[str, pa.Array]:
     typed: dict[str, pa.Array] = {}
-    for field in typed_fields(contract):
-        name = field.name.removeprefix(TYPED)
+    for field_ in typed_fields(contract):
+        name = field_.name.removeprefix(TYPED)
         if name in parsed:
-            typed[field.name] = parsed[name].values.cast(field.type)
+            typed[field_.name] = parsed[name].values.cast(field_.type)
         elif name in pii_hashes:
-            typed[field.name] = pii_hashes[name]
+            typed[field_.name] = pii_hashes[name]
         elif name == "birth_year" and "birth_date" in parsed:
-            typed[field.name] = pc.year(parsed["birth_date"].values).cast(pa.int64())
+            typed[field_.name] = pc.year(parsed["birth_date"].values).cast(pa.int64())
         else:
-            typed[field.name] = _null(field.type, n)
+            typed[field_.name] = _null(field_.type, n)
     if contract.name in ("surveys", "tickets") and context.default_source is not None:
         typed[TYPED + "source"] = pc.fill_null(typed[TYPED + "source"], context.default_source)
     return typed
