@@ -555,8 +555,8 @@ _VOCABULARIES = {
     ("surveys", "survey_type"): ("unknown_survey_type", SURVEY_TYPES),
 }
 _NOT_AMOUNTS = {("surveys", "score")}  # a score has its own range check, not "negative amount"
-# a refund (credit note) is an order row with status returned and a negative amount
-_REFUNDABLE = {("orders", "net_amount"), ("orders", "gross_amount")}
+# a refund (credit note) is an order row with status returned and a negative amount (and item count)
+_REFUNDABLE = {("orders", "net_amount"), ("orders", "gross_amount"), ("orders", "items")}  # a credit note returns items
 _REFUND_STATUS = "returned"
 # an order without a customer is a guest order (ingest routes it), not a missing value
 _OPTIONAL_FOR_GUESTS = {("orders", "source_customer_id")}

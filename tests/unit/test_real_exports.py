@@ -190,7 +190,7 @@ def test_rows_in_another_currency_are_quarantined_or_converted(tmp_path: Path) -
 def _lines_source(tmp_path: Path) -> Path:
     """An invoice-lines export: several lines per invoice, guests (no customer), a credit note."""
     return _write(tmp_path / "lines", "lines.csv", (
-        "invoice,customer,at,qty,price\n"
+        "invoice,customer,ts,qty,price\n"
         "1001,c1,2024-05-01 10:00,2,5.00\n"
         "1001,c1,2024-05-01 10:00,1,7.50\n"
         "1002,,2024-05-02 11:00,1,40.00\n"        # a guest
@@ -202,7 +202,7 @@ def _lines_source(tmp_path: Path) -> Path:
 
 
 LINES_SQL = """
-SELECT invoice AS order_id, nullif(customer, '') AS source_customer_id, min(at) AS ordered_at,
+SELECT invoice AS order_id, nullif(customer, '') AS source_customer_id, min(ts) AS ordered_at,
        CASE WHEN invoice LIKE 'C%' THEN 'returned' ELSE 'completed' END AS status,
        sum(qty * price) AS net_amount, sum(qty) AS items
 FROM read_csv('lines.csv', types = {'customer': 'VARCHAR', 'invoice': 'VARCHAR'})
@@ -272,8 +272,8 @@ def test_status_values_map_and_match_without_case(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- identity
 
 
-def _people(n: int, key: str = "card", shared: str = "L-1") -> str:
-    rows = [f"web,{i},2024-01-0{1 + i % 9} 10:00:00,shared@example.com,{shared}" for i in range(n)]
+def _people(n: int, key: str = "card", shared: str = "L-1", email: str = "shared@example.com") -> str:
+    rows = [f"web,{i},2024-01-0{1 + i % 9} 10:00:00,{email.format(i=i)},{shared}" for i in range(n)]
     return f"source,source_customer_id,signup_at,email,{key}\n" + "\n".join(rows) + "\n"
 
 
@@ -302,7 +302,7 @@ def test_an_identity_key_the_file_lacks_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_crosswalk_file_merges_ids_the_business_resolved(tmp_path: Path) -> None:
-    source = _write(tmp_path / "in", "customers.csv", _people(3, key="x", shared=""))
+    source = _write(tmp_path / "in", "customers.csv", _people(3, key="x", shared="", email="p{i}@example.com"))
     _write(source, "orders.csv", "order_id,source,source_customer_id,ordered_at,status,net_amount\n")
     _write(source, "people.csv", "source,source_customer_id,person_key\nweb,0,P1\nweb,2,P1\n")
     settings = _settings(tmp_path, {"business": {"timezone": "UTC", "currency": "USD"},
