@@ -52,18 +52,18 @@ STORED_FEATURES: tuple[Feature, ...] = tuple(
          ("categories_365d", "distinct product categories bought in the last 365 days"),
          ("channels_365d", "distinct sales channels used in the last 365 days"))
     + _f("purchases", "number",
-         ("revenue_30d", "net revenue of completed orders in the last 30 days"),
-         ("revenue_90d", "net revenue of completed orders in the last 90 days"),
-         ("revenue_365d", "net revenue of completed orders in the last 365 days"),
-         ("revenue_lifetime", "net revenue of completed orders ever"),
-         ("avg_order_value", "mean net amount of a completed order, ever"),
+         ("revenue_30d", "net revenue (completed orders minus refunds) in the last 30 days"),
+         ("revenue_90d", "net revenue (completed orders minus refunds) in the last 90 days"),
+         ("revenue_365d", "net revenue (completed orders minus refunds) in the last 365 days"),
+         ("revenue_lifetime", "net revenue (completed orders minus refunds) ever"),
+         ("avg_order_value", "net revenue ever (completed orders minus refunds) / completed orders ever"),
          ("mean_days_between_orders", "mean gap in days between consecutive completed orders"),
          ("std_days_between_orders", "spread (standard deviation) of the gaps between completed orders"),
          ("return_rate_365d", "returned orders / (completed + returned) orders, last 365 days"),
-         ("cancellation_rate_365d", "cancelled orders / all orders, last 365 days"),
+         ("cancellation_rate_365d", "cancelled orders / all orders (refunds are not orders), last 365 days"),
          ("discount_share_365d", "discount amount / gross amount of completed orders, last 365 days"),
          ("orders_trend_90d", "completed orders in the last 90 days minus the 90 days before"),
-         ("revenue_trend_90d", "net revenue in the last 90 days minus the 90 days before"))
+         ("revenue_trend_90d", "net revenue (completed minus refunds) in the last 90 days minus the 90 days before"))
     + _f("engagement", "timestamp",
          ("last_engagement_at", "when the customer last did anything (session, open, click, app open, ...)"))
     + _f("engagement", "count",

@@ -3,6 +3,10 @@ DuckDB from the lake, one Parquet file per family and cutoff: features/<family>/
 
 A cutoff D is the instant D 00:00 UTC; a snapshot uses only rows stamped strictly before it, and
 "the last N days" is [D - N days, D). The SQL is plain enough to run on Spark as it is.
+
+Revenue is net revenue (features.lake.tables.net_revenue_sql): completed orders minus refunds. A
+refund (a `returned` row with a negative amount, a credit note) lowers revenue in the window it is
+dated in, and is never an order: counts, first/last order and gaps are completed orders only.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features import layout
 from features.catalog import FAMILIES, FAMILY_SOURCE_TABLE, Family, FeatureKind, family_features
-from features.lake.tables import copy_to_parquet, duckdb_connect, missing_table, sql_literal, table_path
+from features.lake.tables import (
+    copy_to_parquet,
+    duckdb_connect,
+    missing_table,
+    net_revenue_sql,
+    sql_literal,
+    table_path,
+)
 
 # How each kind of feature is stored; Parquet gets exactly these (timestamps in microseconds, UTC).
 SQL_TYPES: dict[FeatureKind, str] = {
@@ -52,6 +63,7 @@ WITH ordered_before AS (
     SELECT DISTINCT customer_id
     FROM {orders}
     WHERE ordered_at < {cutoff} AND status IN ('completed', 'returned', 'cancelled')
+      AND NOT (status = 'returned' AND net_amount < 0)  -- a refund is not an order
 )
 -- whoever had signed up, or had already ordered, by the cutoff
 SELECT customers.customer_id
@@ -67,7 +79,9 @@ WITH orders_before AS (
            CASE WHEN gross_amount IS NOT NULL AND discount_amount IS NOT NULL THEN gross_amount END AS gross_amount,
            CASE WHEN gross_amount IS NOT NULL AND discount_amount IS NOT NULL THEN discount_amount END
                AS discount_amount,
+           {net_revenue} AS net_revenue,
            status = 'completed' AS is_completed,
+           status = 'returned' AND net_amount < 0 AS is_refund,
            ordered_at >= {since_365d} AS in_365d
     FROM {orders}
     WHERE ordered_at < {cutoff}
@@ -93,19 +107,19 @@ per_customer AS (
            count(*) FILTER (WHERE is_completed) AS orders_lifetime,
            count(DISTINCT category) FILTER (WHERE is_completed AND in_365d) AS categories_365d,
            count(DISTINCT channel) FILTER (WHERE is_completed AND in_365d) AS channels_365d,
-           sum(net_amount) FILTER (WHERE is_completed AND ordered_at >= {since_30d}) AS revenue_30d,
-           sum(net_amount) FILTER (WHERE is_completed AND ordered_at >= {since_90d}) AS revenue_90d,
-           sum(net_amount) FILTER (WHERE is_completed AND ordered_at >= {since_180d} AND ordered_at < {since_90d})
+           -- net revenue: completed orders minus the refunds dated in the window
+           sum(net_revenue) FILTER (WHERE ordered_at >= {since_30d}) AS revenue_30d,
+           sum(net_revenue) FILTER (WHERE ordered_at >= {since_90d}) AS revenue_90d,
+           sum(net_revenue) FILTER (WHERE ordered_at >= {since_180d} AND ordered_at < {since_90d})
                AS revenue_previous_90d,
-           sum(net_amount) FILTER (WHERE is_completed AND in_365d) AS revenue_365d,
-           sum(net_amount) FILTER (WHERE is_completed) AS revenue_lifetime,
-           avg(net_amount) FILTER (WHERE is_completed) AS avg_order_value,
+           sum(net_revenue) FILTER (WHERE in_365d) AS revenue_365d,
+           sum(net_revenue) AS revenue_lifetime,
            avg(gap_days) AS mean_days_between_orders,
            stddev_samp(gap_days) AS std_days_between_orders,
            count(*) FILTER (WHERE status = 'returned' AND in_365d) AS returned_365d,
            count(*) FILTER (WHERE status IN ('completed', 'returned') AND in_365d) AS completed_or_returned_365d,
            count(*) FILTER (WHERE status = 'cancelled' AND in_365d) AS cancelled_365d,
-           count(*) FILTER (WHERE in_365d) AS all_orders_365d,
+           count(*) FILTER (WHERE in_365d AND NOT is_refund) AS all_orders_365d,
            sum(discount_amount) FILTER (WHERE is_completed AND in_365d) AS discount_365d,
            sum(gross_amount) FILTER (WHERE is_completed AND in_365d) AS gross_365d
     FROM with_gaps
@@ -124,7 +138,8 @@ SELECT population.customer_id,
        coalesce(revenue_90d, 0) AS revenue_90d,
        coalesce(revenue_365d, 0) AS revenue_365d,
        coalesce(revenue_lifetime, 0) AS revenue_lifetime,
-       avg_order_value,
+       -- net lifetime revenue per completed order: refunds lower the value, they add no order
+       revenue_lifetime / nullif(orders_lifetime, 0) AS avg_order_value,
        mean_days_between_orders,
        std_days_between_orders,
        returned_365d / nullif(completed_or_returned_365d, 0) AS return_rate_365d,
@@ -517,7 +532,11 @@ def _family_query(family: Family, placeholders: dict[str, str], present: bool = 
 
 def _placeholders(settings: Settings, cutoff: date) -> dict[str, str]:
     instant = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
-    values = {"cutoff": _instant(instant), "own_actions": ", ".join(f"'{name}'" for name in OWN_ACTIONS)}
+    values = {
+        "cutoff": _instant(instant),
+        "own_actions": ", ".join(f"'{name}'" for name in OWN_ACTIONS),
+        "net_revenue": net_revenue_sql(),
+    }
     for days in DAY_WINDOWS:
         values[f"since_{days}d"] = _instant(instant - timedelta(days=days))
     for table in dict.fromkeys([*FAMILY_SOURCE_TABLE.values(), *REQUIRED_TABLES, "crosswalk"]):

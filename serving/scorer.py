@@ -11,6 +11,10 @@ wrappers' per-call frames: the features are read once per call as numpy columns,
 encoding is built once as one float matrix, and every model that encodes the same way predicts
 on it. What the Scorer asks for (`inputs`) is what its models read, and each model is checked at
 load against its trees and against the FeatureService it names.
+
+Money is answered in the lake's business currency (features.lake.tables.lake_business): every row
+carries `currency` next to `predicted_clv_12m`, which is rounded to that currency's minor units
+(VND 0 decimals, USD 2), the same in the service's answers and the batch write-back.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from mlflow.exceptions import MlflowException
 
 from custlens.errors import CustlensError
 from custlens.settings import ServingSettings, Settings
+from features.lake.money import minor_units
+from features.lake.tables import lake_business
 from features.store import registered_services
 from serving.reasons import describe
 from training.packaging import BUNDLE_FILE, SEGMENTS_FILE, ModelBundle, SegmentsBundle
@@ -46,6 +52,7 @@ SCORE_COLUMNS = (
     "expected_days_to_next_order",
     "expected_next_order_date",
     "predicted_clv_12m",
+    "currency",  # of predicted_clv_12m: ISO 4217, or None when the lake never said
     "rfm_segment",
     "behavioural_segment",
 )
@@ -84,10 +91,12 @@ class Scorer:
         segments: SegmentsBundle,
         refs: Mapping[str, ModelRef],
         serving: ServingSettings,
+        currency: str | None = None,
     ) -> None:
         self.churn, self.repurchase, self.clv, self.segments = churn, repurchase, clv, segments
         self.refs = dict(refs)
         self.serving = serving
+        self.currency = currency  # what predicted_clv_12m is in: the lake's business currency
         # One encoding serves every model that reads the same features with the same categories:
         # each model is scored on the matrix of the first bundle that encodes as it does.
         models = (churn, repurchase, clv)
@@ -132,7 +141,7 @@ class Scorer:
         churn, repurchase, clv, segments = (bundles[model] for model in MODELS)
         assert isinstance(churn, ModelBundle) and isinstance(repurchase, ModelBundle) and isinstance(clv, ModelBundle)
         assert isinstance(segments, SegmentsBundle)
-        return cls(churn, repurchase, clv, segments, refs, settings.serving)
+        return cls(churn, repurchase, clv, segments, refs, settings.serving, lake_business(settings).currency)
 
     @staticmethod
     def registry_versions(settings: Settings, alias: str | None = None) -> dict[str, str | None]:
@@ -211,7 +220,8 @@ class Scorer:
             "repurchase_probability_30d": repurchase,
             "expected_days_to_next_order": days,
             "expected_next_order_date": _dates_after(as_of, days),
-            "predicted_clv_12m": clv,
+            "predicted_clv_12m": np.round(clv, minor_units(self.currency)),
+            "currency": np.full(len(clv), self.currency, dtype=object),
             "rfm_segment": rfm,
             "behavioural_segment": behaviour,
         }

@@ -9,6 +9,11 @@ previous complete result or the new one, never a mix.
   hidden temporary name and renamed over the old file; `PATH/scoring_runs.parquet|csv` is the
   manifest, replaced the same way. A folder of these files reads as one table
   (`pyarrow.parquet.read_table(PATH / "customer_scores")`).
+
+Columns added to `customer_scores` since its first release (ADDED_SCORE_COLUMNS) reach sinks that
+were written before them: a SQL table gets them by ALTER TABLE ... ADD COLUMN at `check`, an older
+file reads them as NULL. Money is `predicted_clv_12m` in `currency` (the lake's business currency,
+ISO 4217; NULL for a lake that never recorded one), rounded to the currency's minor units.
 """
 
 from __future__ import annotations
@@ -51,12 +56,16 @@ SCORES_SCHEMA = pa.schema([
     pa.field("repurchase_probability_30d", pa.float64()),
     pa.field("expected_next_order_date", pa.date32()),
     pa.field("predicted_clv_12m", pa.float64()),
+    pa.field("currency", pa.string()),  # of predicted_clv_12m
     pa.field("rfm_segment", pa.string()),
     pa.field("behavioural_segment", pa.string()),
     *(pa.field(name, pa.string()) for name in MODEL_VERSION_COLUMNS),
     pa.field("scoring_run_id", pa.string(), nullable=False),
 ])  # fmt: skip
 SCORE_COLUMNS = tuple(SCORES_SCHEMA.names)
+# Nullable columns an older sink may lack: added to its table, or read as NULL from its files.
+ADDED_SCORE_COLUMNS = ("currency",)
+assert all(SCORES_SCHEMA.field(name).nullable for name in ADDED_SCORE_COLUMNS)
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
@@ -299,6 +308,7 @@ class SqlSink(Sink):
         try:
             with conn.begin():
                 _METADATA.create_all(conn)
+                _add_missing_score_columns(conn, self.uri)
             # A write that is rolled back: proves the tables are writable without changing them.
             with conn.begin() as probe:
                 conn.execute(sa.delete(MANIFEST).where(MANIFEST.c.run_id == "writability-probe"))
@@ -409,6 +419,22 @@ class SqlSink(Sink):
             pass  # the sink went away: the run stays `running` there, and the error is reported anyway
 
 
+def _add_missing_score_columns(conn: Connection, uri: str) -> None:
+    """Bring a `customer_scores` table from before ADDED_SCORE_COLUMNS up to date (its rows get
+    NULL there); a table missing any other column was not written by custlens and is refused."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns(SCORES_TABLE)}
+    missing = [name for name in SCORE_COLUMNS if name not in present]
+    foreign = [name for name in missing if name not in ADDED_SCORE_COLUMNS]
+    if foreign:
+        raise CustlensError(
+            f"sink {uri}: the table {SCORES_TABLE} has no column {', '.join(foreign)}; it was not written by "
+            "custlens. Rename or drop that table, or choose another --sink"
+        )
+    for name in missing:
+        kind = SCORES.c[name].type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {SCORES_TABLE} ADD COLUMN {name} {kind}")
+
+
 def _sqlite_transactions(engine: Engine) -> None:
     """Let SQLAlchemy, not the sqlite3 module, begin transactions, so that the DDL and every
     statement of a swap share one (SQLAlchemy's documented recipe for pysqlite)."""
@@ -487,14 +513,16 @@ class FileSink(Sink):
     # -- reading
 
     def _read(self, path: Path, schema: pa.Schema) -> pa.Table:
+        """A file as `schema`; a scores file from before ADDED_SCORE_COLUMNS reads them as NULL."""
         if self.kind == "parquet":
-            return pq.read_table(path, schema=schema)
+            return pq.read_table(path, schema=schema)  # absent columns come back NULL
         return pa_csv.read_csv(
             path,
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict(zip(schema.names, schema.types, strict=True)),
                 strings_can_be_null=True,
                 include_columns=schema.names,
+                include_missing_columns=schema is SCORES_SCHEMA,
             ),
         ).cast(schema)
 

@@ -40,6 +40,10 @@ class ModelSpec:
     baselines: tuple[str, ...]  # names in training.baselines.BASELINES, run (and gated) in this order
     label_is_no_order: bool = False  # the label is 1 when no order falls in its window (churn)
     timing: NextOrderTiming | None = None
+    # The least target the objective accepts: LightGBM's Tweedie refuses a negative one, and a net
+    # revenue label is negative when refunds in the window exceed purchases. Fitting sees the label
+    # floored here; test metrics see the label as it is.
+    fit_floor: float | None = None
 
     @property
     def primary_metric(self) -> str:
@@ -51,6 +55,11 @@ class ModelSpec:
 
     def labels(self, rows: pd.DataFrame) -> np.ndarray:
         return rows[self.label].astype(float).to_numpy()
+
+    def fit_targets(self, rows: pd.DataFrame) -> np.ndarray:
+        """The labels the booster is fitted and tuned on: `labels`, floored at `fit_floor`."""
+        labels = self.labels(rows)
+        return labels if self.fit_floor is None else np.maximum(labels, self.fit_floor)
 
     def scores(self, predicted: pd.DataFrame) -> np.ndarray:
         """The model's score out of a ModelBundle.predict frame."""
@@ -89,5 +98,6 @@ SPECS: dict[ModelName, ModelSpec] = {
         output="predicted_value",
         calibrated=False,
         baselines=("bgnbd_gamma_gamma",),
+        fit_floor=0.0,
     ),
 }

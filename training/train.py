@@ -170,7 +170,7 @@ def train_model(
     train_x = feature_matrix(train)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
     valid_x, test_x = feature_matrix(valid, categories), feature_matrix(test, categories)
-    train_y, valid_y, test_y = spec.labels(train), spec.labels(valid), spec.labels(test)
+    train_y, valid_y, test_y = spec.fit_targets(train), spec.fit_targets(valid), spec.labels(test)
 
     connect(settings)
     use_experiment(settings, model)

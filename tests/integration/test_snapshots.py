@@ -52,7 +52,9 @@ def test_snapshot_of_generated_data_is_consistent_with_the_lake(tmp_path: Path) 
     orders = pd.read_parquet(table_path(settings, "orders"))
     completed = orders[(orders["status"] == "completed") & (orders["ordered_at"] < instant)]
     assert purchases["orders_lifetime"].sum() == len(completed) > 0
-    assert purchases["revenue_lifetime"].sum() == pytest.approx(float(completed["net_amount"].astype(float).sum()))
+    refunds = orders[(orders["status"] == "returned") & (orders["net_amount"] < 0) & (orders["ordered_at"] < instant)]
+    net_revenue = float(completed["net_amount"].astype(float).sum() + refunds["net_amount"].astype(float).sum())
+    assert purchases["revenue_lifetime"].sum() == pytest.approx(net_revenue)  # net: refunds taken off
     events = pd.read_parquet(table_path(settings, "engagement_events"))
     recent = events[(events["occurred_at"] >= instant - pd.Timedelta(days=90)) & (events["occurred_at"] < instant)]
     assert engagement["sessions_90d"].sum() == (recent["event_type"] == "session_start").sum() > 0

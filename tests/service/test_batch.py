@@ -139,6 +139,9 @@ def test_every_sink_holds_each_as_of_once_with_every_column(
     assert rows[["churn_model_version", "segments_model_version"]].notna().all().all()
     assert rows["churn_probability"].astype(float).between(0, 1).all()
     assert rows["rfm_segment"].notna().all() and rows["behavioural_segment"].notna().all()
+    assert (rows["currency"] == "VND").all()  # the sample's shop; CLV in whole dong
+    clv = rows["predicted_clv_12m"].astype(float).to_numpy()
+    np.testing.assert_array_equal(clv, np.round(clv))
     assert manifest(sink_uri) == [(first.run_id, SUCCEEDED, earlier), (second.run_id, SUCCEEDED, latest)]
 
 

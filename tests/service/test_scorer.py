@@ -15,6 +15,8 @@ from pydantic import SecretStr
 from custlens.errors import CustlensError
 from custlens.settings import Settings, load_settings
 from features.catalog import STORED_FEATURES
+from features.lake.money import minor_units
+from features.lake.tables import lake_business
 from features.model_inputs import TREE_INPUTS
 from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot
@@ -122,11 +124,27 @@ def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Sc
     ):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name(model)}@champion")
         expected = pyfunc.predict(known[scorer.churn.features])[pyfunc_column].to_numpy()
+        if column == "predicted_clv_12m":  # money: in the currency's minor units
+            expected = np.round(expected, minor_units(scorer.currency))
         np.testing.assert_allclose(scores[column].to_numpy(dtype=float), expected, rtol=1e-12, err_msg=model)
     segments = mlflow.pyfunc.load_model(f"models:/{registered_name('segments')}@champion")
     expected_segments = segments.predict(known[scorer.segments.inputs].astype("float64"))
     assert scores["rfm_segment"].tolist() == expected_segments["rfm_segment"].tolist()
     assert scores["behavioural_segment"].tolist() == expected_segments["behavioural_segment"].tolist()
+
+
+def test_predicted_clv_is_in_the_lakes_currency_rounded_to_its_minor_units(
+    project: Settings, scorer: Scorer, features: pd.DataFrame
+) -> None:
+    # given the sample's Vietnamese shop (VND has no minor unit)
+    scores = scorer.score(features, NOW)
+    known, unknown = scores[features["known"].to_numpy()], scores[~features["known"].to_numpy()]
+    # then every scored customer's CLV is in whole dong, and an unknown one has neither value nor unit
+    assert scorer.currency == lake_business(project).currency == "VND"
+    assert set(known["currency"]) == {"VND"}
+    clv = known["predicted_clv_12m"].to_numpy(dtype=float)
+    np.testing.assert_array_equal(clv, np.round(clv))
+    assert unknown["currency"].isna().all() and unknown["predicted_clv_12m"].isna().all()
 
 
 def test_a_reordered_catalog_scores_the_registered_models_the_same(

@@ -108,6 +108,8 @@ def test_known_ids_get_every_score_and_unknown_ids_none(client: TestClient, ids:
         assert known["known"] is True and known["feature_time"]
         assert set(SCORE_COLUMNS) <= set(known) and 1 <= len(known["churn_reasons"]) <= 3
         assert 0 <= known["churn_probability"] <= 1 and known["churn_risk"] in ("low", "medium", "high")
+        # money comes with its unit, in the unit's minor units (the sample's VND has none)
+        assert known["currency"] == "VND" and known["predicted_clv_12m"] == round(known["predicted_clv_12m"])
     assert nobody == {"customer_id": "C-nobody", "source": None, "source_customer_id": None, "known": False}
 
 

@@ -110,6 +110,35 @@ def test_cancelled_and_returned_orders_are_not_purchases() -> None:
     assert summary.loc["b"].to_dict() == {"frequency": 0, "recency": 0.0, "T": 29.0, "monetary_value": 0.0}
 
 
+def test_a_refund_is_not_a_purchase_day_and_lowers_the_purchase_day_it_follows() -> None:
+    # given a first day, a repeat day of 100, a partial refund of 40 a week later, a repeat day of 60
+    orders = _orders(
+        _order("r", "2024-01-01", 10.0),
+        _order("r", "2024-01-10", 100.0),
+        _order("r", "2024-01-17", -40.0, "returned"),
+        _order("r", "2024-01-20", 60.0),
+    )
+    # when
+    summary = rfm_summary(orders, CUTOFF)
+    # then two repeat purchase days (the refund's day is none), worth 60 and 60
+    assert summary.loc["r"].to_dict() == {"frequency": 2, "recency": 19.0, "T": 60.0, "monetary_value": 60.0}
+
+
+def test_a_day_refunded_beyond_its_purchases_counts_zero_and_an_orphan_refund_is_left_out() -> None:
+    # given a refund before any purchase (of an order older than the history) and one larger than its day
+    orders = _orders(
+        _order("s", "2023-12-20", -500.0, "returned"),
+        _order("s", "2024-01-01", 10.0),
+        _order("s", "2024-01-10", 30.0),
+        _order("s", "2024-01-11", -80.0, "returned"),
+        _order("s", "2024-01-20", 50.0),
+    )
+    # when
+    summary = rfm_summary(orders, CUTOFF)
+    # then the repeat days are worth 0 and 50; the first day keeps its 10 (not in monetary value anyway)
+    assert summary.loc["s"].to_dict() == {"frequency": 2, "recency": 19.0, "T": 60.0, "monetary_value": 25.0}
+
+
 def test_orders_at_or_after_the_cutoff_never_change_the_summary() -> None:
     # given the same history, once with orders at and after the cutoff added
     history = [_order("a", "2024-01-01", 10.0), _order("a", "2024-02-29 23:59", 20.0)]

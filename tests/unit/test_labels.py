@@ -18,6 +18,7 @@ from features.lake.tables import lake_end
 from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
 from training.frames import is_validation_customer, plan_split
 from training.labels import compute_labels
+from training.specs import SPECS
 
 CUTOFF = date(2025, 1, 1)
 
@@ -98,6 +99,51 @@ def test_returned_and_cancelled_orders_earn_nothing_and_are_not_purchases(settin
     assert not labels["repurchased"] and labels["churned"]
     assert labels["revenue_next"] == 40.0
     assert labels["days_to_next_order"] == pytest.approx(151 + 10 / 24)
+
+
+def test_a_fully_refunded_customer_has_a_clv_label_of_zero(settings: Settings) -> None:
+    # given a customer who bought before the cutoff, bought again in the window and got it all back
+    write_orders(settings, [
+        ("A", "2024-12-01 10:00", "completed", "100"),
+        ("A", "2025-02-01 10:00", "completed", "250.50"),
+        ("A", "2025-02-09 10:00", "returned", "-250.50"),
+    ])  # fmt: skip
+    # when
+    labels = labels_of(settings, "A")
+    # then the window's net revenue is 0, and the purchase still counts as one
+    assert labels["revenue_next"] == 0.0
+    assert labels["days_to_next_order"] == pytest.approx(31 + 10 / 24)
+
+
+def test_a_refund_is_not_a_purchase_and_a_label_is_negative_when_refunds_exceed_purchases(
+    settings: Settings,
+) -> None:
+    # given an order before the cutoff, refunded in the window, and nothing bought since
+    write_orders(settings, [
+        ("A", "2024-12-20 10:00", "completed", "80"),
+        ("A", "2025-01-05 10:00", "returned", "-80"),
+    ])  # fmt: skip
+    # when
+    labels = labels_of(settings, "A")
+    # then the refund is no purchase (not repurchased, churned, no next order) and CLV is net: -80
+    assert not labels["repurchased"] and labels["churned"]
+    assert pd.isna(labels["next_order_at"])
+    assert labels["revenue_next"] == -80.0
+
+
+def test_a_refund_alone_before_the_cutoff_makes_no_customer_to_label(settings: Settings) -> None:
+    write_orders(settings, [("A", "2024-12-20 10:00", "returned", "-80"), ("B", "2024-12-01 10:00", "completed", "1")])
+
+    frame = compute_labels(settings, [CUTOFF])
+
+    assert list(frame["customer_id"]) == ["B"]
+
+
+def test_the_clv_fit_floors_negative_net_labels_at_zero_and_the_test_keeps_them() -> None:
+    rows = pd.DataFrame({"revenue_next": [-80.0, 0.0, 120.5]})
+
+    assert SPECS["clv"].fit_targets(rows).tolist() == [0.0, 0.0, 120.5]
+    assert SPECS["clv"].labels(rows).tolist() == [-80.0, 0.0, 120.5]
 
 
 def test_customer_who_never_bought_before_the_cutoff_gets_no_row(settings: Settings) -> None:

@@ -220,6 +220,63 @@ def test_return_cancellation_and_discount_shares(settings: Settings) -> None:
     assert a["discount_share_365d"] == pytest.approx(100 / 1000)
 
 
+def refund_rows() -> dict[str, Rows]:
+    """F bought once and got it all back; G bought twice and got part of one back (a credit note:
+    a `returned` row with a negative amount, dated after the order)."""
+    return dict(
+        customers=[customer("F"), customer("G")],
+        orders=[
+            order("F", "2024-03-01 10:00", "300", category="shoes", channel="web"),
+            order("F", "2024-03-05 10:00", "-300", status="returned", category="shoes", channel="web"),
+            order("G", "2023-12-01 10:00", "100", category="bags", channel="web"),
+            order("G", "2024-05-01 10:00", "200", category="bags", channel="web"),
+            order("G", "2024-06-15 10:00", "-50", status="returned", category="hats", channel="app"),
+            order("G", "2024-06-16 10:00", "70", status="cancelled"),
+        ],
+    )  # fmt: skip
+
+
+def refund_lake(settings: Settings) -> Settings:
+    return write_lake(settings, **refund_rows())
+
+
+def test_a_fully_refunded_customer_has_zero_net_revenue(settings: Settings) -> None:
+    # given F's order of 300 and its refund of 300
+    f = features_of(build(refund_lake(settings)), "purchases", "F")
+    # then nothing was earned, and the one order is still one order
+    assert (f["revenue_90d"], f["revenue_365d"], f["revenue_lifetime"], f["avg_order_value"]) == (0, 0, 0, 0)
+    assert (f["orders_lifetime"], f["orders_365d"]) == (1, 1)
+
+
+def test_a_partial_refund_lowers_revenue_in_the_windows_it_is_dated_in(settings: Settings) -> None:
+    # given G's orders of 100 (2023-12-01) and 200 (2024-05-01), and a refund of 50 on 2024-06-15
+    g = features_of(build(refund_lake(settings)), "purchases", "G")
+    # then net revenue is 250 ever and in the year; the last 30 days hold only the refund
+    assert (g["revenue_lifetime"], g["revenue_365d"], g["revenue_90d"], g["revenue_30d"]) == (250, 250, 150, -50)
+    assert g["avg_order_value"] == 125  # net lifetime revenue / 2 completed orders
+    assert g["revenue_trend_90d"] == 150  # the 90 days before held nothing
+
+
+def test_a_refund_is_not_an_order(settings: Settings) -> None:
+    # given F's and G's refunds dated after their last orders, and a refund-only H who signed up later
+    rows = refund_rows()
+    rows["customers"].append(customer("H", signup="2024-08-01"))
+    rows["orders"].append(order("H", "2024-06-01 10:00", "-20", status="returned"))
+    snapshot = build(write_lake(settings, **rows))
+    f, g = features_of(snapshot, "purchases", "F"), features_of(snapshot, "purchases", "G")
+    # then the refunds move neither the first or last order, nor the counts, the gaps or the mix
+    assert f["first_order_at"] == f["last_order_at"] == at("2024-03-01 10:00")
+    assert g["last_order_at"] == at("2024-05-01 10:00")
+    assert (g["orders_30d"], g["orders_90d"], g["orders_365d"], g["orders_lifetime"]) == (0, 1, 2, 2)
+    assert g["mean_days_between_orders"] == pytest.approx(152.0)
+    assert (g["categories_365d"], g["channels_365d"]) == (1, 1)  # the refund's hats and app were not bought
+    # a refund counts as a return (the return rate is as before) but is no order of the cancellation rate
+    assert g["return_rate_365d"] == pytest.approx(1 / 3)
+    assert g["cancellation_rate_365d"] == pytest.approx(1 / 3)
+    # and a refund alone does not make someone a customer before the cutoff
+    assert "H" not in set(snapshot["purchases"]["customer_id"])
+
+
 def test_customer_without_orders_has_zero_counts_and_null_means(settings: Settings) -> None:
     # given C signed up and never ordered
     snapshot = build(purchase_lake(settings))

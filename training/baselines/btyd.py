@@ -36,22 +36,35 @@ _LOG_BOUNDS = (-12.0, 12.0)  # keeps exp(log-parameter) finite while the optimiz
 def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, population: pd.Index | None = None) -> pd.DataFrame:
     """One row per customer of what BG/NBD and Gamma-Gamma read, from completed orders before `cutoff`.
 
-    A purchase day is a UTC calendar day with at least one completed order. `frequency` is the
-    number of purchase days minus one, `recency` the days from the first to the last purchase day,
-    `T` the days from the first purchase day (its UTC midnight) to the cutoff, `monetary_value` the
-    mean net revenue of the repeat purchase days (0 when frequency is 0). Rows are the customers of
-    `population` (default: everyone with an order of any status before the cutoff); those without a
-    completed order before it get all zeros, and T == 0 exactly for them: the models then give them
-    the population prior, as for a customer acquired at the cutoff.
+    A purchase day is a UTC calendar day with at least one completed order; a refund (a `returned`
+    row with a negative amount, a credit note) is never one. `frequency` is the number of purchase
+    days minus one, `recency` the days from the first to the last purchase day, `T` the days from
+    the first purchase day (its UTC midnight) to the cutoff, `monetary_value` the mean net revenue
+    of the repeat purchase days (0 when frequency is 0). A day's net revenue is its completed
+    orders minus the refunds before the cutoff that give money back for them: each refund is netted
+    into the customer's latest purchase day on or before the refund's day (the order it most likely
+    refunds), and a day refunded beyond its purchases counts 0 (Gamma-Gamma reads positive order
+    values). A refund dated before the customer's first purchase day (of an order older than the
+    history) has no purchase day to reduce and is left out here. Rows are the customers of
+    `population` (default: everyone with an order row of any status before the cutoff); those
+    without a completed order before it get all zeros, and T == 0 exactly for them: the models
+    then give them the population prior, as for a customer acquired at the cutoff.
     """
     if cutoff.tzinfo is None:
         raise CustlensError(f"rfm_summary: cutoff {cutoff} has no time zone; pass a UTC timestamp.")
     cutoff = cutoff.tz_convert("UTC")
     ordered_at = pd.to_datetime(orders["ordered_at"], utc=True)
     before = orders.loc[ordered_at < cutoff]
+    amount = before["net_amount"].astype("float64")
     completed = before.loc[before["status"] == "completed"]
     purchase_day = ordered_at.loc[completed.index].dt.floor("D").rename("purchase_day")
-    revenue_per_day = completed["net_amount"].astype("float64").groupby([completed["customer_id"], purchase_day]).sum()
+    revenue_per_day = amount.loc[completed.index].groupby([completed["customer_id"], purchase_day]).sum()
+    refunds = (before["status"] == "returned") & (amount < 0)
+    if refunds.any():
+        refunded = pd.DataFrame({"customer_id": before.loc[refunds, "customer_id"],
+                                 "day": ordered_at.loc[refunds[refunds].index].dt.floor("D"),
+                                 "amount": amount.loc[refunds]})  # fmt: skip
+        revenue_per_day = _net_of_refunds(revenue_per_day, refunded)
     per_customer = revenue_per_day.groupby(level="customer_id")
     days = revenue_per_day.index.get_level_values("purchase_day").to_series(index=revenue_per_day.index)
     first_day = days.groupby(level="customer_id").min()
@@ -71,6 +84,18 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, population: pd.Index
         population = pd.Index(before["customer_id"].unique())
     summary = summary.reindex(pd.Index(population, name="customer_id"), fill_value=0)
     return summary.astype({"frequency": "int64", "recency": "float64", "T": "float64", "monetary_value": "float64"})
+
+
+def _net_of_refunds(revenue_per_day: pd.Series, refunds: pd.DataFrame) -> pd.Series:
+    """Revenue per (customer_id, purchase_day) with each refund (customer_id, day, negative amount)
+    added to the customer's latest purchase day on or before it; a day is worth 0 at least."""
+    purchase_days = revenue_per_day.index.to_frame(index=False).sort_values("purchase_day")
+    matched = pd.merge_asof(
+        refunds.sort_values("day"), purchase_days, left_on="day", right_on="purchase_day", by="customer_id",
+        direction="backward",
+    ).dropna(subset=["purchase_day"])  # fmt: skip
+    refunded = matched.groupby(["customer_id", "purchase_day"])["amount"].sum()
+    return revenue_per_day.add(refunded, fill_value=0.0).clip(lower=0.0).sort_index()
 
 
 def _history(summary: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
