@@ -431,6 +431,6 @@ def test_the_table_renders_as_json_and_csv(march: KpiTable) -> None:
     loaded = json.loads(march.to_json())
     assert loaded["groups"] == ["all"] and len(loaded["kpis"]) == len(march.values)
     lines = march.to_csv().splitlines()
-    assert lines[0] == "start,end,group,kpi,value,numerator,denominator,missing"
+    assert lines[0] == "start,end,group,kpi,value,numerator,denominator,missing,unit,currency"
     assert len(lines) == 1 + len(march.values)
     assert march.render() is not None
