@@ -126,9 +126,14 @@ def ingest(
 @user_errors_exit_cleanly
 def kpis_command(
     date_from: Annotated[
-        str | None, typer.Option("--from", help="First day, YYYY-MM-DD (UTC), included (default: last full month).")
+        str | None,
+        typer.Option(
+            "--from", help="First day, YYYY-MM-DD (the business's local day), included (default: last full month)."
+        ),
     ] = None,
-    date_to: Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), included.")] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="Last day, YYYY-MM-DD (the business's local day), included.")
+    ] = None,
     by: Annotated[
         str | None, typer.Option("--by", help="month, week, channel, city, segment or behaviour (after scoring).")
     ] = None,
@@ -138,7 +143,9 @@ def kpis_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the KPI cube from the lake first.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """KPI summary of a period from the daily KPI cube; a KPI without data shows as missing, with the reason."""
+    """KPI summary of a period from the daily KPI cube, in the business's local days; revenue is net revenue
+    (completed orders minus refunds, guest orders included) and money carries its currency. A KPI without
+    data shows as missing, with the reason."""
     from features.kpis import KpiCache, build_kpi_cube, check_grouping, kpi_period
     from features.kpis import kpis as compute_kpis
 

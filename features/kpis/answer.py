@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from features.kpis.arguments import PERIOD_GROUPINGS, SEGMENT_GROUPINGS
 from features.kpis.cube import CubeMeta
-from features.kpis.definitions import ALL, KPIS, NONE_LABEL, KpiTable, KpiValue
+from features.kpis.definitions import ALL, GUEST_KPIS, GUEST_MISSING, GUESTS, KPIS, NONE_LABEL, KpiTable, KpiValue
 from features.lake.tables import sql_date
 
 CUSTOMER_PARTS = ("active_customers", "new_customers", "repeat_customers")
@@ -120,7 +120,8 @@ def kpi_table(question: Question, groups: Groups, parts: Parts, meta: CubeMeta) 
         values.extend(
             _divide(parts.sums.get(label, {}), parts.medians.get(label, {}), label, groups.spans[label], question, meta)
         )
-    return KpiTable(start=question.start, end=question.end, by=question.by, groups=groups.labels, values=tuple(values))
+    return KpiTable(start=question.start, end=question.end, by=question.by, groups=groups.labels,
+                    values=tuple(values), currency=meta.currency, timezone=meta.timezone)  # fmt: skip
 
 
 def _divide(
@@ -133,6 +134,9 @@ def _divide(
     out: dict[str, KpiValue] = {}
     for definition in KPIS:
         name = definition.name
+        if label == GUESTS and question.dimension == "city" and name not in GUEST_KPIS:  # city or a segment
+            out[name] = KpiValue(label, name, None, missing=GUEST_MISSING)
+            continue
         if definition.table not in meta.tables:
             out[name] = KpiValue(label, name, None, missing=f"no {definition.table} export in the lake")
             continue

@@ -9,7 +9,7 @@ from typing import Literal, get_args
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.lake.tables import lake_end
+from features.kpis.source import last_order_day
 
 Grouping = Literal["month", "week", "channel", "city", "segment", "behaviour"]
 GROUPINGS: tuple[str, ...] = get_args(Grouping)
@@ -86,9 +86,10 @@ def kpi_period(
 
 
 def last_full_month(settings: Settings) -> tuple[date, date]:
-    """The last calendar month wholly covered by the lake's orders: the default KPI period."""
-    end = lake_end(settings).date()  # the day after the last order day
-    last_day = end - timedelta(days=1)
+    """The last calendar month wholly covered by the lake's orders, in the business's local days:
+    the default KPI period."""
+    last_day = last_order_day(settings)
+    end = last_day + timedelta(days=1)
     if end.day != 1:  # the last month is not complete: take the one before it
         last_day = end.replace(day=1) - timedelta(days=1)
     return last_day.replace(day=1), last_day

@@ -135,7 +135,7 @@ class KpiCache:
             cached = self._cubes.get(key)
             if cached is not None and cached[0] == meta.lake_stamp:
                 return cached[1]
-            con = duckdb_connect()
+            con = duckdb_connect(timezone=meta.timezone)  # the cube's days are this business's days
             for name in CUBE_FILES:
                 con.execute(f"CREATE TABLE {name} AS SELECT * FROM {read_table_sql(folder / f'{name}.parquet')}")
             loaded = LoadedCube(con, CustomerOrders.load(con))

@@ -18,10 +18,12 @@ from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.kpis.arguments import SEGMENT_GROUPINGS
 from features.kpis.definitions import ALL, NONE_LABEL, UNSCORED
+from features.kpis.source import connect
 from features.kpis.sql import (
     CUSTOMER_DAILY_SQL,
     CUSTOMER_DIMS_SQL,
     CUSTOMER_ORDERS_SQL,
+    CUSTOMER_REVENUE_SQL,
     FACT_ROWS,
     TICKET_DURATION_ROWS_SQL,
     fact_sources,
@@ -32,7 +34,7 @@ from features.kpis.sql import (
 from features.lake.tables import (
     atomic_folder,
     copy_to_parquet,
-    duckdb_connect,
+    lake_business,
     lake_stamp,
     present_tables,
     read_table_sql,
@@ -58,7 +60,8 @@ def segment_dir(settings: Settings) -> Path:
 
 @dataclass(frozen=True)
 class CubeMeta:
-    """What a cube was built from: the lake tables present, the day span, the churn windows."""
+    """What a cube was built from: the lake tables present, the day span, the churn windows, and the
+    business whose local days its days are and whose currency its money is."""
 
     tables: tuple[str, ...]
     first_day: date
@@ -66,6 +69,8 @@ class CubeMeta:
     activity_days: int
     churn_days: int
     lake_stamp: str
+    timezone: str = "UTC"  # a cube written before the business was recorded counted UTC days
+    currency: str | None = None
 
     def to_json(self) -> str:
         values = asdict(self)
@@ -82,6 +87,8 @@ class CubeMeta:
             activity_days=int(values["activity_days"]),
             churn_days=int(values["churn_days"]),
             lake_stamp=str(values["lake_stamp"]),
+            timezone=str(values.get("timezone", "UTC")),
+            currency=values.get("currency"),
         )
 
     @classmethod
@@ -89,6 +96,7 @@ class CubeMeta:
         cls, settings: Settings, present: tuple[str, ...], first_day: date, last_day: date, stamp: str
     ) -> CubeMeta:
         """The meta of a cube of this lake (its optional tables `present`) under these settings."""
+        business = lake_business(settings)
         return cls(
             tables=("customers", "orders", *present),
             first_day=first_day,
@@ -96,6 +104,8 @@ class CubeMeta:
             activity_days=settings.training.activity_window_days,
             churn_days=settings.training.churn_window_days,
             lake_stamp=stamp,
+            timezone=business.timezone,
+            currency=business.currency,
         )
 
 
@@ -140,6 +150,7 @@ def _build_cube(settings: Settings, new_dir: Path, dims_sql: str, stamp: str) ->
             meta = CubeMeta.of_lake(settings, present, first_day, last_day, stamp)
             copy_to_parquet(con, _daily_sql(tables, meta.tables), new_dir / "daily.parquet")
             con.execute(f"CREATE TEMP TABLE customer_orders AS {CUSTOMER_ORDERS_SQL.format(**tables)}")
+            con.execute(f"CREATE TEMP TABLE customer_revenue AS {CUSTOMER_REVENUE_SQL.format(**tables)}")
             copy_to_parquet(
                 con,
                 "SELECT day, prev_day, prev2_day, channel, city FROM customer_orders ORDER BY day",
@@ -191,11 +202,6 @@ def _daily_sql(tables: dict[str, str], lake_tables: tuple[str, ...]) -> str:
     )
 
 
-def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """DuckDB within the feature settings' memory and threads: the cube build and the direct scan."""
-    return duckdb_connect(settings.features.duckdb_memory_limit, settings.features.duckdb_threads)
-
-
 # ---------------------------------------------------------------- reading back
 
 
@@ -212,6 +218,7 @@ def read_cube_meta(settings: Settings) -> CubeMeta:
             f"the KPI cube in {folder} was built from an older lake than {settings.lake_dir}; "
             "rebuild it with `custlens kpis --rebuild`"
         )
+    _check_business(settings, meta, folder, "rebuild it with `custlens kpis --rebuild`")
     return meta
 
 
@@ -227,7 +234,19 @@ def read_segment_meta(settings: Settings, grouping: str) -> CubeMeta:
             f"the segments in {folder.parent} were scored on an older lake than {settings.lake_dir}; "
             "run `custlens score` again"
         )
+    _check_business(settings, meta, folder, "run `custlens score` again")
     return meta
+
+
+def _check_business(settings: Settings, meta: CubeMeta, folder: Path, remedy: str) -> None:
+    """A cube counts the days and money of the business it was built for; the lake's business (its
+    ingest record, or the config for a lake without one) may have changed since."""
+    business = lake_business(settings)
+    if (meta.timezone, meta.currency) != (business.timezone, business.currency):
+        raise CustlensError(
+            f"the KPI cube in {folder} counts {meta.timezone} days in {meta.currency or 'no currency'}, but the "
+            f"lake {settings.lake_dir} is {business.timezone}, {business.currency or 'no currency'}; {remedy}"
+        )
 
 
 def segment_as_of(settings: Settings) -> date | None:

@@ -14,9 +14,18 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from features.lake.money import format_money, round_money
+
 ALL = "all"  # the one group of an ungrouped question
 NONE_LABEL = "(none)"  # a row without a channel or city is grouped under this label
 UNSCORED = "(not scored)"  # the segment of a customer the latest batch run did not score
+GUESTS = "(guests)"  # the orders without a customer, where KPIs group by a customer's city or segment
+# the KPIs that count guest orders; every other KPI is about customers (or their sessions, tickets,
+# answers), so the guests line has none of them
+GUEST_KPIS = ("revenue", "orders", "aov", "return_rate")
+GUEST_MISSING = "guest orders have no customer: only orders, net revenue, AOV and return rate count them"
+# the parts that are amounts of money: rounded to the currency's minor units wherever they are shown
+MONEY_PARTS = frozenset({"revenue", "marketing_spend", "clv_revenue", "predicted_clv_total", "historic_clv", "cac"})
 
 
 @dataclass(frozen=True)
@@ -80,9 +89,10 @@ KPIS: tuple[KpiDefinition, ...] = (
     _kpi("social_shares", "social shares", "count", "engagement_events", "social_shares"),
     _kpi("referrals", "referrals", "count", "engagement_events", "referrals"),
     # commercial and retention
-    _kpi("revenue", "revenue", "money", "orders", "revenue"),
+    # net revenue: completed orders minus refunds (returned rows with a negative amount), guests included
+    _kpi("revenue", "net revenue", "money", "orders", "revenue"),
     _kpi("orders", "orders", "count", "orders", "orders"),
-    _kpi("aov", "average order value", "money", "orders", "revenue", "orders",
+    _kpi("aov", "average order value (net)", "money", "orders", "revenue", "orders",
          empty="no completed orders in the period"),
     _kpi("return_rate", "return rate", "share", "orders", "returned_orders", "purchased_orders",
          empty="no purchases in the period"),
@@ -100,6 +110,7 @@ KPIS: tuple[KpiDefinition, ...] = (
          "scored_customers", empty="no batch scores for these customers yet; run `custlens score`"),
 )  # fmt: skip
 KPI_NAMES = tuple(definition.name for definition in KPIS)
+KPI_BY_NAME = {definition.name: definition for definition in KPIS}
 
 
 @dataclass(frozen=True)
@@ -116,13 +127,16 @@ class KpiValue:
 
 @dataclass(frozen=True)
 class KpiTable:
-    """The KPIs of a period, one column per group (or `all`)."""
+    """The KPIs of a period, one column per group (or `all`): its days are `timezone` days, its
+    money is in `currency` (None: the lake's data named none)."""
 
     start: date
     end: date
     by: str | None
     groups: tuple[str, ...]
     values: tuple[KpiValue, ...]
+    currency: str | None = None
+    timezone: str = "UTC"
 
     def get(self, kpi: str, group: str = ALL) -> KpiValue:
         for value in self.values:
@@ -131,28 +145,50 @@ class KpiTable:
         raise KeyError((kpi, group))
 
     def records(self) -> list[dict[str, object]]:
-        return [
-            {"start": self.start.isoformat(), "end": self.end.isoformat(), **asdict(value)} for value in self.values
-        ]
+        """One dict per KPI and group, money rounded to the currency's minor units, each with its unit
+        and (for money) its currency."""
+        return [{"start": self.start.isoformat(), "end": self.end.isoformat(), **self._shown(value)}
+                for value in self.values]  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(
             {"start": self.start.isoformat(), "end": self.end.isoformat(), "by": self.by, "groups": list(self.groups),
-             "kpis": [asdict(value) for value in self.values]},
+             "currency": self.currency, "timezone": self.timezone,
+             "kpis": [self._shown(value) for value in self.values]},
             ensure_ascii=False, indent=2,
         )  # fmt: skip
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.DictWriter(
-            buffer, fieldnames=["start", "end", "group", "kpi", "value", "numerator", "denominator", "missing"]
-        )
+            buffer,
+            fieldnames=["start", "end", "group", "kpi", "value", "numerator", "denominator", "missing", "unit",
+                        "currency"],
+        )  # fmt: skip
         writer.writeheader()
         writer.writerows(self.records())
         return buffer.getvalue()
 
+    def _shown(self, value: KpiValue) -> dict[str, object]:
+        """A value as JSON and CSV show it: money rounded to the currency's minor units."""
+        definition = KPI_BY_NAME[value.kpi]
+        money = definition.unit == "money"
+
+        def rounded(amount: float | None, is_money: bool) -> float | None:
+            return round_money(amount, self.currency) if is_money else amount
+
+        return {
+            **asdict(value),
+            "value": rounded(value.value, money),
+            "numerator": rounded(value.numerator, definition.numerator in MONEY_PARTS),
+            "denominator": rounded(value.denominator, definition.denominator in MONEY_PARTS),
+            "unit": definition.unit,
+            "currency": self.currency if money else None,
+        }
+
     def render(self) -> RenderableType:
         title = f"KPIs {self.start.isoformat()} .. {self.end.isoformat()}" + (f" by {self.by}" if self.by else "")
+        title += f" ({self.timezone} days" + (f", money in {self.currency})" if self.currency else ")")
         table = Table(title=title, title_justify="left")
         table.add_column("KPI")
         for group in self.groups:
@@ -160,7 +196,8 @@ class KpiTable:
         cells = {(value.kpi, value.group): value for value in self.values}
         for definition in KPIS:
             table.add_row(
-                definition.label, *(_shown(cells[(definition.name, group)], definition) for group in self.groups)
+                definition.label,
+                *(_shown(cells[(definition.name, group)], definition, self.currency) for group in self.groups),
             )
         reasons = sorted({value.missing for value in self.values if value.missing})
         notes = [Text.from_markup(f"[dim]— {reason}[/]") for reason in reasons[:12]]
@@ -169,7 +206,7 @@ class KpiTable:
         return Group(table, *notes)
 
 
-def _shown(value: KpiValue, definition: KpiDefinition) -> str:
+def _shown(value: KpiValue, definition: KpiDefinition, currency: str | None) -> str:
     if value.value is None:
         return "[dim]missing[/]"
     if definition.unit == "share":
@@ -177,7 +214,7 @@ def _shown(value: KpiValue, definition: KpiDefinition) -> str:
     if definition.unit == "count":
         return f"{value.value:,.0f}"
     if definition.unit == "money":
-        return f"{value.value:,.0f}"
+        return format_money(value.value, currency)
     if definition.unit == "score":
         return f"{value.value:+.1f} (n={value.denominator:,.0f})"
     return f"{value.value:,.2f}"

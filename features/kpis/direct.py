@@ -11,8 +11,9 @@ import duckdb
 from custlens.settings import Settings
 from features.kpis.answer import CUSTOMER_PARTS, Parts, Question, kpi_table
 from features.kpis.arguments import PERIOD_GROUPINGS, SEGMENT_GROUPINGS, Grouping, check_grouping, check_period
-from features.kpis.cube import CubeMeta, connect, has_scores, predicted_sums, read_segment_meta, segment_dir
+from features.kpis.cube import CubeMeta, has_scores, predicted_sums, read_segment_meta, segment_dir
 from features.kpis.definitions import KpiTable
+from features.kpis.source import connect
 from features.kpis.sql import (
     CUSTOMER_DIMS_SQL,
     FACT_ROWS,
@@ -22,7 +23,7 @@ from features.kpis.sql import (
     lake_sources,
     segment_dims_sql,
 )
-from features.lake.tables import present_tables, sql_date
+from features.lake.tables import net_revenue_sql, present_tables, sql_date
 
 
 def kpis_direct(settings: Settings, start: date, end: date, by: Grouping | None = None) -> KpiTable:
@@ -135,11 +136,12 @@ def _churn_cohort(
 def _clv(
     con: duckdb.DuckDBPyConnection, tables: dict[str, str], last: date, label: str, group_of: str
 ) -> dict[str, float]:
-    """The lake's lifetime revenue and buyers by `last`."""
+    """The customers' lifetime net revenue (completed orders minus refunds) and buyers by `last`."""
     query = f"""
-        SELECT sum(CAST(orders.net_amount AS DOUBLE)), count(DISTINCT orders.customer_id)
+        SELECT sum(CAST({net_revenue_sql("orders")} AS DOUBLE)),
+               count(DISTINCT orders.customer_id) FILTER (WHERE orders.status = 'completed')
         FROM {tables["orders"]} AS orders LEFT JOIN customer_dims USING (customer_id)
-        WHERE orders.status = 'completed' AND CAST(orders.ordered_at AS DATE) <= {sql_date(last)}
+        WHERE orders.status IN ('completed', 'returned') AND CAST(orders.ordered_at AS DATE) <= {sql_date(last)}
         {group_of.replace("channel", "acquisition_channel")}
     """
     row = con.execute(query, [label] if group_of else []).fetchone()

@@ -32,7 +32,7 @@ from features.lake.tables import sql_date
 def kpis(
     settings: Settings, start: date, end: date, by: Grouping | None = None, cache: KpiCache | None = None
 ) -> KpiTable:
-    """The KPIs of [start, end] (UTC days, both included), overall or per group, from the cube.
+    """The KPIs of [start, end] (local days of the business, both included), overall or per group, from the cube.
     A long-lived caller passes its own `cache`; without one, the cube is loaded for this answer."""
     check_grouping(by)
     check_period(start, end)

@@ -10,33 +10,43 @@ from pathlib import Path
 
 import duckdb
 
-from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.kpis.arguments import SEGMENT_GROUPINGS
-from features.kpis.definitions import UNSCORED
-from features.lake.tables import read_table_sql, sql_literal, table_path
+from features.kpis.definitions import GUESTS, UNSCORED
+from features.kpis.source import order_day_span, order_tables
+from features.lake.tables import net_revenue_sql, read_table_sql, sql_literal, table_path
 
 SESSION_GRACE_SECONDS = 300  # an order confirmed shortly after the session's last recorded second
 SESSION_DEFAULT_SECONDS = 1800  # a session with no duration lasts the web-analytics default, 30 min
 
 # ---------------------------------------------------------------- row-level facts, one query per source
 #
-# Each query yields one row per fact with day (UTC), channel, city (the customer's) and its additive
-# parts as columns. The cube sums them per (day, channel, city); the direct scan sums them per group
-# over the period. {orders} etc. read a lake table; {customer_dims} is customer_id -> city, channel.
+# Each query yields one row per fact with day (the business's local day: the connection's TimeZone),
+# channel, city (the customer's) and its additive parts as columns. The cube sums them per (day,
+# channel, city); the direct scan sums them per group over the period. {orders} etc. read a lake
+# table ({guest_orders} an empty one when there are none); {customer_dims} is customer_id -> city, channel.
 
 ORDER_ROWS_SQL = """
-SELECT CAST(orders.ordered_at AS DATE) AS day,
-       coalesce(orders.channel, '(none)') AS channel,
-       customer_dims.city,
-       CAST(orders.status = 'completed' AS BIGINT) AS orders,
-       CASE WHEN orders.status = 'completed' THEN CAST(orders.net_amount AS DOUBLE) ELSE 0 END AS revenue,
-       CAST(orders.status = 'returned' AS BIGINT) AS returned_orders,
+-- customers' orders and guest orders (no customer: their own `(guests)` line where rows group by
+-- a customer's city or segment); revenue is net revenue, completed orders minus refunds
+WITH order_rows AS (
+    SELECT orders.ordered_at, orders.channel, orders.status, orders.net_amount, customer_dims.city
+    FROM {orders} AS orders
+    LEFT JOIN {customer_dims} AS customer_dims USING (customer_id)
+    UNION ALL BY NAME
+    SELECT ordered_at, channel, status, net_amount, '{guests}' AS city
+    FROM {guest_orders}
+)
+SELECT CAST(ordered_at AS DATE) AS day,
+       coalesce(channel, '(none)') AS channel,
+       city,
+       CAST(status = 'completed' AS BIGINT) AS orders,
+       CAST({net_revenue} AS DOUBLE) AS revenue,
+       CAST(status = 'returned' AS BIGINT) AS returned_orders,
        -- a returned order was a purchase first; a cancelled one never was
-       CAST(orders.status IN ('completed', 'returned') AS BIGINT) AS purchased_orders
-FROM {orders} AS orders
-LEFT JOIN {customer_dims} AS customer_dims USING (customer_id)
-"""
+       CAST(status IN ('completed', 'returned') AS BIGINT) AS purchased_orders
+FROM order_rows
+""".replace("{net_revenue}", net_revenue_sql()).replace("{guests}", GUESTS)
 
 SESSION_ROWS_SQL = """
 WITH sessions AS (
@@ -205,8 +215,7 @@ CUSTOMER_ORDERS_SQL = """
 -- in [s, e] once, on the order whose previous one is before s (see docs/kpis.md)
 WITH completed AS (
     SELECT orders.customer_id, orders.order_id, orders.ordered_at, CAST(orders.ordered_at AS DATE) AS day,
-           customer_dims.acquisition_channel AS channel, customer_dims.city,
-           CAST(orders.net_amount AS DOUBLE) AS revenue
+           customer_dims.acquisition_channel AS channel, customer_dims.city
     FROM {orders} AS orders
     LEFT JOIN {customer_dims} AS customer_dims USING (customer_id)
     WHERE orders.status = 'completed'
@@ -216,14 +225,26 @@ SELECT day,
        lag(day, 2) OVER by_customer AS prev2_day,
        lead(day) OVER by_customer AS next_day,
        coalesce(channel, '(none)') AS channel,
-       coalesce(city, '(none)') AS city,
-       revenue
+       coalesce(city, '(none)') AS city
 FROM completed
 WINDOW by_customer AS (PARTITION BY customer_id ORDER BY ordered_at, order_id)
 """
 
+CUSTOMER_REVENUE_SQL = """
+-- the customers' net revenue (completed orders minus refunds) per (day, acquisition channel, city):
+-- historic CLV's numerator; a refund is a row of its own, never an order
+SELECT CAST(orders.ordered_at AS DATE) AS day,
+       coalesce(customer_dims.acquisition_channel, '(none)') AS channel,
+       coalesce(customer_dims.city, '(none)') AS city,
+       sum(CAST({net_revenue} AS DOUBLE)) AS revenue
+FROM {orders} AS orders
+LEFT JOIN {customer_dims} AS customer_dims USING (customer_id)
+WHERE orders.status IN ('completed', 'returned')
+GROUP BY ALL
+""".replace("{net_revenue}", net_revenue_sql("orders"))
+
 CUSTOMER_DAILY_SQL = """
--- per (day s, acquisition channel, city): first orders, revenue, and the churn cohort of s: customers
+-- per (day s, acquisition channel, city): first orders, net revenue, and the churn cohort of s: customers
 -- whose last order before s is within the activity window (base) and who order again within the
 -- churn window from s (retained). An order on day d followed by the next on day n puts its customer
 -- in the base for s in [d+1, min(n, d+A)] and retained for s in [max(d+1, n-W+1), min(n, d+A)].
@@ -253,9 +274,7 @@ daily_changes AS (
     GROUP BY ALL
 ),
 daily_orders AS (
-    SELECT day, channel, city,
-           count(*) FILTER (WHERE prev_day IS NULL) AS new_customers,
-           sum(revenue) AS revenue
+    SELECT day, channel, city, count(*) FILTER (WHERE prev_day IS NULL) AS new_customers
     FROM customer_orders
     GROUP BY ALL
 ),
@@ -265,16 +284,19 @@ calendar AS (
 ),
 dense AS (
     SELECT calendar.day, groups.channel, groups.city
-    FROM calendar CROSS JOIN (SELECT DISTINCT channel, city FROM customer_orders) AS groups
+    FROM calendar CROSS JOIN (
+        SELECT channel, city FROM customer_orders UNION SELECT channel, city FROM customer_revenue
+    ) AS groups
 ),
 cohorts AS (
     SELECT dense.day, dense.channel, dense.city,
            coalesce(daily_orders.new_customers, 0) AS new_customers,
-           coalesce(daily_orders.revenue, 0) AS revenue,
+           coalesce(customer_revenue.revenue, 0) AS revenue,
            sum(coalesce(daily_changes.base_change, 0)) OVER running AS churn_base,
            sum(coalesce(daily_changes.retained_change, 0)) OVER running AS churn_retained
     FROM dense
     LEFT JOIN daily_orders USING (day, channel, city)
+    LEFT JOIN customer_revenue USING (day, channel, city)
     LEFT JOIN daily_changes USING (day, channel, city)
     WINDOW running AS (PARTITION BY dense.channel, dense.city ORDER BY dense.day ROWS UNBOUNDED PRECEDING)
 )
@@ -290,20 +312,14 @@ ORDER BY day
 def lake_sources(
     con: duckdb.DuckDBPyConnection, settings: Settings, present: Sequence[str], dims_sql: str = CUSTOMER_DIMS_SQL
 ) -> tuple[dict[str, str], date, date]:
-    """The lake's tables as SQL sources (plus the per-customer dimensions) and its first and last
-    order day; both the cube build and the direct scan start here."""
-    tables = {table: read_table_sql(table_path(settings, table)) for table in ("customers", "orders", *present)}
+    """The lake's tables as SQL sources (plus the per-customer dimensions and the guest orders) and
+    its first and last local order day; both the cube build and the direct scan start here."""
+    tables = {table: read_table_sql(table_path(settings, table)) for table in ("customers", *present)}
+    tables.update(order_tables(settings))
     con.execute(f"CREATE TEMP TABLE customer_dims AS {dims_sql.format(**tables)}")
     tables["customer_dims"] = "customer_dims"
-    span = con.execute(
-        f"SELECT min(CAST(ordered_at AS DATE)), max(CAST(ordered_at AS DATE)) FROM {tables['orders']}"
-    ).fetchone()
-    if span is None or span[0] is None:
-        raise CustlensError(
-            f"the lake {settings.lake_dir} has no orders; the KPI cube needs at least one order. "
-            "Check the orders export and run `custlens ingest` again"
-        )
-    return tables, span[0], span[1]
+    first_day, last_day = order_day_span(con, settings, tables)
+    return tables, first_day, last_day
 
 
 def segment_dims_sql(grouping: str, assignments: Path) -> str:

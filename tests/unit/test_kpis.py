@@ -5,17 +5,21 @@ lake is tests/integration/test_kpis.py."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from custlens.cli import app
@@ -26,6 +30,7 @@ from features.kpis import (
     HTTP_SPELLING,
     MAX_KPI_DAYS,
     CubeMeta,
+    Grouping,
     KpiArgumentError,
     KpiCache,
     KpiTable,
@@ -38,7 +43,7 @@ from features.kpis import (
     kpis,
     kpis_direct,
 )
-from features.lake.tables import table_path
+from features.lake.tables import Business, table_path, write_business
 
 TS = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
@@ -55,6 +60,9 @@ LAKE = {
     "tickets": [("customer_id", TEXT), ("ticket_id", TEXT), ("opened_at", TS), ("first_response_at", TS),
                 ("resolved_at", TS), ("channel", TEXT)],
     "marketing_spend": [("date", pa.date32()), ("channel", TEXT), ("spend", MONEY), ("new_customers", pa.int64())],
+    # orders without a customer id: the orders contract's columns, no customer_id
+    "guest_orders": [("order_id", TEXT), ("source", TEXT), ("source_customer_id", TEXT), ("ordered_at", TS),
+                     ("status", TEXT), ("net_amount", MONEY), ("channel", TEXT)],
 }  # fmt: skip
 MARCH = (date(2024, 3, 1), date(2024, 3, 31))
 
@@ -124,10 +132,17 @@ def tiny_lake() -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
-def write_lake(settings: Settings, tables: dict[str, list[tuple[Any, ...]]]) -> Settings:
+def write_lake(
+    settings: Settings, tables: dict[str, list[tuple[Any, ...]]], business: Business | None = None
+) -> Settings:
+    """The tables as ingest writes them; with `business`, its record too and money in its minor units."""
     settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    money = MONEY
+    if business is not None:
+        write_business(settings.lake_dir, business)
+        money = pa.decimal128(18, business.minor_units)
     for table, rows in tables.items():
-        schema = pa.schema(LAKE[table])
+        schema = pa.schema([(name, money if kind == MONEY else kind) for name, kind in LAKE[table]])
         arrays = [pa.array([row[number] for row in rows], type=field.type) for number, field in enumerate(schema)]
         pq.write_table(pa.Table.from_arrays(arrays, schema=schema), table_path(settings, table))
     return settings
@@ -431,6 +446,266 @@ def test_the_table_renders_as_json_and_csv(march: KpiTable) -> None:
     loaded = json.loads(march.to_json())
     assert loaded["groups"] == ["all"] and len(loaded["kpis"]) == len(march.values)
     lines = march.to_csv().splitlines()
-    assert lines[0] == "start,end,group,kpi,value,numerator,denominator,missing"
+    assert lines[0] == "start,end,group,kpi,value,numerator,denominator,missing,unit,currency"
     assert len(lines) == 1 + len(march.values)
     assert march.render() is not None
+
+
+# ---------------------------------------------------------------- the business's local calendar
+
+NEW_YORK, HO_CHI_MINH = "America/New_York", "Asia/Ho_Chi_Minh"
+
+
+def local(text: str, zone: str, fold: int = 0) -> datetime:
+    """A wall-clock time in `zone` as the UTC instant the lake stores (`fold=1`: the second of a
+    time that happens twice when the clocks go back)."""
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone), fold=fold).astimezone(UTC)
+
+
+def shop(tmp_path: Path, orders: list[tuple[Any, ...]], business: Business, **more: list[tuple[Any, ...]]) -> Settings:
+    """A lake of one or two customers (A in Hà Nội, D in Huế), these orders and `more` tables, with
+    its cube built."""
+    tables = {
+        "customers": [("A", at("2023-01-01 00:00"), "Hà Nội", "organic"),
+                      ("D", at("2023-01-01 00:00"), "Huế", "paid_search")],
+        "orders": orders,
+        **more,
+    }  # fmt: skip
+    settings = write_lake(Settings(data_dir=tmp_path / "data"), tables, business)
+    build_kpi_cube(settings)
+    return settings
+
+
+def completed(order_id: str, ordered_at: datetime, customer: str = "A", amount: str = "10") -> tuple[Any, ...]:
+    return (customer, order_id, ordered_at, "completed", Decimal(amount), "web")
+
+
+def answered(settings: Settings, start: date, end: date, by: Grouping | None = None) -> KpiTable:
+    """The cube's answer, checked against the direct scan of the lake."""
+    cube, direct = kpis(settings, start, end, by), kpis_direct(settings, start, end, by)
+    assert (cube.groups, cube.currency, cube.timezone) == (direct.groups, direct.currency, direct.timezone)
+    for fast, slow in zip(cube.values, direct.values, strict=True):
+        assert (fast.group, fast.kpi, fast.missing) == (slow.group, slow.kpi, slow.missing)
+        assert fast.value == (None if slow.value is None else pytest.approx(slow.value)), (fast, slow)
+    return cube
+
+
+def orders_per_day(settings: Settings, days: list[date]) -> list[float | None]:
+    return [value(answered(settings, day, day), "orders") for day in days]
+
+
+MARCH_5_6 = [date(2024, 3, 5), date(2024, 3, 6)]
+
+
+@pytest.mark.parametrize(("zone", "utc_counts"), [(NEW_YORK, [0, 2]), (HO_CHI_MINH, [2, 0])])
+def test_orders_either_side_of_local_midnight_land_on_their_local_days(
+    tmp_path: Path, zone: str, utc_counts: list[int]
+) -> None:
+    # given an order at 23:30 and one at 00:30 the next day, the business's wall-clock times
+    orders = [completed("O1", local("2024-03-05 23:30", zone)), completed("O2", local("2024-03-06 00:30", zone))]
+    # when the lake's business is in that zone, each is on its own local day
+    assert orders_per_day(shop(tmp_path / "local", orders, Business(zone)), MARCH_5_6) == [1, 1]
+    # and a UTC business counts the same instants on one UTC day
+    assert orders_per_day(shop(tmp_path / "utc", orders, Business("UTC")), MARCH_5_6) == utc_counts
+
+
+def test_the_spring_forward_day_counts_its_orders_on_local_days(tmp_path: Path) -> None:
+    # 2024-03-10 in New York has 23 hours: 02:00 EST jumps to 03:00 EDT
+    times = ["2024-03-09 23:30", "2024-03-10 00:30", "2024-03-10 03:30", "2024-03-10 23:30", "2024-03-11 00:30"]
+    orders = [completed(f"O{number}", local(text, NEW_YORK)) for number, text in enumerate(times)]
+    days = [date(2024, 3, 9), date(2024, 3, 10), date(2024, 3, 11)]
+    assert orders_per_day(shop(tmp_path / "local", orders, Business(NEW_YORK)), days) == [1, 3, 1]
+    assert orders_per_day(shop(tmp_path / "utc", orders, Business("UTC")), days) == [0, 3, 2]
+
+
+def test_the_fall_back_day_counts_both_of_its_repeated_hours(tmp_path: Path) -> None:
+    # 2024-11-03 in New York has 25 hours: 01:30 happens in EDT and again in EST
+    orders = [
+        completed("O1", local("2024-11-02 23:30", NEW_YORK)),
+        completed("O2", local("2024-11-03 00:30", NEW_YORK)),
+        completed("O3", local("2024-11-03 01:30", NEW_YORK, fold=0)),
+        completed("O4", local("2024-11-03 01:30", NEW_YORK, fold=1)),
+        completed("O5", local("2024-11-03 23:30", NEW_YORK)),
+    ]
+    assert orders[2][2] != orders[3][2]  # two instants an hour apart
+    days = [date(2024, 11, 2), date(2024, 11, 3), date(2024, 11, 4)]
+    assert orders_per_day(shop(tmp_path / "local", orders, Business(NEW_YORK)), days) == [1, 4, 0]
+    assert orders_per_day(shop(tmp_path / "utc", orders, Business("UTC")), days) == [0, 4, 1]
+
+
+def test_months_and_weeks_are_local_too(tmp_path: Path) -> None:
+    # Sunday 31 March 23:30 in New York is Monday 1 April 03:30 UTC
+    orders = [completed("O1", local("2024-03-31 23:30", NEW_YORK))]
+    settings = shop(tmp_path, orders, Business(NEW_YORK))
+    by_month = answered(settings, date(2024, 3, 1), date(2024, 4, 30), "month")
+    assert [value(by_month, "orders", month) for month in by_month.groups] == [1, 0]
+    by_week = answered(settings, date(2024, 3, 25), date(2024, 4, 7), "week")
+    assert [value(by_week, "orders", week) for week in by_week.groups] == [1, 0]
+    assert by_week.groups == ("2024-03-25", "2024-04-01")
+
+
+def test_the_default_period_ends_on_the_last_local_order_day(tmp_path: Path) -> None:
+    # the last order is on Saturday 29 June in New York, already 30 June in UTC
+    orders = [
+        completed("O1", local("2024-05-10 12:00", NEW_YORK)),
+        completed("O2", local("2024-06-29 21:00", NEW_YORK)),
+    ]
+    assert kpi_period(shop(tmp_path / "local", orders, Business(NEW_YORK)), None, None) == (
+        date(2024, 5, 1), date(2024, 5, 31)
+    )  # fmt: skip
+    assert kpi_period(shop(tmp_path / "utc", orders, Business("UTC")), None, None) == (
+        date(2024, 6, 1), date(2024, 6, 30)
+    )  # fmt: skip
+
+
+def test_a_cube_of_another_calendar_is_refused(tmp_path: Path) -> None:
+    settings = shop(tmp_path, [completed("O1", at("2024-03-05 10:00"))], Business("UTC", "USD"))
+    write_business(settings.lake_dir, Business(NEW_YORK, "USD"))  # the lake is now a New York shop's
+    with pytest.raises(CustlensError, match=r"counts UTC days in USD, but the lake .* is America/New_York, USD"):
+        kpis(settings, *MARCH)
+    build_kpi_cube(settings)
+    assert kpis(settings, *MARCH).timezone == NEW_YORK
+
+
+# ---------------------------------------------------------------- net revenue: refunds netted
+
+
+def refunded_shop(tmp_path: Path, **more: list[tuple[Any, ...]]) -> Settings:
+    """A pays 37.42 and 20.00 and sends back a 20.00 order whole; D pays 100.00 and gets a credit
+    note of -100.00: March's net revenue is 57.42, D's is 0."""
+    orders = [
+        completed("O1", at("2024-03-05 10:00"), "A", "37.42"),
+        completed("O2", at("2024-03-06 10:00"), "A", "20.00"),
+        ("A", "O3", at("2024-03-07 10:00"), "returned", Decimal("20.00"), "web"),  # sent back whole: 0
+        completed("O4", at("2024-03-05 11:00"), "D", "100.00"),
+        ("D", "O5", at("2024-03-08 10:00"), "returned", Decimal("-100.00"), "app"),  # the credit note
+    ]
+    return shop(tmp_path, orders, Business("UTC", "USD", 2), **more)
+
+
+def test_revenue_and_aov_are_net_of_refunds(tmp_path: Path) -> None:
+    table = answered(refunded_shop(tmp_path), *MARCH)
+    assert value(table, "revenue") == pytest.approx(57.42)
+    assert value(table, "orders") == 3  # a credit note is not an order
+    assert value(table, "aov") == pytest.approx(57.42 / 3)
+    assert value(table, "return_rate") == pytest.approx(2 / 5)  # returned rows count as before
+
+
+def test_a_fully_refunded_customer_has_no_net_revenue(tmp_path: Path) -> None:
+    table = answered(refunded_shop(tmp_path), *MARCH, by="city")
+    assert value(table, "revenue", "Huế") == 0.0
+    assert value(table, "historic_clv", "Huế") == 0.0  # 0 net over the one customer who bought
+    assert value(table, "revenue", "Hà Nội") == pytest.approx(57.42)
+    assert value(table, "historic_clv", "Hà Nội") == pytest.approx(57.42)
+
+
+def test_a_refund_counts_on_its_own_day(tmp_path: Path) -> None:
+    settings = refunded_shop(tmp_path)
+    assert value(answered(settings, date(2024, 3, 5), date(2024, 3, 7)), "revenue") == pytest.approx(157.42)
+    assert value(answered(settings, date(2024, 3, 8), date(2024, 3, 8)), "revenue") == pytest.approx(-100.0)
+    historic = [value(answered(settings, day, day), "historic_clv") for day in (date(2024, 3, 7), date(2024, 3, 8))]
+    assert historic == [pytest.approx(157.42 / 2), pytest.approx(57.42 / 2)]
+
+
+# ---------------------------------------------------------------- guest orders
+
+GUEST_ORDERS = [
+    (f"G{number}", "pos", None, ordered_at, status, Decimal(amount), channel)
+    for number, (ordered_at, status, amount, channel) in enumerate([
+        (at("2024-03-05 12:00"), "completed", "50.00", "web"),
+        (at("2024-03-06 12:00"), "completed", "30.00", "pos"),
+        (at("2024-03-07 12:00"), "returned", "-10.00", "pos"),  # a refund of part of G1
+        (at("2024-03-07 13:00"), "cancelled", "99.00", "pos"),
+    ])
+]  # fmt: skip
+
+
+def test_guest_orders_count_in_orders_revenue_and_aov(tmp_path: Path) -> None:
+    table = answered(refunded_shop(tmp_path, guest_orders=GUEST_ORDERS), *MARCH)
+    assert value(table, "orders") == 3 + 2
+    assert value(table, "revenue") == pytest.approx(57.42 + 70.0)
+    assert value(table, "aov") == pytest.approx((57.42 + 70.0) / 5)
+    assert value(table, "return_rate") == pytest.approx((2 + 1) / (5 + 3))
+
+
+def test_guest_orders_are_never_customers(tmp_path: Path) -> None:
+    without = answered(refunded_shop(tmp_path / "without"), *MARCH)
+    table = answered(refunded_shop(tmp_path / "with", guest_orders=GUEST_ORDERS), *MARCH)
+    for kpi in ("active_customers", "new_customers", "repeat_purchase_rate", "historic_clv", "churn_rate"):
+        assert table.get(kpi) == without.get(kpi), kpi
+
+
+def test_grouped_by_city_guests_are_a_line_of_their_own(tmp_path: Path) -> None:
+    table = answered(refunded_shop(tmp_path, guest_orders=GUEST_ORDERS), *MARCH, by="city")
+    assert set(table.groups) == {"(guests)", "Hà Nội", "Huế"}
+    assert (value(table, "orders", "(guests)"), value(table, "revenue", "(guests)")) == (2, pytest.approx(70.0))
+    assert value(table, "aov", "(guests)") == pytest.approx(35.0)
+    assert table.get("active_customers", "(guests)").missing == (
+        "guest orders have no customer: only orders, net revenue, AOV and return rate count them"
+    )
+    assert value(table, "orders", "Hà Nội") == 2  # the customers' lines are as without guests
+
+
+def test_grouped_by_channel_or_day_guests_fall_in_their_channel_and_day(tmp_path: Path) -> None:
+    settings = refunded_shop(tmp_path, guest_orders=GUEST_ORDERS)
+    by_channel = answered(settings, *MARCH, by="channel")
+    assert "(guests)" not in by_channel.groups
+    assert value(by_channel, "orders", "pos") == 1 and value(by_channel, "revenue", "pos") == pytest.approx(20.0)
+    assert value(answered(settings, date(2024, 3, 6), date(2024, 3, 6)), "orders") == 1 + 1  # O2 and G1
+    by_week = answered(settings, *MARCH, by="week")
+    assert value(by_week, "revenue", "2024-03-04") == pytest.approx(57.42 + 70.0)
+
+
+def test_grouped_by_segment_guests_are_a_line_of_their_own(tmp_path: Path) -> None:
+    settings = refunded_shop(tmp_path, guest_orders=GUEST_ORDERS)
+    build_segment_cubes(settings, scores_of([("A", "Champions", "Loyal", 90.0), ("D", "Lost", "Deal", 0.0)]),
+                        date(2024, 4, 1))  # fmt: skip
+    for by in ("segment", "behaviour"):
+        table = answered(settings, *MARCH, by=by)  # type: ignore[arg-type]
+        assert value(table, "revenue", "(guests)") == pytest.approx(70.0)
+        assert table.get("predicted_clv", "(guests)").missing is not None
+
+
+# ---------------------------------------------------------------- money with its unit
+
+
+def shown_text(table: KpiTable) -> str:
+    console = Console(record=True, width=240)
+    console.print(table.render())
+    return console.export_text()
+
+
+def test_money_is_shown_with_its_currency_and_its_decimals(tmp_path: Path) -> None:
+    table = answered(refunded_shop(tmp_path), *MARCH)  # AOV 57.42 / 3 = 19.14, revenue 57.42
+    text = shown_text(table)
+    assert "USD 57.42" in text and "USD 19.14" in text
+    assert "money in USD" in " ".join(text.split())  # the title wraps to the table's width
+
+
+def test_json_rounds_money_to_minor_units_and_names_the_currency(tmp_path: Path) -> None:
+    orders = [completed(f"O{number}", at("2024-03-05 10:00"), "A", "33.34") for number in range(2)]
+    orders.append(completed("O3", at("2024-03-06 10:00"), "A", "33.33"))
+    loaded = json.loads(answered(shop(tmp_path, orders, Business("UTC", "USD", 2)), *MARCH).to_json())
+    assert (loaded["currency"], loaded["timezone"]) == ("USD", "UTC")
+    kpis_of = {entry["kpi"]: entry for entry in loaded["kpis"]}
+    assert kpis_of["aov"]["value"] == 33.34  # 100.01 / 3 = 33.336666...
+    assert (kpis_of["aov"]["unit"], kpis_of["aov"]["currency"]) == ("money", "USD")
+    assert kpis_of["revenue"]["value"] == 100.01 and kpis_of["aov"]["numerator"] == 100.01
+    assert (kpis_of["orders"]["unit"], kpis_of["orders"]["currency"]) == ("count", None)
+    for entry in loaded["kpis"]:
+        if entry["unit"] == "money" and entry["value"] is not None:
+            assert round(entry["value"], 2) == entry["value"], entry
+
+
+def test_a_currency_without_minor_units_shows_none(tmp_path: Path) -> None:
+    orders = [completed(f"O{number}", at("2024-03-05 10:00"), "A", "1250000") for number in range(2)]
+    orders.append(completed("O3", at("2024-03-06 10:00"), "A", "1000000"))
+    table = answered(shop(tmp_path, orders, Business(HO_CHI_MINH, "VND", 0)), *MARCH)
+    assert "VND 1,166,667" in shown_text(table)  # 3,500,000 / 3
+    assert {entry["kpi"]: entry for entry in json.loads(table.to_json())["kpis"]}["aov"]["value"] == 1_166_667
+
+
+def test_csv_carries_the_unit_and_currency_of_each_value(tmp_path: Path) -> None:
+    rows = {row["kpi"]: row for row in csv.DictReader(io.StringIO(answered(refunded_shop(tmp_path), *MARCH).to_csv()))}
+    assert (rows["aov"]["value"], rows["aov"]["unit"], rows["aov"]["currency"]) == ("19.14", "money", "USD")
+    assert (rows["orders"]["unit"], rows["orders"]["currency"]) == ("count", "")
