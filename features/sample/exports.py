@@ -67,6 +67,8 @@ def orders_table(orders: Orders, accounts: Accounts, window: Window, counters: C
             "items": number_strings(orders.items),
             "category": pick(CATEGORIES, orders.category),
             "currency": pa.array(np.full(len(orders.t), "VND")),
+            # the sample's returns are whole orders sent back (positive amounts), never credit notes
+            "original_order_id": pa.array(np.full(len(orders.t), "")),
             "_seconds": seconds,
             "_source": source,
         }

@@ -109,7 +109,8 @@ def test_environment_overrides_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert settings.lake_dir == tmp_path / "moved" / "lake"
     assert settings.ingest.max_bad_row_share == 0.25
     # and the untouched nested values keep their defaults
-    assert settings.ingest.source_timezone == "Asia/Ho_Chi_Minh"
+    assert settings.ingest.phone_country_code == "84"
+    assert settings.business.timezone is None  # nothing is assumed about a user's own data
 
 
 def test_config_file_merges_over_default(tmp_path: Path) -> None:
@@ -128,8 +129,11 @@ def test_settings_are_frozen() -> None:
 
 def test_bad_value_names_key_and_reason(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("ingest:\n  source_timezone: Mars/Olympus\n", encoding="utf-8")
-    with pytest.raises(CustlensError, match=r"ingest\.source_timezone: .*unknown time zone"):
+    config.write_text("business:\n  timezone: Mars/Olympus\n", encoding="utf-8")
+    with pytest.raises(CustlensError, match=r"business\.timezone: .*unknown time zone"):
+        load_settings(config)
+    config.write_text("business:\n  currency: XYZ\n", encoding="utf-8")
+    with pytest.raises(CustlensError, match=r"business\.currency: .*unknown currency"):
         load_settings(config)
 
 
