@@ -19,7 +19,9 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -704,10 +706,8 @@ def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
 
 def _day(value: object, business: Business) -> str:
     """An instant as the business's local day (a date stays as it is)."""
-    if hasattr(value, "astimezone"):
-        from zoneinfo import ZoneInfo
-
-        return value.astimezone(ZoneInfo(business.timezone)).date().isoformat()  # type: ignore[attr-defined]
+    if isinstance(value, datetime):
+        return value.astimezone(ZoneInfo(business.timezone)).date().isoformat()
     return str(value)
 
 
@@ -810,7 +810,10 @@ def _lake_columns(contract: TableContract, business: Business) -> str:
         if column.kind == "decimal":
             converted = f"CAST({value} AS DECIMAL(38, 10))"
             if contract.name == "orders" and column.name in AMOUNT_COLUMNS:
-                converted = f"CASE WHEN _rate = 1 THEN {converted} ELSE {converted} * _rate END"
+                # a converted amount goes through DOUBLE (rates are not exact anyway); the rest stays exact
+                converted = (
+                    f"CASE WHEN _rate = 1 THEN {converted} ELSE CAST({converted} * _rate AS DECIMAL(38, 10)) END"
+                )
             value = f"CAST({converted} AS {money})"
         elif contract.name == "orders" and column.name == "currency":
             value = f"CASE WHEN {value} IS NULL THEN NULL ELSE {sql_literal(business.currency or '')} END"

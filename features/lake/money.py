@@ -41,12 +41,13 @@ def decimal_type(currency: str | None) -> str:
 
 @cache
 def currency_symbols(currency: str | None) -> tuple[str, ...]:
-    """Marks a file may write around an amount of this currency: its code and common symbols."""
-    marks = {"$", "€", "£", "¥", "₫", "₹", "₩", "R$", "US$", "A$", "C$", "CHF", "kr", "zł", "₺", "₽"}
-    if currency:
-        marks.add(currency)
-        for locale in ("en", "en_US", "vi", "pt_BR", "de", "fr", "ja"):
-            marks.add(get_currency_symbol(currency, locale=locale))
+    """Marks a file may write around an amount of this currency: its code and its own symbols ("$" and
+    "US$" for USD, "€" for EUR); none without a currency, so "$12" is never read as 12 of something else."""
+    if not currency:
+        return ()
+    marks = {currency}
+    for locale in ("en", "en_US", "en_GB", "vi", "pt_BR", "de", "fr", "ja", "zh"):
+        marks.add(get_currency_symbol(currency, locale=locale))
     return tuple(sorted(marks, key=lambda mark: (-len(mark), mark)))
 
 

@@ -190,7 +190,7 @@ def test_same_id_with_different_values_keeps_the_first_and_quarantines_the_rest(
     tables["orders"].append({**tables["orders"][0], "net_amount": "1.00"})
     ingest(lenient, exports(tables))
     kept = _lake(lenient, "orders").set_index("order_id").loc["O1"]
-    assert kept["net_amount"] == Decimal("1234567.89")
+    assert kept["net_amount"] == Decimal("1234568")  # VND has no minor unit
     quarantined = _quarantine(lenient, "orders")
     assert quarantined[["_row_number", "reason"]].values.tolist() == [[5, "duplicate_id_conflict"]]
     assert "order_id: duplicate_id_conflict (O1)" in quarantined["reason_detail"].iloc[0]
@@ -300,6 +300,7 @@ def test_customers_and_orders_alone_ingest_and_the_rest_is_reported_absent(
         assert not (settings.lake_dir / f"{table}.parquet").exists()
     assert report.ok and saved["ok"] is True
     assert sorted(path.name for path in settings.lake_dir.iterdir()) == [
+        "business.json",
         "crosswalk.parquet",
         "customers.parquet",
         "orders.parquet",
@@ -360,7 +361,7 @@ def test_typed_parquet_columns_are_read(
     ingest(settings, source)
     lake = _lake(settings, "orders").set_index("order_id")
     assert lake.loc["O1", "ordered_at"] == pd.Timestamp("2024-02-01 12:00:00", tz="UTC")
-    assert lake.loc["O1", "net_amount"] == Decimal("1234567.89")
+    assert lake.loc["O1", "net_amount"] == Decimal("1234568")  # VND has no minor unit
     assert lake.loc["O1", "items"] == 3
 
 
@@ -398,13 +399,29 @@ def test_naive_timestamps_follow_the_business_timezone(
 
 def test_money_stays_exact(exports: Callable[..., Path], settings: Settings, tables: dict[str, Rows]) -> None:
     tables["orders"][2]["net_amount"] = "999999999999999.99"  # the largest amount below 10^15
-    ingest(settings, exports(tables))
-    orders = _lake(settings, "orders").set_index("order_id")
+    for order in tables["orders"]:
+        order["currency"] = "USD"
+    dollars = settings.model_copy(update={"business": BusinessSettings(timezone="Asia/Ho_Chi_Minh", currency="USD")})
+    ingest(dollars, exports(tables))
+    orders = _lake(dollars, "orders").set_index("order_id")
     assert orders.loc["O1", "net_amount"] == Decimal("1234567.89")
     assert orders.loc["O1", "discount_amount"] == Decimal("65432.11")
     assert orders.loc["O3", "net_amount"] == Decimal("999999999999999.99")
-    schema = duckdb.connect().execute(f"DESCRIBE SELECT * FROM '{settings.lake_dir / 'orders.parquet'}'").fetchall()
+    schema = duckdb.connect().execute(f"DESCRIBE SELECT * FROM '{dollars.lake_dir / 'orders.parquet'}'").fetchall()
     assert {name: kind for name, kind, *_ in schema}["net_amount"] == "DECIMAL(18,2)"
+
+
+def test_money_is_stored_with_the_currency_minor_units(
+    exports: Callable[..., Path], settings: Settings, tables: dict[str, Rows]
+) -> None:
+    ingest(settings, exports(tables))  # VND: no minor unit
+    orders = _lake(settings, "orders").set_index("order_id")
+    assert orders.loc["O1", "net_amount"] == Decimal("1234568")
+    assert orders.loc["O3", "net_amount"] == Decimal("99001")  # 99000.5 rounds half away from zero
+    schema = duckdb.connect().execute(f"DESCRIBE SELECT * FROM '{settings.lake_dir / 'orders.parquet'}'").fetchall()
+    assert {name: kind for name, kind, *_ in schema}["net_amount"] == "DECIMAL(18,0)"
+    assert _report(settings)["tables"]["orders"]["rounded_amounts"] == {"net_amount": 2, "gross_amount": 1,
+                                                                       "discount_amount": 1}  # fmt: skip
 
 
 def test_money_with_more_decimals_is_accepted_not_quarantined(
@@ -549,7 +566,11 @@ def test_report_json_has_the_documented_shape(
         "present", "file", "rows_in", "accepted", "quarantined", "duplicates", "quarantined_by_reason",
         "bad_row_share", "extra_columns",
     }  # fmt: skip
-    assert saved["identity"] == {"source_ids": 4, "customers": 3, "source_ids_merged": 1, "shared_contacts_ignored": 0}
+    assert saved["identity"] == {
+        "source_ids": 4, "customers": 3, "source_ids_merged": 1, "shared_contacts_ignored": 0,
+        "identity_keys": [], "merged_by_identity_keys": 0,
+    }  # fmt: skip
+    assert saved["business"]["timezone"] == "Asia/Ho_Chi_Minh" and saved["business"]["currency"] == "VND"
     assert saved["lake_dir"] == str(settings.lake_dir)
 
 
