@@ -16,6 +16,7 @@ from features.lake.identity import IdentityResult
 from features.lake.tables import Business
 
 REPORT_NAME = "ingest_report.json"
+_PATH_LINES = ("lake:", "quarantine:", "report:")
 PII_NOTE = (
     "customers quarantine keeps email_hash, phone_hash, full_name_hash and birth_date_hash "
     "(HMAC-SHA256) instead of the raw values; no raw email, phone, name, birth date or declared "
@@ -218,7 +219,12 @@ class IngestReport:
                 share,
                 top,
             )
-        return Group(table, *(Text.from_markup(line, overflow="ignore") for line in self._lines()))
+        # paths stay on one line, so they can be copied even from a narrow terminal; the rest wraps
+        lines = [
+            Text.from_markup(line, overflow="ignore" if line.startswith(_PATH_LINES) else "fold")
+            for line in self._lines()
+        ]
+        return Group(table, *lines)
 
     def _lines(self) -> list[str]:
         business, identity, money = self.business, self.identity, self.money
