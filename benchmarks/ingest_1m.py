@@ -2,9 +2,12 @@
 
 Each step runs in its own process so its peak RSS is its own. In the same run, identity
 resolution (scipy connected components over the id-contact graph) is compared with the naive
-path, a pure-Python union-find over the same normalized contacts:
+path, a pure-Python union-find over the same normalized contacts. With --compare-with REF the same
+exports are also ingested by the code of an earlier commit (checked out in a scratch worktree), so a
+change to ingest is measured against what it replaces on the same machine in the same run:
 
     .venv/bin/python benchmarks/ingest_1m.py --customers 1000000 --work /tmp/custlens-bench
+    .venv/bin/python benchmarks/ingest_1m.py --compare-with 8d16eb3
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> None:
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--work", type=Path, default=Path("bench-out/ingest"))
     parser.add_argument("--keep", action="store_true", help="keep the generated data and lake")
+    parser.add_argument("--compare-with", metavar="REF", help="also ingest with the code of this git commit")
     args = parser.parse_args()
 
     work = args.work.resolve()
@@ -78,13 +82,22 @@ def main() -> None:
         "ingest",
         f"""
         from pathlib import Path
-        from custlens.settings import load_settings
+        from custlens.settings import PROJECT_ROOT, load_settings
         from features.lake.ingest import ingest
-        report = ingest(load_settings(), Path({str(sample)!r}))
+        report = ingest(load_settings(PROJECT_ROOT / "configs" / "sample.yaml"), Path({str(sample)!r}))
         extra = {{}}
         """,
         env,
     )
+    if args.compare_with:
+        results["ingest_before"] = _ingest_with(args.compare_with, sample, work, env)
+        before, now = results["ingest_before"], results["ingest"]
+        print(
+            f"ingest now {now['seconds']:.1f} s / {now['peak_mib']:,.0f} MiB; at {args.compare_with} "
+            f"{before['seconds']:.1f} s / {before['peak_mib']:,.0f} MiB -> "
+            f"time x{now['seconds'] / before['seconds']:.2f}, "
+            f"peak x{now['peak_mib'] / before['peak_mib']:.2f}"
+        )
     results["identity"] = run_step(
         "identity",
         f"""
@@ -112,6 +125,31 @@ def main() -> None:
     print(f"customers in lake: {linked['customers']:,} from {linked['source_ids']:,} source ids")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _ingest_with(ref: str, sample: Path, work: Path, env: dict[str, str]) -> dict:
+    """The ingest step run by the code of commit `ref` (a detached worktree) on the same exports."""
+    root = Path(__file__).resolve().parents[1]
+    checkout = work / "before"
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(checkout), ref], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        before_env = {**env, "PYTHONPATH": str(checkout), "CUSTLENS_DATA_DIR": str(work / "data-before")}
+        return run_step(
+            f"ingest at {ref}",
+            f"""
+            import sys
+            sys.path.insert(0, {str(checkout)!r})
+            from pathlib import Path
+            from custlens.settings import load_settings
+            from features.lake.ingest import ingest
+            ingest(load_settings(), Path({str(sample)!r}))
+            extra = {{}}
+            """,
+            before_env,
+        )
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(checkout)], capture_output=True)
 
 
 if __name__ == "__main__":
