@@ -499,7 +499,8 @@ def _refuse_to_guess_zone(text: pa.Array, local: np.ndarray, table: str, column:
     raise CustlensError(
         f"{context.table_label or table}: column {column} has times without a UTC offset (e.g. {example!r}), "
         "and business.timezone is not set, so custlens cannot tell which instant they are and will not guess. "
-        "Set business.timezone in your config to the business's IANA time zone (e.g. America/New_York)."
+        "Set business.timezone in your config to the business's IANA time zone (e.g. America/New_York); "
+        "for the generated sample pass --config configs/sample.yaml."
     )
 
 
