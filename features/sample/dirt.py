@@ -89,7 +89,9 @@ def _defect(
                   "marketing_spend": "spend"}.get(name, timestamp)  # fmt: skip
         return {column: text("")}
     if kind == "negative_amount":
-        return {amount: join("-", rows.column(amount))}
+        negative = {amount: join("-", rows.column(amount))}
+        # a negative amount on a returned order is a refund (valid); on a completed one it is not
+        return negative | ({"status": text("completed")} if name == "orders" else {})
     if kind == "unparseable_number":  # a letter O typed for a zero; every amount is a multiple of 1,000
         return {amount: pc.replace_substring(rows.column(amount), "0", "O", max_replacements=1)}
     if kind == "unparseable_date":
@@ -170,7 +172,7 @@ def with_dirt(
     for code in np.unique(in_place_kinds):
         positions = np.sort(in_place[in_place_kinds == code])
         changes = _defect(rng, name, kinds[code], rows.take(pa.array(positions)), unknown_ids)
-        (column_of_kind[int(code)],) = changes
+        column_of_kind[int(code)] = next(iter(changes))  # the column made bad (a status may come along)
         changed = _replace_rows(changed, positions, changes)
 
     # the copies follow the chunk's rows, shuffled, as a re-export appended to the file would
