@@ -62,8 +62,12 @@ class KpiQuery(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    date_from: date | None = Field(None, alias="from", description="First day, YYYY-MM-DD (a local day of the business), included.")
-    date_to: date | None = Field(None, alias="to", description="Last day, YYYY-MM-DD (a local day of the business), included.")
+    date_from: date | None = Field(
+        None, alias="from", description="First day, YYYY-MM-DD (the business's local day), included."
+    )
+    date_to: date | None = Field(
+        None, alias="to", description="Last day, YYYY-MM-DD (the business's local day), included."
+    )
     by: Grouping | None = Field(
         None, description="Group KPIs by this (segment and behaviour after a batch scoring run)."
     )
