@@ -18,26 +18,23 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import Progress, TaskProgressColumn, TextColumn
 
 from custlens.errors import CustlensError
-from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
 from features.lake.identity import IdentityResult, resolve_identities
-from features.lake.money import check_currency, currency_symbols, decimal_type, minor_units
+from features.lake.money import check_currency, decimal_type, minor_units
 from features.lake.pii import Salt, load_salt, salt_file
-from features.lake.readers import ROW_NUMBER, ExportFile, find_exports, iter_chunks
+from features.lake.readers import ROW_NUMBER, find_exports
 from features.lake.report import REPORT_NAME, Example, IdentityStats, IngestReport, Money, TableResult
+from features.lake.staging import Staged, derive_row_ids, quoted, stage_all
 from features.lake.tables import (
     CROSSWALK,
     GUEST_ORDERS,
@@ -51,16 +48,7 @@ from features.lake.tables import (
     sql_literal,
     write_business,
 )
-from features.lake.validation import (
-    DETAIL,
-    REASON,
-    TYPED,
-    ChunkContext,
-    ChunkStats,
-    raw_columns,
-    staged_schema,
-    validate_chunk,
-)
+from features.lake.validation import DETAIL, REASON, TYPED, ChunkStats, identity_field, raw_columns
 
 # tables whose rows belong to a customer: checked against the accepted customers
 CUSTOMER_TABLES = ("orders", "engagement_events", "surveys", "tickets")
@@ -82,9 +70,7 @@ TIME_COLUMN = {
     "marketing_spend": "date",
 }
 AMOUNT_COLUMNS = ("net_amount", "gross_amount", "discount_amount")  # of orders, converted with the rates
-IDENTITY_TYPED = TYPED + "identity__"  # + a declared identity key's name: its hash in the staged rows
 CROSSWALK_KEY = "crosswalk_key"
-_DERIVED_ID_PREFIX = {"orders": "o", "engagement_events": "e", "surveys": "r", "tickets": "t"}
 
 
 # ---------------------------------------------------------------- the run
@@ -106,11 +92,11 @@ def ingest(settings: Settings, source_dir: Path, console: Console | None = None,
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=None if check else settings.data_dir))
     try:
-        staged = _stage_all(exports, settings, salt, work, console)
+        staged = stage_all(exports, settings, salt, work, console)
         with closing(duckdb_connect(settings.ingest.duckdb_memory_limit, temp_dir=work / "duckdb")) as con:
             business = _business(con, staged, settings)
             with _step(console, "removing duplicates, linking identities"):
-                _derive_row_ids(con, staged, work)
+                derive_row_ids(con, staged, work)
                 _load_exchange_rates(con, settings, source_dir)
                 identity = _deduplicate_and_link(con, staged, settings, source_dir, business)
             results = {
@@ -174,207 +160,6 @@ def _step(console: Console | None, what: str) -> Iterator[None]:
     with console.status(what + " ..."):
         yield
     console.print(f"[green]✓[/] {what} ({time.perf_counter() - started:.1f} s)", highlight=False)
-
-
-# ---------------------------------------------------------------- staging: read and check every row
-
-
-@dataclass(frozen=True)
-class Staged:
-    """One table after the row checks: its staging Parquet file and what it came from."""
-
-    table: str
-    columns: tuple[str, ...]  # the contract columns read (or given as constants)
-    path: Path
-    rows_in: int
-    origin: str  # the file (or query) shown in the report and in the quarantine's _file
-    extra_columns: tuple[str, ...] = ()
-    identity_columns: tuple[str, ...] = ()
-    derived: dict[str, str] = field(default_factory=dict)  # contract column -> how it was made
-    mapping: dict[str, str] = field(default_factory=dict)  # contract column -> where its values came from
-    stats: ChunkStats | None = None
-
-    @property
-    def contract(self) -> TableContract:
-        return CONTRACTS[self.table]
-
-
-def _stage_all(
-    exports: dict[str, ExportFile | None], settings: Settings, salt: Salt, work: Path, console: Console | None
-) -> dict[str, Staged]:
-    progress = progress_bar(
-        console,
-        TextColumn("{task.fields[rows]:>12,} rows"),
-        description="{task.description:<28}",
-        counter=TaskProgressColumn(),  # a share: CSV progress counts bytes, not rows
-    )
-    staged: dict[str, Staged] = {}
-    with progress:
-        for table, export in exports.items():
-            if export is None:
-                continue
-            export, derived = _with_derived_constants(export, staged, settings)
-            staged[table] = _stage(export, derived, settings, salt, work, progress)
-    if "customers" not in staged:
-        staged["customers"] = _derive_customers(staged["orders"], work)
-    return staged
-
-
-def _with_derived_constants(
-    export: ExportFile, staged: dict[str, Staged], settings: Settings
-) -> tuple[ExportFile, dict[str, str]]:
-    """The export with constants for the required columns its file lacks (source, status); the
-    rest of `export.derived` (a row id) is made after staging."""
-    derived: dict[str, str] = {}
-    constants: dict[str, str] = {}
-    for column in export.derived:
-        if column == "source":
-            constants["source"], derived["source"] = _default_source(export.table, staged, settings)
-        elif column == "status":
-            constants["status"], derived["status"] = "completed", "completed (the file has no status)"
-        else:  # the row id
-            derived[column] = "hash of the row's values and its occurrence (identical rows stay separate)"
-    return (export.with_defaults(constants) if constants else export), derived
-
-
-def _default_source(table: str, staged: dict[str, Staged], settings: Settings) -> tuple[str, str]:
-    """The source system a table's ids belong to when its file does not say: the configured
-    default, else the customers export's single source, else crm_source."""
-    configured = settings.ingest.default_source.get(table)
-    if configured:
-        return configured, f"{configured} (ingest.default_source.{table})"
-    customers = staged.get("customers")
-    if customers is not None:
-        sources = duckdb.sql(
-            f"SELECT DISTINCT {TYPED}source FROM read_parquet({sql_literal(customers.path)}) "
-            f"WHERE {TYPED}source IS NOT NULL LIMIT 2"
-        ).fetchall()
-        if len(sources) == 1:
-            return sources[0][0], f"{sources[0][0]} (the customers export's only source)"
-    return settings.crm_source, f"{settings.crm_source} (crm_source; set ingest.tables.{table}.defaults.source)"
-
-
-def _context(export: ExportFile, settings: Settings, salt: Salt) -> ChunkContext:
-    source = export.source
-    optional_source = "source" not in export.contract.required_columns
-    return ChunkContext(
-        timezone=settings.business.timezone,
-        salt=salt,
-        phone_country_code=settings.ingest.phone_country_code,
-        phone_min_digits=settings.ingest.phone_min_digits,
-        default_source=settings.ingest.default_source.get(export.table, settings.crm_source)
-        if optional_source
-        else None,
-        timestamp_format=source.timestamp_format,
-        date_order=source.date_order,
-        decimal=source.csv.decimal,
-        thousands=source.csv.thousands,
-        currency_marks=currency_symbols(settings.business.currency),
-        identity_columns=export.identity_columns,
-        table_label=f"{export.table} ({export.origin})",
-    )
-
-
-def _stage(
-    export: ExportFile, derived: dict[str, str], settings: Settings, salt: Salt, work: Path, progress: Progress
-) -> Staged:
-    task = progress.add_task(f"checking {export.origin}"[:28], total=export.progress_total or 1, rows=0)
-    context = _context(export, settings, salt)
-    path = work / f"{export.table}.staged.parquet"
-    rows_in = 0
-    stats = ChunkStats()
-    schema = staged_schema(export.contract, export.columns, export.identity_columns)
-    with pq.ParquetWriter(path, schema) as writer:
-        for chunk in iter_chunks(export, settings.ingest.chunk_rows):
-            rows, chunk_stats = validate_chunk(chunk.rows, export.contract, context)
-            writer.write_table(rows)
-            stats = stats.merge(chunk_stats)
-            rows_in += chunk.rows.num_rows
-            progress.update(task, completed=chunk.progress, rows=rows_in)
-    progress.update(task, completed=export.progress_total or 1)
-    mapping = {column: f"column {name}" for column, name in export.mapping.items()}
-    mapping |= {column: f"constant {value!r}" for column, value in export.defaults.items() if column not in mapping}
-    return Staged(
-        table=export.table,
-        columns=export.columns,
-        path=path,
-        rows_in=rows_in,
-        origin=str(export.path) if len(export.paths) == 1 else export.origin,
-        extra_columns=export.extra_columns,
-        identity_columns=export.identity_columns,
-        derived=derived,
-        mapping=mapping,
-        stats=stats,
-    )
-
-
-def _derive_customers(orders: Staged, work: Path) -> Staged:
-    """No customers export: one customer per (source, source_customer_id) of the orders that passed
-    their row checks, signed up at their first order."""
-    columns = ("source", "source_customer_id", "signup_at")
-    schema = staged_schema(CONTRACTS["customers"], columns)
-    found = duckdb.sql(
-        f"""
-        SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
-               min({TYPED}ordered_at) AS first_order
-        FROM read_parquet({sql_literal(orders.path)})
-        WHERE {REASON} IS NULL AND {TYPED}source IS NOT NULL AND {TYPED}source_customer_id IS NOT NULL
-        GROUP BY ALL
-        ORDER BY source, source_customer_id
-        """
-    ).to_arrow_table()
-    n = found.num_rows
-    first_order = found.column("first_order").cast(pa.timestamp("us", tz="UTC"))
-    values = {
-        ROW_NUMBER: pa.array(range(1, n + 1), type=pa.int64()),
-        "source": found.column("source"),
-        "source_customer_id": found.column("source_customer_id"),
-        "signup_at": first_order.cast(pa.string()),
-        TYPED + "source": found.column("source"),
-        TYPED + "source_customer_id": found.column("source_customer_id"),
-        TYPED + "signup_at": first_order,
-    }
-    table = pa.table({f.name: values[f.name] if f.name in values else pa.nulls(n, f.type) for f in schema}, schema)
-    path = work / "customers.staged.parquet"
-    pq.write_table(table, path)
-    return Staged(
-        table="customers",
-        columns=columns,
-        path=path,
-        rows_in=n,
-        origin="(derived from orders)",
-        derived={"table": "one customer per source_customer_id in orders, signup_at = first order"},
-    )
-
-
-def _derive_row_ids(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], work: Path) -> None:
-    """A file without its row id (a transaction log without order numbers) gets a stable one: a hash
-    of the row's values and of how many identical rows came before it. The same file gives the same
-    ids on every run; identical rows stay separate rows (a log cannot tell them apart)."""
-    for table, stage in staged.items():
-        row_id = stage.contract.row_id
-        if row_id is None or row_id not in stage.derived:
-            continue
-        raw = raw_columns(stage.contract, stage.columns)
-        content = "concat_ws(chr(31), " + ", ".join(f"coalesce({_quoted(name)}, '')" for name in raw) + ")"
-        rewritten = work / f"{table}.ids.parquet"
-        copy_to_parquet(
-            con,
-            f"""
-            WITH keyed AS (
-                SELECT *, {content} AS _content FROM read_parquet({sql_literal(stage.path)})
-            )
-            SELECT * EXCLUDE (_content) REPLACE (
-                {sql_literal(_DERIVED_ID_PREFIX[table])} || substr(sha256(_content || chr(30) || CAST(
-                    row_number() OVER (PARTITION BY _content ORDER BY {ROW_NUMBER}) AS VARCHAR)), 1, 20)
-                AS {_quoted(TYPED + row_id)}
-            )
-            FROM keyed
-            ORDER BY {ROW_NUMBER}
-            """,
-            rewritten,
-        )
-        rewritten.replace(stage.path)
 
 
 # ---------------------------------------------------------------- the business: time zone and currency
@@ -449,10 +234,6 @@ def _load_exchange_rates(con: duckdb.DuckDBPyConnection, settings: Settings, sou
 # ---------------------------------------------------------------- set-wise work in DuckDB
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else type(exc).__name__
@@ -473,10 +254,10 @@ def _mark_duplicates(con: duckdb.DuckDBPyConnection, stage: Staged) -> None:
     """fate_<table>: rows after the first exact copy ('duplicate', removed) and later different
     versions of an id ('duplicate_id_conflict', quarantined). First = earliest in the file."""
     keys = _key_columns(stage.contract, stage.columns)
-    key_list = ", ".join(_quoted(key) for key in keys)
-    required_keys = " AND ".join(f"{_quoted(key)} IS NOT NULL" for key in keys[:2])
-    same_key = " AND ".join(f"keyed.{_quoted(key)} IS NOT DISTINCT FROM r.{_quoted(key)}" for key in keys)
-    raw = ", ".join(_quoted(name) for name in raw_columns(stage.contract, stage.columns))
+    key_list = ", ".join(quoted(key) for key in keys)
+    required_keys = " AND ".join(f"{quoted(key)} IS NOT NULL" for key in keys[:2])
+    same_key = " AND ".join(f"keyed.{quoted(key)} IS NOT DISTINCT FROM r.{quoted(key)}" for key in keys)
+    raw = ", ".join(quoted(name) for name in raw_columns(stage.contract, stage.columns))
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE fate_{stage.table} AS
@@ -537,10 +318,10 @@ def _link_identities(
 ) -> IdentityResult:
     """The crosswalk of every accepted customer source id to its customer_id (table `crosswalk`):
     linked by shared email or phone, by the declared identity keys and by a given crosswalk."""
-    keys = [f"{IDENTITY_TYPED}{name}" for name in customers.identity_columns]
+    keys = [identity_field(name) for name in customers.identity_columns]
     # one row per source id: a declared key may differ between an id's rows only if it was given twice,
     # which dedupe already quarantined; take any
-    key_select = "".join(f", {_quoted(key)} AS {_quoted(f'key_{i}')}" for i, key in enumerate(keys))
+    key_select = "".join(f", {quoted(key)} AS {quoted(f'key_{i}')}" for i, key in enumerate(keys))
     accepted = con.sql(
         f"""
         SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
@@ -595,7 +376,7 @@ def _classify(con: duckdb.DuckDBPyConnection, stage: Staged, business: Business)
     whether it is a guest order, and for orders the rate that converts its amounts."""
     keys = _key_columns(stage.contract, stage.columns)
     key_names = ",".join(key.removeprefix(TYPED) for key in keys)
-    key_value = " || '|' || ".join(f"coalesce(CAST(s.{_quoted(key)} AS VARCHAR), '')" for key in keys)
+    key_value = " || '|' || ".join(f"coalesce(CAST(s.{quoted(key)} AS VARCHAR), '')" for key in keys)
     owned = stage.table in CUSTOMER_TABLES or stage.table == "customers"
     unknown, unknown_detail = "false", "NULL"
     if stage.table in CUSTOMER_TABLES:
@@ -788,7 +569,7 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged],
             target.unlink(missing_ok=True)
             continue
         stage = staged[table]
-        raw = ", ".join(_quoted(name) for name in raw_columns(stage.contract, stage.columns))
+        raw = ", ".join(quoted(name) for name in raw_columns(stage.contract, stage.columns))
         with atomic_file(target) as partial:
             copy_to_parquet(
                 con,
@@ -817,7 +598,7 @@ def _lake_columns(contract: TableContract, business: Business) -> str:
             value = f"CAST({converted} AS {money})"
         elif contract.name == "orders" and column.name == "currency":
             value = f"CASE WHEN {value} IS NULL THEN NULL ELSE {sql_literal(business.currency or '')} END"
-        columns.append(f"{value} AS {_quoted(column.name)}")
+        columns.append(f"{value} AS {quoted(column.name)}")
     return ", ".join(columns)
 
 
@@ -848,7 +629,7 @@ def _write_lake(
             if table == "customers":
                 continue
             owner = "customer_id, " if table in CUSTOMER_TABLES else ""
-            order = ", ".join(_quoted(name) for name in LAKE_ORDER[table])
+            order = ", ".join(quoted(name) for name in LAKE_ORDER[table])
             copy_to_parquet(
                 con,
                 f"""
@@ -862,7 +643,7 @@ def _write_lake(
         if "orders" in staged and _scalar(
             con, "SELECT count(*) FROM classified_orders WHERE reason IS NULL AND is_guest"
         ):
-            order = ", ".join(_quoted(name) for name in LAKE_ORDER[GUEST_ORDERS])
+            order = ", ".join(quoted(name) for name in LAKE_ORDER[GUEST_ORDERS])
             copy_to_parquet(
                 con,
                 f"""
