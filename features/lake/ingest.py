@@ -303,7 +303,7 @@ def _deduplicate_and_link(
         _mark_duplicates(con, stage)
     identity = _link_identities(con, staged["customers"], settings, source_dir)
     for stage in staged.values():
-        _classify(con, stage, business)
+        _classify(con, stage, business, customers_derived="table" in staged["customers"].derived)
     return identity
 
 
@@ -371,7 +371,9 @@ def _crosswalk_sql(path: Path) -> str:
     return query
 
 
-def _classify(con: duckdb.DuckDBPyConnection, stage: Staged, business: Business) -> None:
+def _classify(
+    con: duckdb.DuckDBPyConnection, stage: Staged, business: Business, customers_derived: bool = False
+) -> None:
     """classified_<table>: every staged row with its fate: duplicate, or reason (null = accepted),
     whether it is a guest order, and for orders the rate that converts its amounts."""
     keys = _key_columns(stage.contract, stage.columns)
@@ -379,7 +381,9 @@ def _classify(con: duckdb.DuckDBPyConnection, stage: Staged, business: Business)
     key_value = " || '|' || ".join(f"coalesce(CAST(s.{quoted(key)} AS VARCHAR), '')" for key in keys)
     owned = stage.table in CUSTOMER_TABLES or stage.table == "customers"
     unknown, unknown_detail = "false", "NULL"
-    if stage.table in CUSTOMER_TABLES:
+    # customers derived from the orders: an order's customer is unknown only when the order itself
+    # failed its checks, which its own reason already says
+    if stage.table in CUSTOMER_TABLES and not (customers_derived and stage.table == "orders"):
         unknown = f"(s.{TYPED}source IS NOT NULL AND s.{TYPED}source_customer_id IS NOT NULL AND x.customer_id IS NULL)"
         unknown_detail = (
             f"CASE WHEN is_unknown_customer THEN 'source_customer_id: unknown_customer (' "

@@ -268,6 +268,7 @@ class IngestReport:
                 notes.append(f"{result.date_range[0]} .. {result.date_range[1]}")
             if result.cascade:
                 notes.append(f"{result.cascade:,} unknown_customer rows belong to quarantined customer rows")
+            notes += [f"e.g. row {example.row_number}: {example.detail}" for example in result.examples[:3]]
             if notes:
                 lines.append(f"{name}: " + " · ".join(notes))
         lines.append("every table: rows in = accepted + quarantined + duplicates")

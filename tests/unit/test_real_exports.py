@@ -350,3 +350,21 @@ def test_a_misspelled_table_or_column_in_the_config_is_named(tmp_path: Path) -> 
         _settings(tmp_path, {"ingest": {"tables": {"orders": {"columns": {"order_date": "x"}}}}})
     with pytest.raises(CustlensError, match=r"business\.timezone"):
         _settings(tmp_path, {"ingest": {"source_timezone": "UTC"}})
+
+
+def test_check_prints_what_it_assumed_and_an_example_of_each_reason(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    text = "customer,when,amount\nA,2024-03-01,12.5O\nB,2024-03-02,20.50\n"
+    source = _write(tmp_path / "in", "orders.csv", text)
+    config = {"business": {"timezone": "UTC", "currency": "USD"},
+              "ingest": {"tables": ORDERS_MAPPING, "max_bad_row_share": 1.0}}  # fmt: skip
+    report = ingest(_settings(tmp_path, config), source, check=True)
+    console = Console(width=200, record=True)
+    console.print(report.render())
+    shown = console.export_text()
+    assert "time zone UTC (business.timezone)" in shown and "currency USD" in shown
+    assert "derived order_id" in shown and "status: completed" in shown
+    assert "e.g. row 1: net_amount: unparseable_number (12.5O)" in shown
+    assert "unknown_customer" not in shown  # no customers export: the bad order's own reason says it
+    assert "nothing written" in shown
