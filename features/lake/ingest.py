@@ -135,7 +135,7 @@ def ingest(settings: Settings, source_dir: Path, console: Console | None = None,
     report = replace(report, seconds=time.perf_counter() - started)
     _write_report(report)
     if console is not None:
-        total_in = sum(result.rows_in for result in results.values())
+        total_in = sum(result.rows_in for result in results.values() if "table" not in result.derived)
         console.print(
             f"ingested {total_in:,} rows in {report.seconds:.1f} s; report written to {report.path}",
             highlight=False,

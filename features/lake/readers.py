@@ -135,9 +135,11 @@ def find_exports(source_dir: Path, settings: Settings) -> dict[str, ExportFile |
         paths = _configured_files(table, source.file, source_dir) if source.file else _default_files(table, source_dir)
         if not paths:
             if contract.required_input:
+                configs = sorted(path.name for path in source_dir.glob("*.y*ml") if path.suffix in (".yaml", ".yml"))
+                hint = f" (in a config: did you mean --config {source_dir / configs[0]}?)" if configs else ""
                 raise CustlensError(
                     f"required export {source_dir / f'{table}.csv'} (or {table}.parquet) is missing in {source_dir}; "
-                    f"if your {table} file has another name, set ingest.tables.{table}.file"
+                    f"if your {table} file has another name, set ingest.tables.{table}.file{hint}"
                 )
             found[table] = None
             continue

@@ -246,7 +246,8 @@ class IngestReport:
         if money.guest_orders or money.refunds or money.converted_orders:
             lines.append(
                 f"orders:     {money.guest_orders:,} guest orders ({money_view['guest_revenue_share']:.1%} of net "
-                f"revenue), {money.refunds:,} refunds ({money_view['refund_share']:.1%} of revenue given back)"
+                f"revenue), {money.refunds:,} refund{'' if money.refunds == 1 else 's'} "
+                f"({money_view['refund_share']:.1%} of revenue given back)"
                 + (f", {money.converted_orders:,} converted to {business.currency}" if money.converted_orders else "")
             )
         for name, result in self.tables.items():
