@@ -422,31 +422,66 @@ def bench_store(kind: str, args: argparse.Namespace, dirs: dict[str, Path], tag:
             )
 
     rows = [
-        Row(kind, f"materialize {args.customers:,}, ours (median of {REPEATS}: "
-            + ", ".join(f"{run['seconds']:.1f}" for run in runs) + " s)",
-            f"{ours_s:.1f} s", f"<= {MATERIALIZE_BUDGET_S:.0f} s", ours_s <= MATERIALIZE_BUDGET_S),
+        Row(
+            kind,
+            f"materialize {args.customers:,}, ours (median of {REPEATS}: "
+            + ", ".join(f"{run['seconds']:.1f}" for run in runs)
+            + " s)",
+            f"{ours_s:.1f} s",
+            f"<= {MATERIALIZE_BUDGET_S:.0f} s",
+            ours_s <= MATERIALIZE_BUDGET_S,
+        ),
         Row(kind, "  ours throughput / peak RSS", f"{ours_rate:,.0f} cust/s / {ours_peak:,.0f} MiB"),
-        Row(kind, f"materialize {args.stock_customers:,}, stock Feast",
-            f"{stock_run['seconds']:.1f} s ({stock_rate:,.0f} cust/s, {stock_run['peak_mib']:,.0f} MiB)"),
-        Row(kind, f"  stock {args.customers:,}, EXTRAPOLATED", f"{stock_extrapolated:,.0f} s",
-            f"<= {MATERIALIZE_BUDGET_S:.0f} s", stock_extrapolated <= MATERIALIZE_BUDGET_S),
+        Row(
+            kind,
+            f"materialize {args.stock_customers:,}, stock Feast",
+            f"{stock_run['seconds']:.1f} s ({stock_rate:,.0f} cust/s, {stock_run['peak_mib']:,.0f} MiB)",
+        ),
+        Row(
+            kind,
+            f"  stock {args.customers:,}, EXTRAPOLATED",
+            f"{stock_extrapolated:,.0f} s",
+            f"<= {MATERIALIZE_BUDGET_S:.0f} s",
+            stock_extrapolated <= MATERIALIZE_BUDGET_S,
+        ),
         Row(kind, "  ratio customers/s ours / stock", f"{ours_rate / stock_rate:,.1f}x"),
     ]
     for size, budget in READ_BUDGET_MS.items():
         stock_p99 = reads[f"stock {size}"]["p99"]
         for name in ("read", "frame"):
             figures = reads[f"{name} {size}"]
-            rows.append(Row(kind, f"{name}({size} id{'s' if size > 1 else ''}) ours p50 / p99, {args.reads:,} calls",
-                            f"{figures['p50']:.3f} / {figures['p99']:.3f} ms", f"p99 <= {budget:g} ms",
-                            figures["p99"] <= budget))
-        rows.append(Row(kind, f"get_online_features({size}) stock p50 / p99, {args.stock_reads:,} calls",
-                        f"{reads[f'stock {size}']['p50']:.3f} / {stock_p99:.3f} ms", f"p99 <= {budget:g} ms",
-                        stock_p99 <= budget))
-        rows.append(Row(kind, "  stock + .to_df() p50 / p99",
-                        f"{reads[f'stock+df {size}']['p50']:.3f} / {reads[f'stock+df {size}']['p99']:.3f} ms"))
-        rows.append(Row(kind, "  p99 ratio stock / ours read, stock / ours frame",
-                        f"{stock_p99 / reads[f'read {size}']['p99']:,.1f}x, "
-                        f"{stock_p99 / reads[f'frame {size}']['p99']:,.1f}x"))
+            rows.append(
+                Row(
+                    kind,
+                    f"{name}({size} id{'s' if size > 1 else ''}) ours p50 / p99, {args.reads:,} calls",
+                    f"{figures['p50']:.3f} / {figures['p99']:.3f} ms",
+                    f"p99 <= {budget:g} ms",
+                    figures["p99"] <= budget,
+                )
+            )
+        rows.append(
+            Row(
+                kind,
+                f"get_online_features({size}) stock p50 / p99, {args.stock_reads:,} calls",
+                f"{reads[f'stock {size}']['p50']:.3f} / {stock_p99:.3f} ms",
+                f"p99 <= {budget:g} ms",
+                stock_p99 <= budget,
+            )
+        )
+        rows.append(
+            Row(
+                kind,
+                "  stock + .to_df() p50 / p99",
+                f"{reads[f'stock+df {size}']['p50']:.3f} / {reads[f'stock+df {size}']['p99']:.3f} ms",
+            )
+        )
+        rows.append(
+            Row(
+                kind,
+                "  p99 ratio stock / ours read, stock / ours frame",
+                f"{stock_p99 / reads[f'read {size}']['p99']:,.1f}x, {stock_p99 / reads[f'frame {size}']['p99']:,.1f}x",
+            )
+        )
     return rows
 
 

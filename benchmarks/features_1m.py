@@ -155,9 +155,11 @@ def _naive_engagement(events: pd.DataFrame, population: pd.Index, since: dict[in
         & events["session_id"].notna()
         & events["event_type"].isin(["add_to_cart", "checkout_start"])
     ]
-    sessions = carts.assign(
-        carted=carts["event_type"] == "add_to_cart", checked_out=carts["event_type"] == "checkout_start"
-    ).groupby(["customer_id", "session_id"])[["carted", "checked_out"]].any()
+    sessions = (
+        carts.assign(carted=carts["event_type"] == "add_to_cart", checked_out=carts["event_type"] == "checkout_start")
+        .groupby(["customer_id", "session_id"])[["carted", "checked_out"]]
+        .any()
+    )
     sessions = sessions[sessions["carted"]].reset_index()
     per_customer = sessions.groupby("customer_id").agg(
         carted=("carted", "size"), abandoned=("checked_out", lambda checked: int((~checked).sum()))

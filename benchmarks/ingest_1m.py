@@ -57,26 +57,37 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench-out/ingest"))
     parser.add_argument("--keep", action="store_true", help="keep the generated data and lake")
     parser.add_argument("--compare-with", metavar="REF", help="also ingest with the code of this git commit")
+    parser.add_argument("--reuse-sample", action="store_true", help="ingest the exports a previous run left in --work")
     args = parser.parse_args()
 
     work = args.work.resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    env = {**os.environ, "CUSTLENS_DATA_DIR": str(work / "data"), "CUSTLENS_PII_SALT": "benchmark-salt"}
     sample = work / "data" / "sample"
+    reuse = args.reuse_sample and (sample / "customers.csv").exists()
+    if reuse:
+        for stale in ("lake", "quarantine", "reports", "kpis"):
+            shutil.rmtree(work / "data" / stale, ignore_errors=True)
+        shutil.rmtree(work / "data-before", ignore_errors=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    env = {**os.environ, "CUSTLENS_DATA_DIR": str(work / "data"), "CUSTLENS_PII_SALT": "benchmark-salt"}
     print(f"custlens ingest benchmark: {args.customers:,} customers, {args.format}, dirty rate {args.dirty_rate}")
 
     results = {}
-    results["generate"] = run_step(
-        "generate",
-        f"""
+    results["generate"] = (
+        {"rows": _rows(sample)}
+        if reuse
+        else run_step(
+            "generate",
+            f"""
         from pathlib import Path
         from features.sample.generate import DEFAULT_END, generate
         summary = generate(out_dir=Path({str(sample)!r}), customers={args.customers}, seed={args.seed},
                            start=None, end=DEFAULT_END, dirty_rate={args.dirty_rate}, file_format={args.format!r})
         extra = {{"rows": dict(summary.rows)}}
         """,
-        env,
+            env,
+        )
     )
     results["ingest"] = run_step(
         "ingest",
@@ -125,6 +136,16 @@ def main() -> None:
     print(f"customers in lake: {linked['customers']:,} from {linked['source_ids']:,} source ids")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _rows(sample: Path) -> dict[str, int]:
+    """Data rows of each export a previous run left (the generate step's count)."""
+    import duckdb
+
+    return {
+        path.stem: duckdb.sql(f"SELECT count(*) FROM read_csv('{path}', all_varchar = true)").fetchone()[0]
+        for path in sorted(sample.glob("*.csv"))
+    }
 
 
 def _ingest_with(ref: str, sample: Path, work: Path, env: dict[str, str]) -> dict:

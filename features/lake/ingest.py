@@ -400,11 +400,13 @@ def _classify(
     if stage.table == "orders" and "currency" in stage.columns:
         other = f"s.{TYPED}currency IS NOT NULL AND s.{TYPED}currency <> {sql_literal(business.currency or '')}"
         local_day = f"CAST(timezone({sql_literal(business.timezone)}, s.{TYPED}ordered_at) AS DATE)"
-        rate_join = f"ASOF LEFT JOIN rates AS r ON r.currency = s.{TYPED}currency AND r.day <= {local_day}"
-        rate = f"CASE WHEN {other} THEN r.rate ELSE 1.0 END"
-        has_rates = con.sql("SELECT count(*) FROM rates").fetchone()
-        code = "no_exchange_rate" if has_rates and has_rates[0] else "currency_mismatch"
-        currency = f"CASE WHEN {other} AND r.rate IS NULL THEN '{code}' END"
+        if _scalar(con, "SELECT count(*) FROM rates"):
+            # only with rates: an ASOF join over every order is the one step that would not spill well
+            rate_join = f"ASOF LEFT JOIN rates AS r ON r.currency = s.{TYPED}currency AND r.day <= {local_day}"
+            rate = f"CASE WHEN {other} THEN r.rate ELSE 1.0 END"
+            currency = f"CASE WHEN {other} AND r.rate IS NULL THEN 'no_exchange_rate' END"
+        else:
+            currency = f"CASE WHEN {other} THEN 'currency_mismatch' END"
         currency_detail = (
             f"CASE WHEN currency_reason IS NOT NULL THEN 'currency: ' || currency_reason || ' (' || {TYPED}currency "
             "|| ')' END"
@@ -587,19 +589,19 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, staged: dict[str, Staged],
             )
 
 
-def _lake_columns(contract: TableContract, business: Business) -> str:
+def _lake_columns(contract: TableContract, business: Business, converts: bool) -> str:
+    """The lake's columns of a table: money cast to the currency's minor units (DuckDB rounds half
+    away from zero), order amounts converted with their rate when `converts` (rates were given)."""
     money = decimal_type(business.currency)
     columns = []
     for column in contract.columns:
         value = f"{TYPED}{column.name}"
         if column.kind == "decimal":
-            converted = f"CAST({value} AS DECIMAL(38, 10))"
-            if contract.name == "orders" and column.name in AMOUNT_COLUMNS:
+            if converts and contract.name == "orders" and column.name in AMOUNT_COLUMNS:
                 # a converted amount goes through DOUBLE (rates are not exact anyway); the rest stays exact
-                converted = (
-                    f"CASE WHEN _rate = 1 THEN {converted} ELSE CAST({converted} * _rate AS DECIMAL(38, 10)) END"
-                )
-            value = f"CAST({converted} AS {money})"
+                exact = f"CAST({value} AS DECIMAL(38, 10))"
+                value = f"CASE WHEN _rate = 1 THEN {exact} ELSE CAST({exact} * _rate AS DECIMAL(38, 10)) END"
+            value = f"CAST({value} AS {money})"
         elif contract.name == "orders" and column.name == "currency":
             value = f"CASE WHEN {value} IS NULL THEN NULL ELSE {sql_literal(business.currency or '')} END"
         columns.append(f"{value} AS {quoted(column.name)}")
@@ -610,6 +612,7 @@ def _write_lake(
     con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], settings: Settings, business: Business
 ) -> None:
     """Write the whole lake into a new folder, then swap it in: a reader sees the old lake or the new."""
+    converts = bool(_scalar(con, "SELECT count(*) FROM rates"))
     with atomic_folder(settings.lake_dir) as new_lake:
         copy_to_parquet(
             con,
@@ -637,7 +640,7 @@ def _write_lake(
             copy_to_parquet(
                 con,
                 f"""
-                SELECT {owner}{_lake_columns(stage.contract, business)}
+                SELECT {owner}{_lake_columns(stage.contract, business, converts)}
                 FROM classified_{table}
                 WHERE reason IS NULL AND NOT is_duplicate AND NOT is_guest
                 ORDER BY {order}
@@ -651,7 +654,7 @@ def _write_lake(
             copy_to_parquet(
                 con,
                 f"""
-                SELECT {_lake_columns(CONTRACTS["orders"], business)}
+                SELECT {_lake_columns(CONTRACTS["orders"], business, converts)}
                 FROM classified_orders
                 WHERE reason IS NULL AND NOT is_duplicate AND is_guest
                 ORDER BY {order}
