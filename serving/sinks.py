@@ -480,6 +480,23 @@ def _first_line(exc: Exception) -> str:
 # Files: Parquet and CSV
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection")
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def defuse_formulas(table: pa.Table) -> pa.Table:
+    """Text cells that a spreadsheet would run as a formula (`=HYPERLINK(...)`, `+cmd|...`), prefixed
+    with `'` so they open as text. Only for CSV: Parquet and SQL keep values exactly."""
+    for index, column_field in enumerate(table.schema):
+        if not pa.types.is_string(column_field.type):
+            continue
+        column = table.column(index)
+        risky = pc.fill_null(pc.match_substring_regex(column, _FORMULA_START), False)
+        quoted = pc.binary_join_element_wise("'", column, "")
+        table = table.set_column(index, column_field, pc.if_else(risky, quoted, column))
+    return table
+
+
 class FileSink(Sink):
     def __init__(self, root: Path, kind: str) -> None:
         self.root = root.resolve()
@@ -582,7 +599,7 @@ class FileSink(Sink):
 
     def write(self, chunk: pa.Table) -> None:
         assert self._writer is not None, "begin() first"
-        self._writer.write_table(chunk)
+        self._writer.write_table(defuse_formulas(chunk) if self.kind == "csv" else chunk)
         self._staged_ids.append(chunk.column("customer_id").combine_chunks())
 
     def commit(self, entry: RunEntry) -> None:

@@ -139,3 +139,32 @@ def test_a_scores_file_from_before_the_currency_column_reads_it_as_null(kind: st
     run(uri, chunk("r", {"OLD": 9.0}, "USD"), scope="listed")
     # then the carried-over row has no currency, the new one has
     assert read(uri) == {"OLD": (9.0, "USD"), "KEPT": (6.0, None)}
+
+
+FORMULAS = ['=HYPERLINK("http://evil","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
+
+
+def _with_crm_ids(rows: pa.Table, crm_ids: list[str]) -> pa.Table:
+    index = rows.schema.get_field_index("crm_customer_id")
+    return rows.set_column(index, rows.schema.field(index), pa.array(crm_ids, pa.string()))
+
+
+def test_the_csv_sink_writes_formula_cells_as_text(tmp_path: Path) -> None:
+    # given CRM ids a spreadsheet would run as formulas, and a harmless one
+    customers = {f"C{i}": 1.0 for i in range(len(FORMULAS) + 1)}
+    rows = _with_crm_ids(chunk("r", customers, "USD"), [*FORMULAS, "CRM-1"])
+    run(f"csv:{tmp_path / 'scores'}", rows)
+    # then each risky cell starts with a quote (OWASP), the harmless one is as it was
+    written = pa_csv.read_csv(tmp_path / "scores" / SCORES_TABLE / f"{AS_OF}.csv").column("crm_customer_id")
+    assert written.to_pylist() == [f"'{value}" for value in FORMULAS] + ["CRM-1"]
+
+
+def test_parquet_and_sql_sinks_keep_values_exactly(tmp_path: Path) -> None:
+    rows = _with_crm_ids(chunk("r", {"C0": 1.0, "C1": 2.0}, "USD"), [FORMULAS[0], "CRM-1"])
+    for uri in (f"parquet:{tmp_path / 'p'}", f"sqlite:///{tmp_path / 's.db'}"):
+        run(uri, rows)
+        sink = open_sink(uri)
+        try:
+            assert sorted(sink.scores()["crm_customer_id"]) == sorted([FORMULAS[0], "CRM-1"])
+        finally:
+            sink.close()
