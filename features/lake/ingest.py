@@ -12,6 +12,7 @@ before writing anything.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -71,6 +72,7 @@ TIME_COLUMN = {
 }
 AMOUNT_COLUMNS = ("net_amount", "gross_amount", "discount_amount")  # of orders, converted with the rates
 CROSSWALK_KEY = "crosswalk_key"
+WORK_PREFIX = ".ingest-work-"  # + the ingest's pid: a folder whose process is gone is stale
 
 
 # ---------------------------------------------------------------- the run
@@ -90,7 +92,9 @@ def ingest(settings: Settings, source_dir: Path, console: Console | None = None,
     salt = _salt(settings, console, check)
     if not check:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=None if check else settings.data_dir))
+    if not check:
+        _remove_stale_work(settings.data_dir)
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=None if check else settings.data_dir))
     try:
         staged = stage_all(exports, settings, salt, work, console)
         with closing(duckdb_connect(settings.ingest.duckdb_memory_limit, temp_dir=work / "duckdb")) as con:
@@ -142,6 +146,26 @@ def ingest(settings: Settings, source_dir: Path, console: Console | None = None,
             soft_wrap=True,
         )
     return report
+
+
+def _remove_stale_work(data_dir: Path) -> None:
+    """Staging folders of ingests that were killed (their process is gone) are removed; a running
+    ingest's folder (its process alive) is left alone."""
+    for folder in data_dir.glob(f"{WORK_PREFIX}*"):
+        pid = folder.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _salt(settings: Settings, console: Console | None, check: bool) -> Salt:

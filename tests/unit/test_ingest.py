@@ -603,3 +603,23 @@ def test_cli_ingest_prints_the_summary_and_refuses_a_breach_without_traceback(
     bad = CliRunner().invoke(app, ["ingest", "--source", str(exports(tables, "bad")), *sample])
     assert bad.exit_code == 2
     assert "orders: 25.00% of rows quarantined" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_killed_ingests_staging_folder_is_removed_by_the_next_run(
+    exports: Callable[..., Path], settings: Settings, tables: dict[str, Rows]
+) -> None:
+    import subprocess
+    import sys
+
+    # given the folder of an ingest whose process is gone, and one of a process still running
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    settings.data_dir.mkdir(parents=True)
+    stale = settings.data_dir / f".ingest-work-{finished.stdout.strip()}-abc123"
+    (stale / "duckdb").mkdir(parents=True)
+    running = settings.data_dir / f".ingest-work-{os.getpid()}-def456"
+    running.mkdir()
+    # when ingest runs
+    ingest(settings, exports(tables))
+    # then the dead run's leftovers are gone and the live one's folder is untouched
+    assert not stale.exists()
+    assert running.is_dir()
