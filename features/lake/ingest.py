@@ -33,7 +33,7 @@ from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
 from features.lake.identity import IdentityResult, resolve_identities
 from features.lake.money import check_currency, decimal_type, minor_units
 from features.lake.pii import Salt, load_salt, salt_file
-from features.lake.readers import ROW_NUMBER, find_exports
+from features.lake.readers import ROW_NUMBER, find_exports, first_line
 from features.lake.report import REPORT_NAME, Example, IdentityStats, IngestReport, Money, TableResult
 from features.lake.staging import Staged, derive_row_ids, quoted, stage_all
 from features.lake.tables import (
@@ -248,7 +248,7 @@ def _load_exchange_rates(con: duckdb.DuckDBPyConnection, settings: Settings, sou
         )
     except duckdb.Error as exc:
         raise CustlensError(
-            f"ingest.exchange_rates: {path} must have the columns date, currency, rate ({_first_line(exc)})"
+            f"ingest.exchange_rates: {path} must have the columns date, currency, rate ({first_line(exc)})"
         ) from None
     bad = con.sql("SELECT count(*) FROM rates WHERE rate IS NULL OR NOT isfinite(rate) OR rate <= 0").fetchone()
     if bad and bad[0]:
@@ -256,11 +256,6 @@ def _load_exchange_rates(con: duckdb.DuckDBPyConnection, settings: Settings, sou
 
 
 # ---------------------------------------------------------------- set-wise work in DuckDB
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _key_columns(contract: TableContract, columns: tuple[str, ...]) -> list[str]:
@@ -390,7 +385,7 @@ def _crosswalk_sql(path: Path) -> str:
     except duckdb.Error as exc:
         raise CustlensError(
             f"ingest.crosswalk: {path} must have the columns source, source_customer_id, person_key "
-            f"({_first_line(exc)})"
+            f"({first_line(exc)})"
         ) from None
     return query
 

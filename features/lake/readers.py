@@ -490,7 +490,7 @@ def _text_batches(export: ExportFile, path: Path, rows_before: int) -> Iterator[
             finally:
                 reader.close()  # join Arrow's read-ahead thread now, not at interpreter exit
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # the latter from pyarrow's transcoding of non-UTF-8
-        raise _unreadable_text(path, export.table, options, _first_line(exc)) from None
+        raise _unreadable_text(path, export.table, options, first_line(exc)) from None
 
 
 def _split_on_whitespace(batch: pa.RecordBatch, export: ExportFile, path: Path, rows_before: int) -> pa.RecordBatch:
@@ -523,7 +523,7 @@ def _parquet_batches(export: ExportFile, path: Path, chunk_rows: int) -> Iterato
                 done += batch.num_rows
                 yield _as_strings(batch, schema, path), done
     except (pa.ArrowException, OSError) as exc:
-        raise CustlensError(f"{path} cannot be read as a Parquet file: {_first_line(exc)}") from None
+        raise CustlensError(f"{path} cannot be read as a Parquet file: {first_line(exc)}") from None
 
 
 def _as_strings(batch: pa.RecordBatch, schema: pa.Schema, origin: Path | str) -> pa.RecordBatch:
@@ -535,7 +535,7 @@ def _as_strings(batch: pa.RecordBatch, schema: pa.Schema, origin: Path | str) ->
             arrays.append(column if column.type == pa.string() else column.cast(pa.string()))
         except pa.ArrowException as exc:
             raise CustlensError(
-                f"{origin}: column {name} of type {column.type} cannot be read as text ({_first_line(exc)})"
+                f"{origin}: column {name} of type {column.type} cannot be read as text ({first_line(exc)})"
             ) from None
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -579,7 +579,7 @@ def _identifier(name: str) -> str:
 
 
 def _query_error(table: str, exc: BaseException) -> CustlensError:
-    return CustlensError(f"ingest.tables.{table}.sql: {_first_line(exc)}")
+    return CustlensError(f"ingest.tables.{table}.sql: {first_line(exc)}")
 
 
 # ---------------------------------------------------------------- text options
@@ -616,6 +616,7 @@ def _unreadable_text(path: Path, table: str, options: CsvOptions, detail: str) -
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, at most 300 characters: what a one-line error quotes of it."""
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__

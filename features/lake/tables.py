@@ -13,7 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -111,13 +111,7 @@ class Business:
     currency_from: str = "settings"  # settings | the orders' currency column | unknown
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "timezone": self.timezone,
-            "currency": self.currency,
-            "minor_units": self.minor_units,
-            "timezone_from": self.timezone_from,
-            "currency_from": self.currency_from,
-        }
+        return asdict(self)
 
 
 def write_business(lake_dir: Path, business: Business) -> None:

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from multiprocessing.process import BaseProcess
@@ -35,7 +34,7 @@ from features.snapshot_reader import load_packed_snapshot, snapshot_cutoffs, sna
 from serving.batch import BatchReport, decile_bins, population_stability, score_customers
 from serving.scorer import Scorer
 from serving.sinks import FAILED, RUNNING, SUCCEEDED, open_sink
-from tests.support.databases import POSTGRES_URL, skip_without_postgres
+from tests.support.databases import postgres_schema_url
 from tests.support.trained import trained_project
 
 CHUNK_ROWS = 1_000  # the smallest allowed: several chunks even in the small project
@@ -76,17 +75,7 @@ def customers(project: Settings, cutoffs: tuple[date, date]) -> dict[date, int]:
 
 def postgres_sink() -> Iterator[str]:
     """A schema of our own in the test database, dropped afterwards."""
-    skip_without_postgres("the postgresql sink")
-    import psycopg
-
-    schema = f"custlens_batch_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    yield from postgres_schema_url("custlens_batch")
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "parquet", "csv"])

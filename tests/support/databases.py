@@ -5,6 +5,8 @@ that says what goes untested and how to start the server when it does not."""
 from __future__ import annotations
 
 import socket
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -72,3 +74,19 @@ def skip_without_postgres(untested: str) -> None:
     """Skip the calling test (or fixture) when the PostgreSQL test database is not there."""
     if (reason := postgres_unavailable()) is not None:
         pytest.skip(f"{reason}: {untested} is not tested ({START_POSTGRES})")
+
+
+def postgres_schema_url(prefix: str) -> Iterator[str]:
+    """The test database's URL searching a schema of our own (`<prefix>_<random>`), dropped afterwards;
+    a generator for fixtures. Skips when PostgreSQL is not there."""
+    skip_without_postgres("the postgresql sink")
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

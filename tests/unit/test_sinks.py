@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from custlens.errors import CustlensError
 from serving.sinks import MODEL_VERSION_COLUMNS, SCORES_SCHEMA, SCORES_TABLE, SUCCEEDED, RunEntry, open_sink
-from tests.support.databases import POSTGRES_URL, skip_without_postgres
+from tests.support.databases import postgres_schema_url
 
 AS_OF = date(2025, 1, 1)
 
@@ -67,17 +67,7 @@ def read(uri: str) -> dict[str, tuple[float | None, str | None]]:
 def a_sink(kind: str, tmp_path: Path) -> Iterator[str]:
     """An empty sink of `kind`; PostgreSQL in a schema of our own, dropped afterwards."""
     if kind == "postgresql":
-        skip_without_postgres("the postgresql sink")
-        import psycopg
-
-        schema = f"custlens_sinks_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-        finally:
-            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        yield from postgres_schema_url("custlens_sinks")
     elif kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'scores.db'}"
     else:
