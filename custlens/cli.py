@@ -106,20 +106,42 @@ def ingest(
             "--check", help="Dry run: read and validate everything, show what was detected and assumed, write nothing."
         ),
     ] = False,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Accept tables that lose more than ingest.max_shrink_share of their rows against the current lake.",
+        ),
+    ] = False,
+    drop_table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drop-table",
+            metavar="NAME",
+            help="A table the business no longer exports: remove it from the lake (repeatable).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Validate exports, quarantine bad rows, resolve identities, hash PII, write the lake."""
-    from features.kpis import build_kpi_cube
+    """Validate exports, quarantine bad rows, resolve identities, hash PII, write the lake and its KPI cube."""
+    from features.kpis import kpi_dir
     from features.lake.ingest import ingest as run_ingest
 
     settings = _settings(config)
-    report = run_ingest(settings, source or settings.sample_dir, console=console, check=check)
+    report = run_ingest(
+        settings,
+        source or settings.sample_dir,
+        console=console,
+        check=check,
+        allow_shrink=allow_shrink,
+        drop_tables=tuple(drop_table or ()),
+    )
     console.print(report.render())
     if check:
         if not report.ok:
-            raise CustlensError(report.threshold_message())
+            raise CustlensError(report.failure_message())
         return
-    console.print(f"KPI cube: {build_kpi_cube(settings)}", highlight=False)
+    console.print(f"KPI cube: {kpi_dir(settings)}", highlight=False)
 
 
 @app.command("kpis")

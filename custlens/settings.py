@@ -3,6 +3,8 @@ then `CUSTLENS_...` environment variables (nested keys joined by `__`)."""
 
 from __future__ import annotations
 
+import re
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -160,6 +162,34 @@ class IngestSettings(_Section):
     duckdb_memory_limit: str = Field(
         "2GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="Memory DuckDB may use before spilling to disk."
     )
+    max_shrink_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A table that loses more than this share of its rows against the current lake is refused "
+        "(a truncated export) unless `custlens ingest --allow-shrink`.",
+    )
+    earliest: date = Field(
+        date(1990, 1, 1),
+        ge=date(1900, 1, 1),
+        description="Timestamps and dates before this day are quarantined as implausible_timestamp / implausible_date.",
+    )
+    future_tolerance: timedelta = Field(
+        timedelta(days=1),
+        ge=timedelta(0),
+        le=timedelta(days=3650),
+        description="Timestamps later than now + this are quarantined as implausible (e.g. `1 day`, `36 hours`).",
+    )
+
+    @field_validator("future_tolerance", mode="before")
+    @classmethod
+    def _spelled_duration(cls, value: Any) -> Any:
+        """`1 day`, `36 hours`, `90 minutes` (or anything pydantic reads: seconds, ISO 8601 `P1D`)."""
+        if isinstance(value, str):
+            spelled = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(day|hour|minute|second)s?\s*", value)
+            if spelled:
+                return timedelta(**{spelled.group(2) + "s": float(spelled.group(1))})
+        return value
 
     @model_validator(mode="before")
     @classmethod

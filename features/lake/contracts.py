@@ -35,7 +35,9 @@ EVENT_TYPES = (
 QUARANTINE_REASONS = {
     "missing_value": "a required value is empty",
     "unparseable_timestamp": "a timestamp that no supported format reads",
+    "implausible_timestamp": "a readable timestamp before ingest.earliest or after now + ingest.future_tolerance",
     "unparseable_date": "a date that no supported format reads",
+    "implausible_date": "a readable date before ingest.earliest or after now + ingest.future_tolerance",
     "unparseable_number": "a number or amount that does not parse (NaN and infinity included)",
     "amount_out_of_range": "an amount of 10^15 or more: no real order or spend",
     "unparseable_boolean": "a yes/no value that is not true/false/1/0/yes/no",
@@ -60,6 +62,9 @@ class Column:
     name: str
     kind: ColumnKind
     required: bool = False
+    # a time of the business's own activity: outside ingest.earliest .. now + future_tolerance it is
+    # implausible (a birth date is not one)
+    activity_time: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,11 @@ class TableContract:
     def column_names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 
+    def column(self, name: str) -> Column:
+        return next(column for column in self.columns if column.name == name)
+
     def kind_of(self, name: str) -> ColumnKind:
-        return next(column.kind for column in self.columns if column.name == name)
+        return self.column(name).kind
 
 
 def _req(name: str, kind: ColumnKind) -> Column:
@@ -99,7 +107,7 @@ CONTRACTS: dict[str, TableContract] = {
                 Column("email", "string"),
                 Column("phone", "string"),
                 Column("full_name", "string"),
-                Column("birth_date", "date"),
+                Column("birth_date", "date", activity_time=False),
                 Column("gender", "string"),
                 Column("city", "string"),
                 Column("acquisition_channel", "string"),

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -33,7 +33,9 @@ from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
 from features.lake.identity import IdentityResult, resolve_identities
 from features.lake.money import check_currency, decimal_type, minor_units
 from features.lake.pii import Salt, load_salt, salt_file
-from features.lake.readers import ROW_NUMBER, find_exports, first_line
+from features.kpis.cube import build_kpi_cube, kpi_dir
+from features.lake.guards import check_drop_tables, lake_rows, refusals
+from features.lake.readers import ROW_NUMBER, ExportFile, find_exports, first_line
 from features.lake.report import REPORT_NAME, Example, IdentityStats, IngestReport, Money, TableResult
 from features.lake.staging import Staged, derive_row_ids, quoted, stage_all
 from features.lake.tables import (
@@ -41,12 +43,12 @@ from features.lake.tables import (
     GUEST_ORDERS,
     Business,
     atomic_file,
-    atomic_folder,
     atomic_write_text,
     copy_to_parquet,
     duckdb_connect,
     lake_file,
     sql_literal,
+    swap_folder,
     write_business,
 )
 from features.lake.validation import DETAIL, REASON, TYPED, ChunkStats, identity_field, raw_columns
@@ -78,74 +80,143 @@ WORK_PREFIX = ".ingest-work-"  # + the ingest's pid: a folder whose process is g
 # ---------------------------------------------------------------- the run
 
 
-def ingest(settings: Settings, source_dir: Path, console: Console | None = None, check: bool = False) -> IngestReport:
-    """Validate the exports in `source_dir`, quarantine bad rows, resolve identities, hash PII
-    and replace the lake; raise CustlensError (after writing report and quarantine, with the
-    lake untouched) when a table's quarantined share exceeds `ingest.max_bad_row_share`.
+def ingest(
+    settings: Settings,
+    source_dir: Path,
+    console: Console | None = None,
+    check: bool = False,
+    allow_shrink: bool = False,
+    drop_tables: tuple[str, ...] = (),
+) -> IngestReport:
+    """Validate the exports in `source_dir`, quarantine bad rows, resolve identities, hash PII,
+    build the new lake and its KPI cube in a staging folder and swap both in; raise CustlensError,
+    with the lake and cube untouched and the report saying `ok: false`, when a table's quarantined
+    share exceeds `ingest.max_bad_row_share`, when the export would shrink the lake (guards.py;
+    `allow_shrink`, `drop_tables` say a shrink is meant), or when any later step fails.
 
     `check`: a dry run that reads and validates everything and returns the report of what it
     detected and assumed, writing nothing (no lake, quarantine, report or salt file).
     """
-    started = time.perf_counter()
     source_dir = Path(source_dir)
-    exports = find_exports(source_dir, settings)
-    salt = _salt(settings, console, check)
-    if not check:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if not check:
-        _remove_stale_work(settings.data_dir)
-    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=None if check else settings.data_dir))
+    run = _Run()
     try:
-        staged = stage_all(exports, settings, salt, work, console)
-        with closing(duckdb_connect(settings.ingest.duckdb_memory_limit, temp_dir=work / "duckdb")) as con:
-            business = _business(con, staged, settings)
-            with _step(console, "removing duplicates, linking identities"):
-                derive_row_ids(con, staged, work)
-                _load_exchange_rates(con, settings, source_dir)
-                identity = _deduplicate_and_link(con, staged, settings, source_dir, business)
-            results = {
-                table: _count(con, staged[table], business) if table in staged else TableResult(table, present=False)
-                for table in CONTRACTS
-            }
-            money = _money(con)
-            max_share = settings.ingest.max_bad_row_share
-            report = IngestReport(
-                path=settings.reports_dir / REPORT_NAME,
-                ok=all(result.bad_row_share <= max_share for result in results.values()),
-                source_dir=source_dir,
-                tables=results,
-                identity=IdentityStats.of(identity, _identity_names(settings)),
-                business=business,
-                money=money,
-                lake_dir=settings.lake_dir,
-                quarantine_dir=settings.quarantine_dir,
-                max_bad_row_share=max_share,
-                failed_tables=tuple(name for name, result in results.items() if result.bad_row_share > max_share),
-                salt_origin=salt.origin,
-                seconds=time.perf_counter() - started,
-                check_only=check,
-            )
-            if check:
-                return replace(report, seconds=time.perf_counter() - started)
-            with _step(console, "writing quarantine"):
-                _write_quarantine(con, staged, settings.quarantine_dir)
-            if not report.ok:
-                _write_report(report)
-                raise CustlensError(report.threshold_message())
-            with _step(console, "writing lake"):
-                _write_lake(con, staged, settings, business, guests=results["orders"].guests)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report = replace(report, seconds=time.perf_counter() - started)
-    _write_report(report)
-    if console is not None:
-        total_in = sum(result.rows_in for result in results.values() if "table" not in result.derived)
+        exports = find_exports(source_dir, settings)
+        dropped = check_drop_tables(drop_tables, (table for table, export in exports.items() if export is not None))
+        salt = _salt(settings, console, check)
+        if not check:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            _remove_stale_work(settings.data_dir)
+        work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=None if check else settings.data_dir))
+        try:
+            report = _ingest(settings, source_dir, exports, salt, work, console, check, allow_shrink, dropped, run)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except BaseException as exc:
+        if not check:  # a report saying ok: true from an earlier run must not outlive a failed one
+            _write_failure(settings, source_dir, run, exc)
+        raise
+    if not check and console is not None:
+        results = report.tables.values()
+        total_in = sum(result.rows_in for result in results if "table" not in result.derived)
         console.print(
             f"ingested {total_in:,} rows in {report.seconds:.1f} s; report written to {report.path}",
             highlight=False,
             soft_wrap=True,
         )
     return report
+
+
+def _ingest(
+    settings: Settings,
+    source_dir: Path,
+    exports: dict[str, ExportFile | None],
+    salt: Salt,
+    work: Path,
+    console: Console | None,
+    check: bool,
+    allow_shrink: bool,
+    dropped: tuple[str, ...],
+    run: _Run,
+) -> IngestReport:
+    staged = stage_all(exports, settings, salt, work, console)
+    with closing(duckdb_connect(settings.ingest.duckdb_memory_limit, temp_dir=work / "duckdb")) as con:
+        business = _business(con, staged, settings)
+        with _step(console, "removing duplicates, linking identities"):
+            derive_row_ids(con, staged, work)
+            _load_exchange_rates(con, settings, source_dir)
+            identity = _deduplicate_and_link(con, staged, settings, source_dir, business)
+        results = {
+            table: _count(con, staged[table], business) if table in staged else TableResult(table, present=False)
+            for table in CONTRACTS
+        }
+        identity_stats = IdentityStats.of(identity, _identity_names(settings))
+        before = lake_rows(settings.lake_dir)
+        after = {table: result.accepted for table, result in results.items() if result.present}
+        after["customers"] = identity_stats.source_ids
+        max_share = settings.ingest.max_bad_row_share
+        failed = tuple(name for name, result in results.items() if result.bad_row_share > max_share)
+        refused = refusals(before, after, settings.ingest.max_shrink_share, allow_shrink, dropped)
+        report = IngestReport(
+            path=settings.reports_dir / REPORT_NAME,
+            ok=not failed and not refused,
+            source_dir=source_dir,
+            tables=results,
+            identity=identity_stats,
+            business=business,
+            money=_money(con),
+            lake_dir=settings.lake_dir,
+            quarantine_dir=settings.quarantine_dir,
+            max_bad_row_share=max_share,
+            failed_tables=failed,
+            refused=refused,
+            lake_rows={table: (before.get(table), after.get(table)) for table in CONTRACTS if table in before},
+            dropped_tables=dropped,
+            salt_origin=salt.origin,
+            seconds=time.perf_counter() - run.started,
+            check_only=check,
+        )
+        run.report = report
+        if check:
+            return replace(report, seconds=time.perf_counter() - run.started)
+        with _step(console, "writing quarantine"):
+            _write_quarantine(con, staged, settings.quarantine_dir)
+        if not report.ok:
+            _write_report(report)
+            run.failure_written = True
+            raise CustlensError(report.failure_message())
+        # the new lake and its KPI cube are built side by side in the staging folder, then swapped in
+        staging = settings.model_copy(update={"data_dir": work / "data"})
+        with _step(console, "writing lake"):
+            staging.lake_dir.mkdir(parents=True)
+            _write_lake(con, staged, staging.lake_dir, settings.crm_source, business, results["orders"].guests)
+    with _step(console, "building the KPI cube"):
+        build_kpi_cube(staging)
+    report = replace(report, seconds=time.perf_counter() - run.started)
+    _write_report(report)  # before the swap: a lake is never newer than the report that describes it
+    swap_folder(staging.lake_dir, settings.lake_dir)
+    swap_folder(kpi_dir(staging), kpi_dir(settings))
+    return report
+
+
+@dataclass
+class _Run:
+    """How far one ingest got: the report once counted, and whether its failure is already written."""
+
+    started: float = field(default_factory=time.perf_counter)
+    report: IngestReport | None = None
+    failure_written: bool = False
+
+
+def _write_failure(settings: Settings, source_dir: Path, run: _Run, exc: BaseException) -> None:
+    """The report of a run that failed: `ok: false` and why, written whatever stage it failed in."""
+    if run.failure_written:
+        return  # with the refusals or the failed tables
+    error = str(exc) if isinstance(exc, CustlensError) else f"{type(exc).__name__}: {exc}"
+    if run.report is not None:
+        _write_report(replace(run.report, ok=False, error=error))
+        return
+    failure = {"ok": False, "error": error, "source_dir": str(source_dir), "lake_written": False}
+    atomic_write_text(settings.reports_dir / REPORT_NAME, json.dumps(failure, indent=2, ensure_ascii=False) + "\n")
 
 
 def _remove_stale_work(data_dir: Path) -> None:
@@ -617,57 +688,61 @@ def _lake_columns(contract: TableContract, business: Business, converts: bool) -
 
 
 def _write_lake(
-    con: duckdb.DuckDBPyConnection, staged: dict[str, Staged], settings: Settings, business: Business, guests: int
+    con: duckdb.DuckDBPyConnection,
+    staged: dict[str, Staged],
+    new_lake: Path,
+    crm_source: str,
+    business: Business,
+    guests: int,
 ) -> None:
-    """Write the whole lake into a new folder, then swap it in: a reader sees the old lake or the new."""
+    """Write the whole lake into the empty folder `new_lake` (the caller swaps it in whole)."""
     converts = bool(_scalar(con, "SELECT count(*) FROM rates"))
-    with atomic_folder(settings.lake_dir) as new_lake:
+    copy_to_parquet(
+        con,
+        # signup_at per source account lets features count only the accounts opened by a cutoff
+        f"""
+        SELECT crosswalk.source, crosswalk.source_customer_id, crosswalk.customer_id, accounts.signup_at
+        FROM crosswalk
+        LEFT JOIN (
+            SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
+                   min({TYPED}signup_at) AS signup_at
+            FROM classified_customers
+            WHERE reason IS NULL AND NOT is_duplicate
+            GROUP BY ALL
+        ) AS accounts USING (source, source_customer_id)
+        ORDER BY customer_id, source, source_customer_id
+        """,
+        lake_file(new_lake, CROSSWALK),
+    )
+    copy_to_parquet(con, _customers_query(crm_source), lake_file(new_lake, "customers"))
+    for table, stage in staged.items():
+        if table == "customers":
+            continue
+        owner = "customer_id, " if table in CUSTOMER_TABLES else ""
+        order = ", ".join(quoted(name) for name in LAKE_ORDER[table])
         copy_to_parquet(
             con,
-            # signup_at per source account lets features count only the accounts opened by a cutoff
             f"""
-            SELECT crosswalk.source, crosswalk.source_customer_id, crosswalk.customer_id, accounts.signup_at
-            FROM crosswalk
-            LEFT JOIN (
-                SELECT {TYPED}source AS source, {TYPED}source_customer_id AS source_customer_id,
-                       min({TYPED}signup_at) AS signup_at
-                FROM classified_customers
-                WHERE reason IS NULL AND NOT is_duplicate
-                GROUP BY ALL
-            ) AS accounts USING (source, source_customer_id)
-            ORDER BY customer_id, source, source_customer_id
+            SELECT {owner}{_lake_columns(stage.contract, business, converts)}
+            FROM classified_{table}
+            WHERE reason IS NULL AND NOT is_duplicate AND NOT is_guest
+            ORDER BY {order}
             """,
-            lake_file(new_lake, CROSSWALK),
+            lake_file(new_lake, table),
         )
-        copy_to_parquet(con, _customers_query(settings.crm_source), lake_file(new_lake, "customers"))
-        for table, stage in staged.items():
-            if table == "customers":
-                continue
-            owner = "customer_id, " if table in CUSTOMER_TABLES else ""
-            order = ", ".join(quoted(name) for name in LAKE_ORDER[table])
-            copy_to_parquet(
-                con,
-                f"""
-                SELECT {owner}{_lake_columns(stage.contract, business, converts)}
-                FROM classified_{table}
-                WHERE reason IS NULL AND NOT is_duplicate AND NOT is_guest
-                ORDER BY {order}
-                """,
-                lake_file(new_lake, table),
-            )
-        if guests:
-            order = ", ".join(quoted(name) for name in LAKE_ORDER[GUEST_ORDERS])
-            copy_to_parquet(
-                con,
-                f"""
-                SELECT {_lake_columns(CONTRACTS["orders"], business, converts)}
-                FROM classified_orders
-                WHERE reason IS NULL AND NOT is_duplicate AND is_guest
-                ORDER BY {order}
-                """,
-                lake_file(new_lake, GUEST_ORDERS),
-            )
-        write_business(new_lake, business)
+    if guests:
+        order = ", ".join(quoted(name) for name in LAKE_ORDER[GUEST_ORDERS])
+        copy_to_parquet(
+            con,
+            f"""
+            SELECT {_lake_columns(CONTRACTS["orders"], business, converts)}
+            FROM classified_orders
+            WHERE reason IS NULL AND NOT is_duplicate AND is_guest
+            ORDER BY {order}
+            """,
+            lake_file(new_lake, GUEST_ORDERS),
+        )
+    write_business(new_lake, business)
 
 
 def _customers_query(crm_source: str) -> str:

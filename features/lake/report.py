@@ -158,6 +158,10 @@ class IngestReport:
     quarantine_dir: Path
     max_bad_row_share: float
     failed_tables: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # why the export may not replace the lake (features/lake/guards.py)
+    lake_rows: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)  # table: (lake, export)
+    dropped_tables: tuple[str, ...] = ()  # --drop-table
+    error: str | None = None  # a step after the checks failed (the KPI cube, say)
     salt_origin: str = "settings"
     seconds: float = 0.0
     check_only: bool = False
@@ -186,6 +190,10 @@ class IngestReport:
             "reconciliation": "for every present table: rows_in = accepted + quarantined + duplicates",
             "max_bad_row_share": self.max_bad_row_share,
             "failed_tables": list(self.failed_tables),
+            "refused": list(self.refused),
+            "lake_rows_before_after": {table: list(counts) for table, counts in self.lake_rows.items()},
+            "dropped_tables": list(self.dropped_tables),
+            "error": self.error,
             "lake_dir": str(self.lake_dir),
             "lake_written": self.ok and not self.check_only,
             "quarantine_dir": str(self.quarantine_dir),
@@ -277,17 +285,17 @@ class IngestReport:
             lines.append("--check: the lake, quarantine and report were not written")
         else:
             lines += [
-                f"lake:       {self.lake_dir}"
-                + ("" if self.ok else "  [bold red](not written: threshold breached)[/]"),
+                f"lake:       {self.lake_dir}" + ("" if self.ok else "  [bold red](not written)[/]"),
                 f"quarantine: {self.quarantine_dir}",
                 f"report:     {self.path}",
             ]
         return lines
 
-    def threshold_message(self) -> str:
-        """Why ingest failed: per failed table the share, the top reasons with an example row each,
+    def failure_message(self) -> str:
+        """Why ingest failed: the export would shrink the lake (what changed, and the option that says
+        it is meant), and per failed table the bad share, the top reasons with an example row each,
         and when orders and the rest fail because their customers were rejected, that cause."""
-        parts = []
+        parts = [f"refused: {reason}" for reason in self.refused]
         for name in self.failed_tables:
             result = self.tables[name]
             reasons = "; ".join(
@@ -310,8 +318,10 @@ class IngestReport:
             if self.check_only
             else f"The lake was not changed. See the report {self.path} and the quarantine in {self.quarantine_dir}."
         )
-        return (
-            "\n".join(parts)
-            + f"\n{where} Fix the export or its description (ingest.tables), or raise ingest.max_bad_row_share "
-            "if these rows are expected."
+        advice = (
+            " Fix the export or its description (ingest.tables), or raise ingest.max_bad_row_share if these rows "
+            "are expected."
+            if self.failed_tables
+            else ""
         )
+        return "\n".join(parts) + f"\n{where}{advice}"

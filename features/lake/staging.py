@@ -5,6 +5,7 @@ content, and the customers table from the orders."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -20,7 +21,16 @@ from features.lake.money import currency_symbols
 from features.lake.pii import Salt
 from features.lake.readers import ROW_NUMBER, ExportFile, iter_chunks
 from features.lake.tables import copy_to_parquet, sql_literal
-from features.lake.validation import REASON, TYPED, ChunkContext, ChunkStats, raw_columns, staged_schema, validate_chunk
+from features.lake.validation import (
+    REASON,
+    TYPED,
+    ChunkContext,
+    ChunkStats,
+    PlausibleTime,
+    raw_columns,
+    staged_schema,
+    validate_chunk,
+)
 
 _DERIVED_ID_PREFIX = {"orders": "o", "engagement_events": "e", "surveys": "r", "tickets": "t"}
 
@@ -53,8 +63,15 @@ class Staged:
 
 
 def stage_all(
-    exports: dict[str, ExportFile | None], settings: Settings, salt: Salt, work: Path, console: Console | None
+    exports: dict[str, ExportFile | None],
+    settings: Settings,
+    salt: Salt,
+    work: Path,
+    console: Console | None,
+    now: datetime | None = None,
 ) -> dict[str, Staged]:
+    """Every export validated into a staged Parquet file; times judged plausible against `now`."""
+    plausible = PlausibleTime.of(settings.ingest.earliest, settings.ingest.future_tolerance, now or datetime.now(UTC))
     progress = progress_bar(
         console,
         TextColumn("{task.fields[rows]:>12,} rows"),
@@ -67,7 +84,7 @@ def stage_all(
             if export is None:
                 continue
             export, derived = _with_derived_constants(export, staged, settings)
-            staged[table] = _stage(export, derived, settings, salt, work, progress)
+            staged[table] = _stage(export, derived, settings, salt, work, progress, plausible)
     if "customers" not in staged:
         staged["customers"] = _derive_customers(staged["orders"], work)
     return staged
@@ -107,7 +124,7 @@ def _default_source(table: str, staged: dict[str, Staged], settings: Settings) -
     return settings.crm_source, f"{settings.crm_source} (crm_source; set ingest.tables.{table}.defaults.source)"
 
 
-def _context(export: ExportFile, settings: Settings, salt: Salt) -> ChunkContext:
+def _context(export: ExportFile, settings: Settings, salt: Salt, plausible: PlausibleTime) -> ChunkContext:
     source = export.source
     optional_source = "source" not in export.contract.required_columns
     return ChunkContext(
@@ -125,14 +142,21 @@ def _context(export: ExportFile, settings: Settings, salt: Salt) -> ChunkContext
         currency_marks=currency_symbols(settings.business.currency),
         identity_columns=export.identity_columns,
         table_label=f"{export.table} ({export.origin})",
+        plausible=plausible,
     )
 
 
 def _stage(
-    export: ExportFile, derived: dict[str, str], settings: Settings, salt: Salt, work: Path, progress: Progress
+    export: ExportFile,
+    derived: dict[str, str],
+    settings: Settings,
+    salt: Salt,
+    work: Path,
+    progress: Progress,
+    plausible: PlausibleTime,
 ) -> Staged:
     task = progress.add_task(f"checking {export.origin}"[:28], total=export.progress_total or 1, rows=0)
-    context = _context(export, settings, salt)
+    context = _context(export, settings, salt, plausible)
     path = work / f"{export.table}.staged.parquet"
     rows_in = 0
     stats = ChunkStats()

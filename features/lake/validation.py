@@ -5,7 +5,8 @@ good or why not (a reason code of QUARANTINE_REASONS and every failure in detail
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 import numpy as np
@@ -73,6 +74,7 @@ _ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
     "number": pa.float64(),
     "boolean": pa.bool_(),
 }
+_IMPLAUSIBLE: dict[ColumnKind, str] = {"timestamp": "implausible_timestamp", "date": "implausible_date"}
 _UNPARSEABLE: dict[ColumnKind, str] = {
     "timestamp": "unparseable_timestamp",
     "date": "unparseable_date",
@@ -100,6 +102,33 @@ class ChunkContext:
     currency_marks: tuple[str, ...] = ()  # symbols and codes that may be written around an amount
     identity_columns: tuple[str, ...] = ()  # declared identity keys, arriving as IDENTITY + name
     table_label: str = ""  # how messages name the table (e.g. "orders (orders.csv)")
+    plausible: PlausibleTime | None = None  # None: any representable time is accepted
+
+
+@dataclass(frozen=True)
+class PlausibleTime:
+    """The window a real business's timestamps fall in: from `ingest.earliest` to now plus
+    `ingest.future_tolerance`; a value outside it is a typo or a placeholder (1680, 2062, 9999)."""
+
+    earliest: datetime  # UTC
+    latest: datetime  # UTC
+
+    @classmethod
+    def of(cls, earliest: date, future_tolerance: timedelta, now: datetime) -> PlausibleTime:
+        return cls(datetime.combine(earliest, time(0), UTC), now.astimezone(UTC) + future_tolerance)
+
+    def bounds_ns(self) -> tuple[int, int]:
+        return _epoch_ns(self.earliest), _epoch_ns(self.latest)
+
+    def hints(self) -> tuple[str, str]:
+        return (
+            f"before ingest.earliest {self.earliest.date().isoformat()}",
+            f"after now + ingest.future_tolerance ({self.latest.strftime('%Y-%m-%d %H:%M')} UTC)",
+        )
+
+
+def _epoch_ns(instant: datetime) -> int:
+    return int((instant - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)) * 1000
 
 
 @dataclass(frozen=True)
@@ -177,6 +206,8 @@ class _Parsed:
     unparseable: np.ndarray
     checkable: pd.Series | None = None  # the pandas form pandera checks (text: made when needed)
     out_of_range: np.ndarray | None = None
+    implausible: np.ndarray | None = None  # read, but outside the plausible window (values null)
+    implausible_hints: np.ndarray | str = ""  # per row: before the earliest or after the latest
     hints: tuple[tuple[np.ndarray, str], ...] = ()  # (rows among the unparseable, what to do about them)
     formats: dict[str, int] = field(default_factory=dict)  # timestamp format -> values it read
     reformatted: int = 0  # numbers that needed a mark, separator or decimal comma removed
@@ -210,6 +241,8 @@ def _parse(raw: pa.Array, contract: TableContract, name: str, context: ChunkCont
         elif name == "currency":
             text = pc.utf8_upper(text)
         return _Parsed(text, empty, np.zeros(len(raw), dtype=bool))
+    if kind in ("timestamp", "date") and not contract.column(name).activity_time:
+        context = replace(context, plausible=None)
     if kind == "timestamp":
         return _parse_timestamps(text, empty, contract.name, name, context)
     if kind == "date":
@@ -294,11 +327,14 @@ class _WallClock:
     offset: np.ndarray  # int64 ns east of UTC written in the value
     read: np.ndarray  # bool: a format matched and the parts make a real date and time
     format_index: np.ndarray  # which format matched (-1: none)
+    outside: np.ndarray  # int8: read, but beyond nanoseconds since 1970: -1 before 1678, +1 after 2261
 
 
 def _read_wall_clock(text: pa.Array, formats: Sequence[_Format]) -> _WallClock:
     n = len(text)
-    clock = _WallClock(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool), np.full(n, -1, np.int64))
+    clock = _WallClock(
+        np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool), np.full(n, -1, np.int64), np.zeros(n, np.int8)
+    )
     remaining = np.flatnonzero(_mask(pc.is_valid(text)))
     for index, fmt in enumerate(formats):
         if remaining.size == 0:
@@ -309,8 +345,9 @@ def _read_wall_clock(text: pa.Array, formats: Sequence[_Format]) -> _WallClock:
         if not matched.any():
             continue
         positions, remaining = remaining[matched], remaining[~matched]
-        wall, offset, read = _read_format(candidates.filter(pa.array(matched)), fmt)
+        wall, offset, read, outside = _read_format(candidates.filter(pa.array(matched)), fmt)
         clock.wall[positions], clock.offset[positions], clock.read[positions] = wall, offset, read
+        clock.outside[positions] = outside
         clock.format_index[positions] = index
     return clock
 
@@ -318,20 +355,24 @@ def _read_wall_clock(text: pa.Array, formats: Sequence[_Format]) -> _WallClock:
 _Parts = Callable[[str], np.ndarray]  # a named part of each value as integers (0 where absent)
 
 
-def _read_format(text: pa.Array, fmt: _Format) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Wall clock, offset and read (as `_assemble`) of values that match the format."""
+_Assembled = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # wall, offset, read, outside (int8)
+
+
+def _read_format(text: pa.Array, fmt: _Format) -> _Assembled:
+    """Wall clock, offset, read and outside (as `_assemble`) of values that match the format."""
     if not fmt.slices:
         return _assemble(_extracted(pc.extract_regex(text, fmt.pattern)), len(text), fmt.clock)
     fixed = np.ones(len(text), bool)
     if fmt.fixed_length is not None:
         fixed = _mask(pc.equal(pc.binary_length(text), fmt.fixed_length))
-    wall, offset, read = np.zeros(len(text), np.int64), np.zeros(len(text), np.int64), np.zeros(len(text), bool)
+    n = len(text)
+    wall, offset, read, outside = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, np.int8)
     for rows, sliced in ((fixed, True), (~fixed, False)):
         if rows.any():
             subset = text.filter(pa.array(rows))
             parts = _sliced(subset, fmt.slices) if sliced else _extracted(pc.extract_regex(subset, fmt.pattern))
-            wall[rows], offset[rows], read[rows] = _assemble(parts, len(subset), fmt.clock)
-    return wall, offset, read
+            wall[rows], offset[rows], read[rows], outside[rows] = _assemble(parts, len(subset), fmt.clock)
+    return wall, offset, read, outside
 
 
 def _sliced(text: pa.Array, slices: tuple[tuple[str, int, int], ...]) -> _Parts:
@@ -374,40 +415,55 @@ def _extracted(parts: pa.StructArray) -> _Parts:
     return part
 
 
-def _assemble(part: _Parts, n: int, clock: _Clock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Wall-clock nanoseconds, offset nanoseconds and which values are real dates and times."""
+def _assemble(part: _Parts, n: int, clock: _Clock) -> _Assembled:
+    """Wall-clock nanoseconds, offset nanoseconds, which values are real dates and times, and which
+    of those nanoseconds cannot hold (their wall clock is 0: they are implausible in any window)."""
     if clock in ("epoch_s", "epoch_ms"):
-        scale = _NS_PER_S if clock == "epoch_s" else 1_000_000
-        return part("epoch") * scale, np.zeros(n, np.int64), np.ones(n, bool)
+        epoch = part("epoch")
+        per_ns = _NS_PER_S if clock == "epoch_s" else 1_000_000
+        late = epoch > np.iinfo(np.int64).max // per_ns  # 10 digits of seconds reach 2286
+        return np.where(late, 0, epoch * per_ns), np.zeros(n, np.int64), np.ones(n, bool), late.astype(np.int8)
     if clock == "refused":
-        return np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
+        return np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, np.int8)
     year, month, day = part("year"), part("month"), part("day")
     hour, minute, second = part("hour"), part("minute"), part("second")
-    read = (year > 1677) & (year < 2262) & (month >= 1) & (month <= 12) & (day >= 1)  # nanosecond range
+    read = (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
     read &= (hour < 24) & (minute < 60) & (second < 60)
     months = np.where(read, (year - 1970) * 12 + month - 1, 0).astype("datetime64[M]")
     days = months.astype("datetime64[D]") + np.where(read, day - 1, 0).astype("timedelta64[D]")
     read &= days.astype("datetime64[M]") == months  # 30 February runs into March
-    wall = days.astype("datetime64[ns]").view(np.int64)
-    wall += ((hour * 60 + minute) * 60 + second) * _NS_PER_S + part("fraction")
+    early, late = read & (year < 1678), read & (year > 2261)  # real days, but not as nanoseconds since 1970
+    representable = read & ~early & ~late
+    wall = np.where(representable, days, np.datetime64(0, "D")).astype("datetime64[ns]").view(np.int64)
+    wall += np.where(representable, ((hour * 60 + minute) * 60 + second) * _NS_PER_S + part("fraction"), 0)
     offset = np.zeros(n, np.int64)
     if clock == "offset":
         offset_hour, offset_minute = part("offset_hour"), part("offset_minute")
         read &= (offset_hour < 24) & (offset_minute < 60)
         offset = part("sign") * (offset_hour * 3600 + offset_minute * 60) * _NS_PER_S
-    return np.where(read, wall, 0), np.where(read, offset, 0), read
+    representable &= read
+    outside = (late & read).astype(np.int8) - (early & read).astype(np.int8)
+    return np.where(representable, wall, 0), np.where(representable, offset, 0), read, outside
 
 
-def _strptime(text: pa.Array, timestamp_format: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The table's own format, read by pandas: nanoseconds (UTC with %z, else wall clock), read, aware."""
+def _strptime(text: pa.Array, timestamp_format: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """The table's own format, read by pandas: nanoseconds (UTC with %z, else wall clock), read,
+    outside (read by Python, but beyond nanoseconds: pandas gives those up), aware."""
     aware = "%z" in timestamp_format
     strings = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
     parsed = pd.to_datetime(strings, format=timestamp_format, errors="coerce", utc=aware)
     if aware:
         parsed = parsed.dt.tz_convert(None)
     read = parsed.notna().to_numpy()
+    outside = np.zeros(len(read), np.int8)
+    for position in np.flatnonzero(~read & strings.notna().to_numpy()):  # the few pandas could not read
+        try:
+            written = datetime.strptime(strings.iat[position], timestamp_format)
+        except ValueError:
+            continue
+        outside[position] = -1 if written.year < 1678 else 1
     wall = parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
-    return np.where(read, wall, 0), read, aware
+    return np.where(read, wall, 0), read | (outside != 0), outside, aware
 
 
 def _localize(wall: np.ndarray, timezone: str) -> np.ndarray:
@@ -425,14 +481,14 @@ def _parse_timestamps(text: pa.Array, empty: np.ndarray, table: str, column: str
     formats = _timestamp_formats(context.date_order)
     hints: tuple[tuple[np.ndarray, str], ...] = ()
     if context.timestamp_format:
-        utc, read, aware = _strptime(text, context.timestamp_format)
-        local = read & (not aware)
+        utc, read, outside, aware = _strptime(text, context.timestamp_format)
+        local = read & (outside == 0) & (not aware)
         counts = {"timestamp_format": int(read.sum())}
     else:
         clock = _read_wall_clock(text, formats)
-        read = clock.read
+        read, outside = clock.read, clock.outside
         local_formats = [index for index, fmt in enumerate(formats) if fmt.clock == "local"]
-        local = read & np.isin(clock.format_index, local_formats)
+        local = read & (clock.outside == 0) & np.isin(clock.format_index, local_formats)
         utc = clock.wall - clock.offset
         counts = _format_counts(clock, formats)
         hints = _slash_hint(clock, formats, table)
@@ -440,25 +496,45 @@ def _parse_timestamps(text: pa.Array, empty: np.ndarray, table: str, column: str
         if context.timezone is None:
             _refuse_to_guess_zone(text, local, table, column, context)
         utc[local] = _localize(utc[local], str(context.timezone))
-    values = pa.array(np.where(read, utc, 0), type=pa.int64(), mask=~read).view(pa.timestamp("ns", tz="UTC"))
+    implausible, implausible_hints = _implausible(utc, read, outside, context.plausible)
+    good = read & ~implausible
+    values = pa.array(np.where(good, utc, 0), type=pa.int64(), mask=~good).view(pa.timestamp("ns", tz="UTC"))
     return _Parsed(
         values.cast(_ARROW_TYPES["timestamp"], safe=False),
         empty,
         ~empty & ~read,
+        implausible=implausible,
+        implausible_hints=implausible_hints,
         hints=hints,
         formats={name: count for name, count in counts.items() if count},
     )
+
+
+def _implausible(
+    utc: np.ndarray, read: np.ndarray, outside: np.ndarray, plausible: PlausibleTime | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Values read but beyond nanoseconds, or outside the plausible window, and why (per row)."""
+    too_early, too_late = outside < 0, outside > 0
+    before, after = "before 1678: no stage can hold it", "after 2261: no stage can hold it"
+    if plausible is not None:
+        earliest, latest = plausible.bounds_ns()
+        too_early |= read & (outside == 0) & (utc < earliest)
+        too_late |= read & (outside == 0) & (utc > latest)
+        before, after = plausible.hints()
+    hints = np.full(len(utc), "", dtype=object)
+    hints[too_early], hints[too_late] = before, after
+    return too_early | too_late, hints
 
 
 def _parse_dates(text: pa.Array, empty: np.ndarray, table: str, context: ChunkContext) -> _Parsed:
     """Dates: the date formats, the table's timestamp_format without %z, and datetimes at midnight.
     A date needs no time zone: it is the day written."""
     n = len(text)
-    wall, read = np.zeros(n, np.int64), np.zeros(n, bool)
+    wall, read, outside = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, np.int8)
     counts: dict[str, int] = {}
     rest = text
     if context.timestamp_format and "%z" not in context.timestamp_format:
-        wall, read, _ = _strptime(text, context.timestamp_format)
+        wall, read, outside, _ = _strptime(text, context.timestamp_format)
         read &= np.mod(wall, _NS_PER_DAY) == 0
         counts["timestamp_format"] = int(read.sum())
         rest = _where(~read, text)
@@ -468,14 +544,18 @@ def _parse_dates(text: pa.Array, empty: np.ndarray, table: str, context: ChunkCo
     hints = _slash_hint(clock, formats, table)
     if (clock.read & ~midnight).any():
         hints += ((clock.read & ~midnight, "a date column holds days, not times of day"),)
-    wall[midnight], read[midnight] = clock.wall[midnight], True
+    wall[midnight], read[midnight], outside[midnight] = clock.wall[midnight], True, clock.outside[midnight]
     clock.read = midnight
     counts |= _format_counts(clock, formats)
-    days = pa.array(np.floor_divide(wall, _NS_PER_DAY), type=pa.int64(), mask=~read).cast(pa.int32())
+    implausible, implausible_hints = _implausible(wall, read, outside, context.plausible)
+    good = read & ~implausible
+    days = pa.array(np.floor_divide(wall, _NS_PER_DAY), type=pa.int64(), mask=~good).cast(pa.int32())
     return _Parsed(
         days.view(pa.date32()),
         empty,
         ~empty & ~read,
+        implausible=implausible,
+        implausible_hints=implausible_hints,
         hints=hints,
         formats={name: count for name, count in counts.items() if count},
     )
@@ -710,6 +790,14 @@ def validate_chunk(rows: pa.Table, contract: TableContract, context: ChunkContex
                 hints[rows_hinted] = hint
             positions = np.flatnonzero(result.unparseable)
             failures.append(_failures(positions, _UNPARSEABLE[contract.kind_of(name)], name, hints[positions]))
+        if result.implausible is not None and result.implausible.any():
+            positions = np.flatnonzero(result.implausible)
+            hint = result.implausible_hints
+            failures.append(
+                _failures(
+                    positions, _IMPLAUSIBLE[contract.kind_of(name)], name, hint if isinstance(hint, str) else hint[positions]
+                )
+            )
         if result.out_of_range is not None and result.out_of_range.any():
             failures.append(_failures(np.flatnonzero(result.out_of_range), "amount_out_of_range", name))
     failures += _negative_failures(contract, parsed)

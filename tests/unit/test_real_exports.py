@@ -303,7 +303,8 @@ def test_an_identity_key_the_file_lacks_is_refused(tmp_path: Path) -> None:
 
 def test_a_crosswalk_file_merges_ids_the_business_resolved(tmp_path: Path) -> None:
     source = _write(tmp_path / "in", "customers.csv", _people(3, key="x", shared="", email="p{i}@example.com"))
-    _write(source, "orders.csv", "order_id,source,source_customer_id,ordered_at,status,net_amount\n")
+    _write(source, "orders.csv", "order_id,source,source_customer_id,ordered_at,status,net_amount\n"
+           "O1,web,0,2024-02-01 10:00:00+00:00,completed,5\n")  # fmt: skip
     _write(source, "people.csv", "source,source_customer_id,person_key\nweb,0,P1\nweb,2,P1\n")
     settings = _settings(tmp_path, {"business": {"timezone": "UTC", "currency": "USD"},
                                     "ingest": {"crosswalk": "people.csv"}})  # fmt: skip
