@@ -75,8 +75,9 @@ def refusals(
                 f"--drop-table {table} if the business no longer keeps it"
             )
         elif not allow_shrink and old and new < old * (1 - max_shrink_share):
+            unit = "source ids" if table == "customers" else "rows"
             found.append(
-                f"{table}: {old:,} -> {new:,} rows ({new / old - 1:+.0%}), more than ingest.max_shrink_share "
-                f"{max_shrink_share:.0%} fewer; a truncated export? If it is complete, pass --allow-shrink"
+                f"{table}: {old:,} -> {new:,} {unit} ({new / old - 1:+.1%}) but ingest.max_shrink_share allows "
+                f"-{max_shrink_share:.0%}; a truncated export? If it is complete, pass --allow-shrink"
             )
     return tuple(found)
