@@ -317,9 +317,7 @@ class BatchSettings(_Section):
 class Settings(BaseSettings):
     """Everything custlens can be told; one instance per command run."""
 
-    model_config = SettingsConfigDict(
-        frozen=True, extra="forbid", env_prefix="CUSTLENS_", env_nested_delimiter="__"
-    )
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix="CUSTLENS_", env_nested_delimiter="__")
 
     data_dir: Path = Field(Path("data"), description="All runtime output lives under this folder.")
     crm_source: str = Field("crm", description="The source whose customer ids the CRM knows.")

@@ -37,7 +37,7 @@ def check_drop_tables(drop_tables: Iterable[str], exported: Iterable[str]) -> tu
 
 def lake_rows(lake_dir: Path) -> dict[str, int]:
     """Rows per contract table in the current lake (customers: source ids; orders with the guest
-    orders), from the Parquet footers; empty when there is no lake yet or it cannot be read (nothing to compare with)."""
+    orders), from the Parquet footers; empty when there is no lake yet or it cannot be read."""
     counts: dict[str, int] = {}
     try:
         for table in CONTRACTS:

@@ -29,12 +29,12 @@ from rich.console import Console
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features.kpis.cube import build_kpi_cube, kpi_dir
 from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
+from features.lake.guards import check_drop_tables, lake_rows, refusals
 from features.lake.identity import IdentityResult, resolve_identities
 from features.lake.money import check_currency, decimal_type, minor_units
 from features.lake.pii import Salt, load_salt, salt_file
-from features.kpis.cube import build_kpi_cube, kpi_dir
-from features.lake.guards import check_drop_tables, lake_rows, refusals
 from features.lake.readers import ROW_NUMBER, ExportFile, find_exports, first_line
 from features.lake.report import REPORT_NAME, Example, IdentityStats, IngestReport, Money, TableResult
 from features.lake.staging import Staged, derive_row_ids, quoted, stage_all
@@ -455,8 +455,7 @@ def _crosswalk_sql(path: Path) -> str:
         duckdb.sql(f"SELECT * FROM ({query}) LIMIT 0").fetchall()
     except duckdb.Error as exc:
         raise CustlensError(
-            f"ingest.crosswalk: {path} must have the columns source, source_customer_id, person_key "
-            f"({first_line(exc)})"
+            f"ingest.crosswalk: {path} must have the columns source, source_customer_id, person_key ({first_line(exc)})"
         ) from None
     return query
 

@@ -207,7 +207,7 @@ class _Parsed:
     checkable: pd.Series | None = None  # the pandas form pandera checks (text: made when needed)
     out_of_range: np.ndarray | None = None
     implausible: np.ndarray | None = None  # read, but outside the plausible window (values null)
-    implausible_hints: np.ndarray | str = ""  # per row: before the earliest or after the latest
+    implausible_hints: np.ndarray | None = None  # per row: before the earliest or after the latest
     hints: tuple[tuple[np.ndarray, str], ...] = ()  # (rows among the unparseable, what to do about them)
     formats: dict[str, int] = field(default_factory=dict)  # timestamp format -> values it read
     reformatted: int = 0  # numbers that needed a mark, separator or decimal comma removed
@@ -792,12 +792,8 @@ def validate_chunk(rows: pa.Table, contract: TableContract, context: ChunkContex
             failures.append(_failures(positions, _UNPARSEABLE[contract.kind_of(name)], name, hints[positions]))
         if result.implausible is not None and result.implausible.any():
             positions = np.flatnonzero(result.implausible)
-            hint = result.implausible_hints
-            failures.append(
-                _failures(
-                    positions, _IMPLAUSIBLE[contract.kind_of(name)], name, hint if isinstance(hint, str) else hint[positions]
-                )
-            )
+            why = result.implausible_hints[positions] if result.implausible_hints is not None else ""
+            failures.append(_failures(positions, _IMPLAUSIBLE[contract.kind_of(name)], name, why))
         if result.out_of_range is not None and result.out_of_range.any():
             failures.append(_failures(np.flatnonzero(result.out_of_range), "amount_out_of_range", name))
     failures += _negative_failures(contract, parsed)

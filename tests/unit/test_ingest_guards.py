@@ -70,7 +70,10 @@ def test_a_truncated_export_missing_tables_is_refused_with_what_changed(
         ingest(settings, exports(cut, "cut"))
     message = str(refused.value)
     # then each change is named, with the option that would say it is meant
-    assert "orders: 4 -> 1 rows (-75.0%) but ingest.max_shrink_share allows -50%" in message and "--allow-shrink" in message
+    assert (
+        "orders: 4 -> 1 rows (-75.0%) but ingest.max_shrink_share allows -50%" in message
+        and "--allow-shrink" in message
+    )
     for table in ("engagement_events", "surveys", "tickets", "marketing_spend"):
         assert f"the export has no {table}; export it, or pass --drop-table {table}" in message
     assert "Traceback" not in message
@@ -167,7 +170,9 @@ def test_cli_refuses_a_truncated_export_in_one_message_and_takes_the_options(
     source = str(exports(cut, "cut"))
     refused = CliRunner().invoke(app, ["ingest", "--source", source, *config])
     assert refused.exit_code == 2 and "orders: 4 -> 1 rows" in refused.output and "Traceback" not in refused.output
-    meant = CliRunner().invoke(app, ["ingest", "--source", source, "--allow-shrink", "--drop-table", "tickets", *config])
+    meant = CliRunner().invoke(
+        app, ["ingest", "--source", source, "--allow-shrink", "--drop-table", "tickets", *config]
+    )
     assert meant.exit_code == 0, meant.output
 
 
