@@ -279,7 +279,7 @@ Days = Annotated[int, BeforeValidator(parse_days)]
 
 
 class TrainingSettings(_Section):
-    """Label windows, splits, tuning budgets and the promotion gate of `custlens train`."""
+    """Label windows, splits, data minimums, tuning budgets and the promotion gate of `custlens train`."""
 
     activity_window_days: Days = Field(
         365, ge=1, description="Churn is defined for customers who bought in these days (also 52w, 12m, 1y)."
@@ -287,7 +287,17 @@ class TrainingSettings(_Section):
     churn_window_days: Days = Field(90, ge=1, description="No purchase in these days after the cutoff is churn.")
     repurchase_window_days: Days = Field(30, ge=1, description="A purchase in these days after the cutoff.")
     clv_window_days: Days = Field(365, ge=1, description="Customer value is net revenue in these days.")
-    train_cutoffs: int = Field(6, ge=1, description="Monthly cutoffs whose rows train each model.")
+    train_cutoffs: int = Field(
+        6, ge=1, description="Cutoffs of the grid (features.cutoff_every) whose rows train each model: 6 month "
+        "starts span 5 months, 6 Mondays 5 weeks (26 Mondays: 4x the rows, no better on the generated sample)."
+    )
+    min_split_rows: int = Field(
+        200, ge=1, description="Fewer rows than this in a split: not trained (training), tuned "
+        "(validation) or promoted (test) on it; the run and the summary say so."
+    )
+    min_class_rows: int = Field(
+        30, ge=1, description="The same for the fewer class of a split: churners or non-churners, buyers or non-buyers."
+    )
     trials: int = Field(30, ge=1, description="Optuna trials per model.")
     timeout_seconds: int = Field(600, ge=1, description="Optuna time budget per model.")
     seed: int = Field(42, description="Seed of sampling, tuning and training.")
