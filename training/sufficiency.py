@@ -46,8 +46,9 @@ class Sufficiency:
             rows = frame.part(split)
             count = counts[split] = SplitCount(len(rows), int(spec.is_positive(rows).sum()))
             if count.rows < minimums.min_split_rows:
+                minimum = minimums.min_split_rows
                 shortfalls[split] = (
-                    f"only {count.rows:,} rows in the {where[split]} (training.min_split_rows: {minimums.min_split_rows})"
+                    f"only {count.rows:,} rows in the {where[split]} (training.min_split_rows: {minimum})"
                 )
                 continue
             fewest, name = min((count.positives, spec.classes[0]), (count.negatives, spec.classes[1]))
@@ -75,7 +76,7 @@ class Sufficiency:
 
     def params(self) -> dict[str, int]:
         """The counts as run parameters: rows_test, positives_test, negatives_test, ..."""
-        logged = {}
+        logged: dict[str, int] = {}
         for split, count in self.counts.items():
             logged |= {f"rows_{split}": count.rows, f"positives_{split}": count.positives,
                        f"negatives_{split}": count.negatives}  # fmt: skip

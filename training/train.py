@@ -423,10 +423,17 @@ def render(results: list[ModelResult]) -> Group:
             "skipped" if result.skipped else CHAMPION if result.promoted else CHALLENGER,
             f"{result.seconds:.0f}",
         )
-    decisions = [f"{result.model} v{result.version}: {result.decision}" if not result.skipped
-                 else f"{result.model}: {result.decision}" for result in results]  # fmt: skip
+    decisions = [_decision(result) for result in results]
     counted = [result for result in results if result.data is not None]
     return Group(table, *([_data_table(counted)] if counted else []), *decisions)
+
+
+def _decision(result: ModelResult) -> str:
+    if result.skipped:
+        return f"{result.model}: {result.decision}"
+    untuned = result.data is not None and not result.data.enough("validation")
+    note = f" ({result.data.reason('validation')}: fixed parameters, uncalibrated)" if result.data and untuned else ""
+    return f"{result.model} v{result.version}: {result.decision}{note}"
 
 
 def _data_table(results: list[ModelResult]) -> Table:
