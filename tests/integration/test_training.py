@@ -27,9 +27,9 @@ from training.evaluation import beats
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
 from training.registry import CHALLENGER, CHAMPION
-from training.tracking import connect, experiment_name, registered_name
 from training.specs import SPECS
 from training.sufficiency import Sufficiency
+from training.tracking import connect, experiment_name, registered_name
 from training.train import MIN_SEGMENT_STABILITY, ModelResult, render, train_all
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import pytest
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
-from features.lake.tables import lake_end
-from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
 from features import layout
 from features.catalog import FAMILIES
+from features.lake.tables import lake_end
+from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
 from training.frames import CannotTrain, grid_cutoffs, is_validation_customer, longest_window, model_split, plan_split
 from training.labels import compute_labels
 from training.specs import SPECS
