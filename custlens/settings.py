@@ -6,11 +6,20 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from custlens.errors import CustlensError
@@ -248,14 +257,47 @@ class FeastSettings(_Section):
     )
 
 
-class TrainingSettings(_Section):
-    """Label windows, splits, tuning budgets and the promotion gate of `custlens train`."""
+# Days in a spelled window: a week is 7 days, a year 365 (the default windows' year), a month a
+# twelfth of the mean Gregorian year (365.25 days), rounded to the day: 1m = 30, 3m = 91, 6m = 183, 12m = 365.
+DAYS_PER_UNIT = {"d": 1.0, "w": 7.0, "m": 365.25 / 12, "y": 365.0}
 
-    activity_window_days: int = Field(365, ge=1, description="Churn is defined for customers who bought in these days.")
-    churn_window_days: int = Field(90, ge=1, description="No purchase in these days after the cutoff is churn.")
-    repurchase_window_days: int = Field(30, ge=1, description="A purchase in these days after the cutoff.")
-    clv_window_days: int = Field(365, ge=1, description="Customer value is net revenue in these days.")
-    train_cutoffs: int = Field(6, ge=1, description="Monthly cutoffs whose rows train each model.")
+
+def parse_days(value: Any) -> Any:
+    """A window in days: a whole number (days), or a string `90`, `90d`, `39w`, `3m` or `1y`.
+    Anything else is a ValueError that says what is accepted (pydantic adds the key)."""
+    if isinstance(value, str):
+        spelled = re.fullmatch(r"\s*(\d+)\s*([dwmy]?)\s*", value.lower())
+        if not spelled:
+            raise ValueError(
+                f"{value!r} is not a window; write days (90 or 90d), weeks (39w), months (3m = 91 days) or years (1y)"
+            )
+        return round(int(spelled.group(1)) * DAYS_PER_UNIT[spelled.group(2) or "d"])
+    return value
+
+
+Days = Annotated[int, BeforeValidator(parse_days)]
+
+
+class TrainingSettings(_Section):
+    """Label windows, splits, data minimums, tuning budgets and the promotion gate of `custlens train`."""
+
+    activity_window_days: Days = Field(
+        365, ge=1, description="Churn is defined for customers who bought in these days (also 52w, 12m, 1y)."
+    )
+    churn_window_days: Days = Field(90, ge=1, description="No purchase in these days after the cutoff is churn.")
+    repurchase_window_days: Days = Field(30, ge=1, description="A purchase in these days after the cutoff.")
+    clv_window_days: Days = Field(365, ge=1, description="Customer value is net revenue in these days.")
+    train_cutoffs: int = Field(
+        6, ge=1, description="Cutoffs of the grid (features.cutoff_every) whose rows train each model: 6 month "
+        "starts span 5 months, 6 Mondays 5 weeks (26 Mondays: 4x the rows, no better on the generated sample)."
+    )
+    min_split_rows: int = Field(
+        200, ge=1, description="Fewer rows than this in a split: not trained (training), tuned "
+        "(validation) or promoted (test) on it; the run and the summary say so."
+    )
+    min_class_rows: int = Field(
+        30, ge=1, description="The same for the fewer class of a split: churners or non-churners, buyers or non-buyers."
+    )
     trials: int = Field(30, ge=1, description="Optuna trials per model.")
     timeout_seconds: int = Field(600, ge=1, description="Optuna time budget per model.")
     seed: int = Field(42, description="Seed of sampling, tuning and training.")

@@ -387,7 +387,7 @@ def default_cutoffs(settings: Settings, today: date | None = None) -> list[date]
         every = settings.features.cutoff_every
         # D 00:00 must come strictly after the first order: the earliest candidate is the day after it
         day, last_day = first_order.date() + timedelta(days=1), last_order.date() + timedelta(days=1)
-        if not _is_period_start(day, every):
+        if not is_period_start(day, every):
             day = _next_period_start(day, every)
         while day <= last_day:
             periodic.append(day)
@@ -398,7 +398,8 @@ def default_cutoffs(settings: Settings, today: date | None = None) -> list[date]
     return sorted(cutoffs)
 
 
-def _is_period_start(day: date, every: str) -> bool:
+def is_period_start(day: date, every: str) -> bool:
+    """Whether `day` is on the cutoff grid: a month start, or a Monday."""
     return day.day == 1 if every == "month" else day.weekday() == 0
 
 

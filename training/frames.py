@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -16,6 +16,7 @@ from custlens.settings import Settings
 from features.lake.tables import cutoff_instant, lake_end
 from features.model_inputs import TREE_INPUTS, service_spec
 from features.snapshot_reader import snapshot_cutoffs
+from features.snapshots import is_period_start
 from training.labels import compute_labels, window_complete
 
 ModelName = Literal["churn", "repurchase", "clv"]
@@ -33,13 +34,16 @@ NUMERIC_FEATURES = TREE_INPUTS.numbers
 CATEGORY_FEATURES = TREE_INPUTS.categories
 
 
+# The setting under `training` that holds each model's label window.
+WINDOW_KEYS: dict[ModelName, str] = {
+    "churn": "churn_window_days",
+    "repurchase": "repurchase_window_days",
+    "clv": "clv_window_days",
+}
+
+
 def label_window(settings: Settings, model: ModelName) -> int:
-    windows = settings.training
-    return {
-        "churn": windows.churn_window_days,
-        "repurchase": windows.repurchase_window_days,
-        "clv": windows.clv_window_days,
-    }[model]
+    return int(getattr(settings.training, WINDOW_KEYS[model]))
 
 
 @dataclass(frozen=True)
@@ -65,28 +69,63 @@ class Split:
         return "validation" if cutoff == self.validation else "train"
 
 
-def plan_split(cutoffs: list[date], window_days: int, end: pd.Timestamp, train_cutoffs: int) -> Split:
+class CannotTrain(CustlensError):
+    """The data cannot train this model (its window does not fit the history, a split too small):
+    `custlens train` records why and goes on with the other models."""
+
+
+def plan_split(
+    cutoffs: list[date], window_days: int, end: datetime, train_cutoffs: int, window_key: str = "the label window"
+) -> Split:
     """Test: the last cutoff whose label window is complete by `end`. Validation: the last cutoff
-    whose label window ends by the test cutoff. Train: the `train_cutoffs` cutoffs before it."""
-    complete = [c for c in sorted(cutoffs) if window_complete(c, window_days, end)]
-    if not complete:
-        raise CustlensError(
-            f"no feature snapshot has a complete {window_days}-day label window before {end:%Y-%m-%d}; "
-            "build snapshots further back (`custlens features build`) or shorten the window in the config"
-        )
-    test = complete[-1]
-    before_test = [c for c in complete if c + timedelta(days=window_days) <= test]
-    if len(before_test) < 2:
-        raise CustlensError(
-            f"the {window_days}-day window leaves {len(before_test)} cutoff(s) before the test cutoff {test}; "
-            "training needs at least two (one validates): build more snapshots or shorten the window"
-        )
+    whose label window ends by the test cutoff. Train: the `train_cutoffs` cutoffs before it.
+    A window that leaves no such split is a CannotTrain naming `window_key` and the longest window
+    that would fit."""
+    ordered = _before(cutoffs, end)
+    complete = [c for c in ordered if window_complete(c, window_days, end)]
+    test = complete[-1] if complete else None
+    before_test = [c for c in complete if test and c + timedelta(days=window_days) <= test]
+    if test is None or len(before_test) < 2:
+        raise CannotTrain(_window_does_not_fit(ordered, window_days, end, window_key))
     validation = before_test[-1]
     gapped = [c for c in before_test if c + timedelta(days=window_days) <= validation]
     # Too short a history for a gap (a 365-day window over three years): the customer holdout alone
     # keeps validation honest.
     train = gapped if len(gapped) >= min(MIN_GAPPED_CUTOFFS, train_cutoffs) else before_test[:-1]
     return Split(train=tuple(train[-train_cutoffs:]), validation=validation, test=test)
+
+
+def longest_window(cutoffs: list[date], end: datetime) -> int:
+    """The longest label window, in days, that `plan_split` can place on these cutoffs: a test
+    cutoff t whose window ends by `end`, and two cutoffs whose windows end by t (0: none fits)."""
+    ordered = _before(cutoffs, end)
+    if len(ordered) < 3:
+        return 0
+    second = ordered[1]
+    return max(min((end - cutoff_instant(t)).days, (t - second).days) for t in ordered[2:])
+
+
+def _before(cutoffs: list[date], end: datetime) -> list[date]:
+    """The cutoffs a label window can follow: those before the data end (not today's, years later)."""
+    return sorted(c for c in cutoffs if cutoff_instant(c) < end)
+
+
+def _window_does_not_fit(cutoffs: list[date], window_days: int, end: datetime, key: str) -> str:
+    if not cutoffs:
+        return f"{key} ({window_days} days): no feature snapshot on the cutoff grid; run `custlens features build`"
+    span = f"snapshot cutoffs {cutoffs[0]}..{cutoffs[-1]}, data end {end:%Y-%m-%d}"
+    longest = longest_window(cutoffs, end)
+    if longest == 0:
+        return (
+            f"{key} ({window_days} days) cannot be placed: a split needs three cutoffs on the grid and the "
+            f"history has {len(cutoffs)} ({span}); build more snapshots (`custlens features build`)"
+        )
+    return (
+        f"{key} ({window_days} days) does not fit the history ({span}): the test window must end by the data end "
+        f"and two earlier windows (train, validation) by the test cutoff. The longest window that fits is "
+        f"{longest} days: set {key} to at most {longest}, or build snapshots at earlier cutoffs if the orders "
+        f"start before {cutoffs[0]}"
+    )
 
 
 # Fewest training cutoffs worth keeping a validation gap for.
@@ -101,9 +140,16 @@ def is_validation_customer(customer_ids: pd.Series) -> np.ndarray:
     return (digits.to_numpy() % 1000) < VALIDATION_CUSTOMER_SHARE * 1000
 
 
+def grid_cutoffs(settings: Settings) -> list[date]:
+    """The built snapshot cutoffs on the configured grid (`features.cutoff_every`): evenly spaced,
+    so a split means the same at every cutoff. A snapshot off the grid (today's, an `--as-of`
+    date) is scored and served, never trained on."""
+    return [c for c in snapshot_cutoffs(settings) if is_period_start(c, settings.features.cutoff_every)]
+
+
 def model_split(settings: Settings, model: ModelName) -> Split:
-    periodic = [c for c in snapshot_cutoffs(settings) if c.day == 1]  # month starts: evenly spaced
-    return plan_split(periodic, label_window(settings, model), lake_end(settings), settings.training.train_cutoffs)
+    return plan_split(grid_cutoffs(settings), label_window(settings, model), lake_end(settings),
+                      settings.training.train_cutoffs, f"training.{WINDOW_KEYS[model]}")  # fmt: skip
 
 
 @dataclass

@@ -38,6 +38,9 @@ class ModelSpec:
     output: Output
     calibrated: bool  # Platt scaling fitted on the validation window
     baselines: tuple[str, ...]  # names in training.baselines.BASELINES, run (and gated) in this order
+    # The rows whose label is positive (a churner, a buyer) and the others, in words: what the data
+    # minimums count in each split (training.sufficiency).
+    classes: tuple[str, str]
     label_is_no_order: bool = False  # the label is 1 when no order falls in its window (churn)
     timing: NextOrderTiming | None = None
     # The least target the objective accepts: LightGBM's Tweedie refuses a negative one, and a net
@@ -61,6 +64,10 @@ class ModelSpec:
         labels = self.labels(rows)
         return labels if self.fit_floor is None else np.maximum(labels, self.fit_floor)
 
+    def is_positive(self, rows: pd.DataFrame) -> np.ndarray:
+        """The rows of the positive class: label 1, or net revenue above 0 (a buyer in the CLV window)."""
+        return self.labels(rows) > 0
+
     def scores(self, predicted: pd.DataFrame) -> np.ndarray:
         """The model's score out of a ModelBundle.predict frame."""
         return predicted[self.output].to_numpy()
@@ -80,6 +87,7 @@ SPECS: dict[ModelName, ModelSpec] = {
         output="probability",
         calibrated=True,
         baselines=("logistic_rfm", "bgnbd"),
+        classes=("churners", "non-churners"),
         label_is_no_order=True,
     ),
     "repurchase": ModelSpec(
@@ -89,6 +97,7 @@ SPECS: dict[ModelName, ModelSpec] = {
         output="probability",
         calibrated=True,
         baselines=("bgnbd",),
+        classes=("buyers", "non-buyers"),
         timing=NextOrderTiming(),
     ),
     "clv": ModelSpec(
@@ -98,6 +107,7 @@ SPECS: dict[ModelName, ModelSpec] = {
         output="predicted_value",
         calibrated=False,
         baselines=("bgnbd_gamma_gamma",),
+        classes=("buyers", "non-buyers"),
         fit_floor=0.0,
     ),
 }

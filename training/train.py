@@ -27,12 +27,13 @@ from features.lake.tables import table_path
 from training import plots, registry
 from training.baselines import Baseline, baselines_for
 from training.evaluation import PRIMARY_METRIC
-from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_model_frame, feature_matrix
+from training.frames import CATEGORY_FEATURES, CannotTrain, ModelFrame, ModelName, build_model_frame, feature_matrix
 from training.packaging import ModelBundle, SegmentsBundle
 from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
+from training.sufficiency import SPLITS, Sufficiency
 from training.tracking import connect, use_experiment
-from training.tuning import base_params, datasets, fit_lightgbm, tune
+from training.tuning import UNTUNED, base_params, datasets, fit_lightgbm, tune, untuned_params
 
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
 MODELS: tuple[str, ...] = (*SPECS, "segments")
@@ -48,6 +49,8 @@ class ModelResult:
     decision: str
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    data: Sufficiency | None = None  # rows, positives, negatives per split (supervised models)
+    skipped: bool = False  # not trained: `decision` says why
 
 
 def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
@@ -61,19 +64,20 @@ def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     return float(platt.coef_[0, 0]), float(platt.intercept_[0])
 
 
-def _timing_booster(timing: NextOrderTiming, frame: ModelFrame, train_x: pd.DataFrame, valid_x: pd.DataFrame,
-                    seed: int, threads: int) -> Any:  # fmt: skip
-    """log1p(days to the next order) for rows whose next order is known: the expected next date."""
-    train_rows, valid_rows = frame.part("train"), frame.part("validation")
-    known_train = train_rows[timing.target].notna().to_numpy()
-    known_valid = valid_rows[timing.target].notna().to_numpy()
-    return fit_lightgbm(
-        {**base_params("regression", seed, threads), "learning_rate": 0.1, "num_leaves": 31},
-        *datasets(
-            (train_x[known_train], np.log1p(train_rows[timing.target].to_numpy()[known_train])),
-            (valid_x[known_valid], np.log1p(valid_rows[timing.target].to_numpy()[known_valid])),
-        ),
-    )
+def _timing_booster(timing: NextOrderTiming, frame: ModelFrame, train_x: pd.DataFrame,
+                    valid_x: pd.DataFrame | None, seed: int, threads: int) -> Any:  # fmt: skip
+    """log1p(days to the next order) for rows whose next order is known: the expected next date.
+    Without a validation window to stop on (None), the untuned number of rounds."""
+
+    def known(rows: pd.DataFrame, x: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        mask = rows[timing.target].notna().to_numpy()
+        return x[mask], np.log1p(rows[timing.target].to_numpy()[mask])
+
+    validation = None if valid_x is None else known(frame.part("validation"), valid_x)
+    params = {**base_params("regression", seed, threads), "learning_rate": 0.1, "num_leaves": 31}
+    if validation is None:
+        params["num_boost_round"] = UNTUNED["num_boost_round"]
+    return fit_lightgbm(params, *datasets(known(frame.part("train"), train_x), validation))
 
 
 def _timing_error(timing: NextOrderTiming, scores: pd.DataFrame, test: pd.DataFrame) -> float:
@@ -85,7 +89,7 @@ def _timing_error(timing: NextOrderTiming, scores: pd.DataFrame, test: pd.DataFr
 
 
 def _log_dataset(rows: pd.DataFrame, spec: ModelSpec, frame: ModelFrame, context: str, source: Path) -> None:
-    cutoffs = sorted({c.date().isoformat() for c in rows["cutoff"]})
+    cutoffs = sorted({c.date().isoformat() for c in rows["cutoff"]}) or ["no rows"]
     plain = rows.copy()
     for name in CATEGORY_FEATURES:
         plain[name] = plain[name].astype("object")
@@ -160,12 +164,19 @@ def train_model(
     settings: Settings, model: ModelName, baselines: dict[str, Baseline] | None = None, console: Console | None = None
 ) -> ModelResult:
     """Train one supervised model as its spec (training.specs) describes it; gate it against its
-    baselines and the champion."""
+    baselines and the champion. A model the data cannot train (its window does not fit, too few
+    training rows) is a skipped result with the reason, logged as a run of its own."""
     spec = SPECS[model]
     started = time.perf_counter()
     say = console.print if console else (lambda *_: None)
     say(f"[bold]{model}[/]: building the point-in-time training frame")
-    frame = build_model_frame(settings, model)
+    data: Sufficiency | None = None
+    try:
+        frame = build_model_frame(settings, model)
+        data = Sufficiency.of(spec, frame, settings.training)
+        data.require_training()
+    except CannotTrain as exc:
+        return _skipped(settings, spec, str(exc), data, started)
     train, valid, test = frame.part("train"), frame.part("validation"), frame.part("test")
     train_x = feature_matrix(train)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
@@ -176,7 +187,7 @@ def train_model(
     use_experiment(settings, model)
     with mlflow.start_run(run_name=f"{model} lightgbm") as run:
         mlflow.set_tags({"model": model, "kind": "lightgbm", "feature_service": frame.service,
-                         "test_cutoff": frame.split.test.isoformat()})  # fmt: skip
+                         "test_cutoff": frame.split.test.isoformat(), **data.tags()})  # fmt: skip
         mlflow.log_params(
             {
                 "label_window_days": spec.label_window(settings),
@@ -184,9 +195,7 @@ def train_model(
                 "validation_cutoff": frame.split.validation.isoformat(),
                 "test_cutoff": frame.split.test.isoformat(),
                 "feature_service": frame.service,
-                "rows_train": len(train),
-                "rows_validation": len(valid),
-                "rows_test": len(test),
+                **data.params(),
                 "trials_budget": settings.training.trials,
                 "timeout_seconds_budget": settings.training.timeout_seconds,
                 "seed": settings.training.seed,
@@ -195,15 +204,24 @@ def train_model(
         for rows, context in ((train, "training"), (valid, "validation"), (test, "test")):
             _log_dataset(rows, spec, frame, context, settings.features_dir)
 
-        with _trial_progress(console, model, settings.training.trials) as on_trial:
-            tuned = tune(
-                spec.objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
-                settings.training.timeout_seconds, settings.training.seed, settings.training.threads, on_trial=on_trial,
-            )  # fmt: skip
-        mlflow.log_params({f"best_{k}": v for k, v in tuned.params.items() if k not in ("num_threads", "verbosity")})
-        mlflow.log_metrics({"validation_loss": tuned.best_value, "trials": tuned.trials, "trials_pruned": tuned.pruned})
+        tunable = data.enough("validation")
+        if tunable:
+            with _trial_progress(console, model, settings.training.trials) as on_trial:
+                tuned = tune(
+                    spec.objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
+                    settings.training.timeout_seconds, settings.training.seed, settings.training.threads,
+                    on_trial=on_trial,
+                )  # fmt: skip
+            params = tuned.params
+            mlflow.log_params({f"best_{k}": v for k, v in params.items() if k not in ("num_threads", "verbosity")})
+            mlflow.log_metrics({"validation_loss": tuned.best_value, "trials": tuned.trials,
+                                "trials_pruned": tuned.pruned})  # fmt: skip
+        else:
+            say(f"[bold]{model}[/]: {data.reason('validation')}; fitted with fixed parameters, uncalibrated")
+            params = untuned_params(spec.objective, settings.training.seed, settings.training.threads)
+        validation = (valid_x, valid_y) if tunable else None
 
-        booster = fit_lightgbm(tuned.params, *datasets((train_x, train_y), (valid_x, valid_y)))
+        booster = fit_lightgbm(params, *datasets((train_x, train_y), validation))
         bundle = ModelBundle(
             model=model,
             booster=booster,
@@ -212,36 +230,52 @@ def train_model(
             feature_service=frame.service,
             meta={"test_cutoff": frame.split.test.isoformat()},
         )
-        if spec.calibrated:
+        if spec.calibrated and tunable:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)
         if spec.timing is not None:
-            bundle.timing_booster = _timing_booster(spec.timing, frame, train_x, valid_x, settings.training.seed,
-                                                    settings.training.threads)  # fmt: skip
+            bundle.timing_booster = _timing_booster(spec.timing, frame, train_x, valid_x if tunable else None,
+                                                    settings.training.seed, settings.training.threads)  # fmt: skip
 
-        scores = bundle.predict(test)
-        predicted = spec.scores(scores)
-        metrics = spec.test_metrics(test_y, predicted)
-        if spec.timing is not None:
-            metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
-        mlflow.log_metrics(metrics)
-        _log_figures(spec, bundle, test_x, test_y, predicted)
-
-        baseline_metrics = _run_baselines(spec, frame, baselines or {})
-        metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
-        if "oracle_gap_closed" in metrics:
-            mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
+        metrics: dict[str, float] = {}
+        baseline_metrics: dict[str, dict[str, float]] = {}
+        if data.measurable("test"):
+            scores = bundle.predict(test)
+            predicted = spec.scores(scores)
+            metrics = spec.test_metrics(test_y, predicted)
+            if spec.timing is not None:
+                metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
+            mlflow.log_metrics(metrics)
+            _log_figures(spec, bundle, test_x, test_y, predicted)
+            baseline_metrics = _run_baselines(spec, frame, baselines or {})
+            metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
+            if "oracle_gap_closed" in metrics:
+                mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
 
         say(f"[bold]{model}[/]: registering the model")
-        version = registry.register(model, bundle, test)
-        champion_version, champion_metrics = registry.champion_metrics(settings, spec, frame)
-        promoted, decision = registry.decide(model, metrics, champion_version, champion_metrics, baseline_metrics,
-                                             settings.training.promotion_margin)  # fmt: skip
+        version = registry.register(model, bundle, test if len(test) else train)
+        if data.enough("test"):
+            champion_version, champion_metrics = registry.champion_metrics(settings, spec, frame)
+            promoted, decision = registry.decide(model, metrics, champion_version, champion_metrics,
+                                                 baseline_metrics, settings.training.promotion_margin)  # fmt: skip
+            if champion_metrics:
+                mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
+        else:
+            promoted, decision = False, data.reason("test")
         registry.set_alias(settings, model, version, promoted, decision)
         mlflow.set_tag("promotion", decision)
-        if champion_metrics:
-            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
     return ModelResult(model, run.info.run_id, version, metrics, promoted, decision, baseline_metrics,
-                       time.perf_counter() - started)  # fmt: skip
+                       time.perf_counter() - started, data)  # fmt: skip
+
+
+def _skipped(settings: Settings, spec: ModelSpec, reason: str, data: Sufficiency | None, started: float) -> ModelResult:
+    """A run that says why the model was not trained (and, when the frame was built, its counts)."""
+    connect(settings)
+    use_experiment(settings, spec.name)
+    with mlflow.start_run(run_name=f"{spec.name} lightgbm") as run:
+        mlflow.set_tags({"model": spec.name, "kind": "lightgbm", "skipped": reason, **(data.tags() if data else {})})
+        mlflow.log_params({"label_window_days": spec.label_window(settings), **(data.params() if data else {})})
+    return ModelResult(spec.name, run.info.run_id, "-", {}, False, f"skipped: {reason}",
+                       seconds=time.perf_counter() - started, data=data, skipped=True)  # fmt: skip
 
 
 def _oracle_metrics(
@@ -356,7 +390,8 @@ def _metric_key(name: str) -> str:
 
 
 def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
-    """The chosen models in their order, each against the baselines its spec names; the segments last."""
+    """The chosen models in their order, each against the baselines its spec names; the segments
+    last. A model the data cannot train is skipped with its reason, and the others still train."""
     specs = [SPECS[model] for model in models if model != "segments"]  # type: ignore[index]
     results = [train_model(settings, spec.name, baselines_for(settings, spec), console) for spec in specs]
     if "segments" in models:
@@ -379,17 +414,39 @@ def render(results: list[ModelResult]) -> Group:
         table.add_row(
             result.model,
             result.version,
-            f"{key.removeprefix('test_')} {result.metrics[key]:.4f}",
+            f"{key.removeprefix('test_')} {_number(result.metrics.get(key, float('nan')))}",
             _number(best),
             _number(oracle),
             _share(closed),
             _number(observable),
             _share(closed_observable),
-            CHAMPION if result.promoted else CHALLENGER,
+            "skipped" if result.skipped else CHAMPION if result.promoted else CHALLENGER,
             f"{result.seconds:.0f}",
         )
-    decisions = [f"{result.model} v{result.version}: {result.decision}" for result in results]
-    return Group(table, *decisions)
+    decisions = [_decision(result) for result in results]
+    counted = [result for result in results if result.data is not None]
+    return Group(table, *([_data_table(counted)] if counted else []), *decisions)
+
+
+def _decision(result: ModelResult) -> str:
+    if result.skipped:
+        return f"{result.model}: {result.decision}"
+    untuned = result.data is not None and not result.data.enough("validation")
+    note = f" ({result.data.reason('validation')}: fixed parameters, uncalibrated)" if result.data and untuned else ""
+    return f"{result.model} v{result.version}: {result.decision}{note}"
+
+
+def _data_table(results: list[ModelResult]) -> Table:
+    """Rows, positives and negatives of every split of the models that got as far as their frame."""
+    table = Table(title="data per split", expand=False)
+    for column in ("model", *SPLITS):
+        table.add_column(column)
+    for result in results:
+        data = result.data
+        assert data is not None
+        table.add_row(result.model, *(data.describe(split) + ("" if data.enough(split) else " [yellow](too few)[/]")
+                                      for split in SPLITS))  # fmt: skip
+    return table
 
 
 def _number(value: float) -> str:

@@ -43,6 +43,16 @@ def base_params(objective: Objective, seed: int, threads: int = 1) -> dict[str, 
     }
 
 
+# A model whose validation window is too small to tune on (training.sufficiency) is fitted with
+# these, for a fixed number of rounds: moderate trees, slow learning, nothing chosen by the noise
+# of a few validation rows.
+UNTUNED = {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 20, "lambda_l2": 1.0, "num_boost_round": 200}
+
+
+def untuned_params(objective: Objective, seed: int, threads: int = 1) -> dict[str, Any]:
+    return {**base_params(objective, seed, threads), **UNTUNED}
+
+
 def _suggest(trial: optuna.Trial, objective: Objective) -> dict[str, Any]:
     params = {
         "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.3, log=True),
@@ -65,11 +75,14 @@ def _metric(objective: Objective) -> str:
 Data = tuple[pd.DataFrame, np.ndarray]
 
 
-def datasets(train: Data, valid: Data) -> tuple[lgb.Dataset, lgb.Dataset]:
-    """Binned once and reused by every trial: binning is most of a small fit's cost."""
+def datasets(train: Data, valid: Data | None) -> tuple[lgb.Dataset, lgb.Dataset | None]:
+    """Binned once and reused by every trial: binning is most of a small fit's cost. No validation
+    set (None) when the validation window is too small to stop on."""
     # feature_pre_filter off: trials change min_data_in_leaf, which pre-filtering would freeze
     binning = {"verbosity": -1, "feature_pre_filter": False}
     train_set = lgb.Dataset(train[0], train[1], free_raw_data=False, params=binning)
+    if valid is None:
+        return train_set, None
     valid_set = lgb.Dataset(valid[0], valid[1], reference=train_set, free_raw_data=False, params=binning)
     return train_set, valid_set
 
@@ -77,12 +90,15 @@ def datasets(train: Data, valid: Data) -> tuple[lgb.Dataset, lgb.Dataset]:
 def fit_lightgbm(
     params: dict[str, Any],
     train_set: lgb.Dataset,
-    valid_set: lgb.Dataset,
+    valid_set: lgb.Dataset | None,
     callbacks: list[Callable[..., None]] | None = None,
 ) -> lgb.Booster:
-    """Fit with early stopping on the validation set; the booster keeps its best iteration."""
+    """Fit with early stopping on the validation set (the booster keeps its best iteration), or,
+    without one, for the `num_boost_round` of `params`."""
     rounds = int(params.get("num_boost_round", MAX_ROUNDS))
     fit_params = {k: v for k, v in params.items() if k != "num_boost_round"}
+    if valid_set is None:
+        return lgb.train(fit_params, train_set, num_boost_round=rounds, callbacks=callbacks)
     return lgb.train(
         fit_params,
         train_set,
@@ -123,6 +139,7 @@ def tune(
     """Search LightGBM parameters minimizing the validation loss; the test window is never seen."""
     metric = _metric(objective)
     train_set, valid_set = datasets(train, valid)
+    assert valid_set is not None
 
     def run(trial: optuna.Trial) -> float:
         params = {**base_params(objective, seed, threads), **_suggest(trial, objective)}

@@ -3,7 +3,10 @@ runs with nested trials and baselines, the registry and the @champion gate, and 
 
 from __future__ import annotations
 
-from datetime import timedelta
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import SecretStr
+from rich.console import Console
 
 from custlens.settings import Settings, load_settings
 from features.lake.ingest import ingest
@@ -23,8 +27,10 @@ from training.evaluation import beats
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
 from training.registry import CHALLENGER, CHAMPION
+from training.specs import SPECS
+from training.sufficiency import Sufficiency
 from training.tracking import connect, experiment_name, registered_name
-from training.train import MIN_SEGMENT_STABILITY, ModelResult, train_all
+from training.train import MIN_SEGMENT_STABILITY, ModelResult, render, train_all
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +183,60 @@ def test_segments_are_named_and_stable_across_seeds(first: dict) -> None:
     segments = first["segments"].metrics
     assert segments["test_stability_across_seeds"] >= 0.9
     assert 3 <= segments["test_k"] <= 8
+
+
+def on_own_tracking(settings: Settings, root: Path, **training: Any) -> Settings:
+    """The module's project with other training settings and a tracking store of its own (the
+    module's registry keeps its versions)."""
+    changes = {"trials": 1, "tracking_uri": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", **training}
+    return settings.model_copy(update={"training": settings.training.model_copy(update=changes)})
+
+
+def test_a_window_too_long_is_skipped_by_its_key_and_the_others_still_train(settings: Settings, tmp_path: Path) -> None:
+    long = on_own_tracking(settings, tmp_path, clv_window_days=3 * 365)
+
+    clv, segments = train_all(long, ["clv", "segments"])
+
+    assert clv.skipped and not clv.promoted
+    assert clv.decision.startswith("skipped: training.clv_window_days (1095 days) does not fit the history")
+    assert "longest window that fits is" in clv.decision
+    assert connect(long).get_run(clv.run_id).data.tags["skipped"] == clv.decision.removeprefix("skipped: ")
+    assert segments.version == "1" and not segments.skipped
+    summary = Console(record=True, width=250)
+    summary.print(render([clv, segments]))
+    printed = summary.export_text()
+    assert "clv: skipped: training.clv_window_days" in printed and "segments v1:" in printed
+
+
+def test_a_model_below_the_data_minimums_is_fitted_untuned_and_not_promoted(settings: Settings, tmp_path: Path) -> None:
+    counts = Sufficiency.of(SPECS["churn"], build_model_frame(settings, "churn"), settings.training).counts
+    assert counts["validation"].rows < counts["test"].rows < counts["train"].rows
+    minimum = counts["test"].rows + 1  # validation and test fall short, training does not
+    small = on_own_tracking(settings, tmp_path, min_split_rows=minimum)
+
+    (churn,) = train_all(small, ["churn"])
+
+    expected = f"only {counts['test'].rows:,} rows in the test window (training.min_split_rows: {minimum})"
+    assert churn.decision == f"not promoted: {expected}" and not churn.promoted
+    client = connect(small)
+    run = client.get_run(churn.run_id)
+    assert run.data.tags["data_test"] == churn.decision
+    assert run.data.tags["data_validation"].startswith("not tuned: only")
+    assert run.data.params["negatives_test"] == str(counts["test"].negatives)
+    assert "validation_loss" not in run.data.metrics and "test_auc" in run.data.metrics  # measured, not gated
+    assert alias_version(client, "churn", CHALLENGER) == "1" and alias_version(client, "churn", CHAMPION) is None
+
+
+def test_snapshots_before_the_first_order_leave_a_model_skipped_not_crashed(settings: Settings, tmp_path: Path) -> None:
+    # the advice for a window too long, followed on a history that starts with the first snapshot
+    earlier = settings.model_copy(update={"data_dir": tmp_path / "data"})
+    shutil.copytree(settings.data_dir, earlier.data_dir)
+    first = default_cutoffs(settings)[0]
+    build_snapshots(earlier, [date(first.year - 2 + (first.month + n - 1) // 12, (first.month + n - 1) % 12 + 1, 1)
+                              for n in range(24)])  # fmt: skip
+    apply_definitions(earlier)
+
+    (clv,) = train_all(on_own_tracking(earlier, tmp_path, clv_window_days=730), ["clv"])
+
+    assert clv.skipped
+    assert clv.decision.startswith("skipped: not trained: only 0 rows in the training rows at ")

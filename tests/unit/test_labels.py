@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,9 +14,11 @@ import pytest
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features import layout
+from features.catalog import FAMILIES
 from features.lake.tables import lake_end
 from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
-from training.frames import is_validation_customer, plan_split
+from training.frames import CannotTrain, grid_cutoffs, is_validation_customer, longest_window, model_split, plan_split
 from training.labels import compute_labels
 from training.specs import SPECS
 
@@ -188,8 +190,67 @@ def test_validation_customers_are_a_stable_fifth_and_never_train() -> None:
 
 
 def test_too_short_a_history_for_the_window_is_a_clear_error() -> None:
-    with pytest.raises(CustlensError, match="365-day label window"):
-        plan_split(MONTHS[-3:], 365, datetime(2025, 12, 1, tzinfo=UTC), train_cutoffs=4)
+    with pytest.raises(CannotTrain, match=r"training.clv_window_days \(365 days\) cannot be placed"):
+        plan_split(MONTHS[-3:], 365, datetime(2025, 12, 1, tzinfo=UTC), train_cutoffs=4,
+                   window_key="training.clv_window_days")  # fmt: skip
+
+
+EIGHTEEN_MONTHS = [date(1997, m, 1) for m in range(2, 13)] + [date(1998, m, 1) for m in range(1, 8)]
+EIGHTEEN_MONTHS_END = datetime(1998, 7, 1, tzinfo=UTC)
+
+
+def test_a_window_too_long_names_its_key_and_the_longest_window_that_fits() -> None:
+    # CDNOW's shape: month starts 1997-02-01 .. 1998-07-01, orders to 1998-06-30
+    with pytest.raises(CannotTrain) as refused:
+        plan_split(EIGHTEEN_MONTHS, 365, EIGHTEEN_MONTHS_END, train_cutoffs=6, window_key="training.clv_window_days")
+
+    assert "training.clv_window_days (365 days) does not fit" in str(refused.value)
+    assert "longest window that fits is 242 days: set training.clv_window_days to at most 242" in str(refused.value)
+    assert isinstance(refused.value, CustlensError)  # a user's error: one line at the CLI, exit 2
+
+
+def test_the_longest_window_said_to_fit_does_and_one_day_more_does_not() -> None:
+    longest = longest_window(EIGHTEEN_MONTHS, EIGHTEEN_MONTHS_END)
+
+    split = plan_split(EIGHTEEN_MONTHS, longest, EIGHTEEN_MONTHS_END, train_cutoffs=6)
+
+    assert split.validation + timedelta(days=longest) <= split.test
+    with pytest.raises(CannotTrain):
+        plan_split(EIGHTEEN_MONTHS, longest + 1, EIGHTEEN_MONTHS_END, train_cutoffs=6)
+
+
+def test_cutoffs_at_or_after_the_data_end_neither_test_nor_widen_the_span() -> None:
+    with_today = [*EIGHTEEN_MONTHS, date(2026, 12, 1)]  # today's snapshot, years after a stale log
+
+    assert longest_window(with_today, EIGHTEEN_MONTHS_END) == longest_window(EIGHTEEN_MONTHS, EIGHTEEN_MONTHS_END)
+    with pytest.raises(CannotTrain, match=r"snapshot cutoffs 1997-02-01\.\.1998-06-01"):
+        plan_split(with_today, 365, EIGHTEEN_MONTHS_END, train_cutoffs=6)
+
+
+def write_snapshot_files(settings: Settings, cutoffs: list[date]) -> None:
+    """Empty files where `features build` writes each family's snapshot: what `snapshot_cutoffs` lists."""
+    for family in FAMILIES:
+        for cutoff in cutoffs:
+            path = layout.snapshot_file(family, cutoff, settings.data_dir.resolve())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+
+def test_a_weekly_grid_trains_on_every_weekly_cutoff(settings: Settings) -> None:
+    # 78 Mondays and a snapshot off the grid (today's); orders until the last Monday
+    mondays = [date(2024, 1, 1) + timedelta(weeks=n) for n in range(78)]
+    write_snapshot_files(settings, [*mondays, date(2025, 6, 28)])
+    write_orders(settings, [("A", "2024-01-01 10:00", "completed", "1"), ("A", "2025-06-22 10:00", "completed", "1")])
+    weekly = settings.model_copy(update={"features": settings.features.model_copy(update={"cutoff_every": "week"})})
+
+    split = model_split(weekly, "churn")
+
+    assert grid_cutoffs(weekly) == mondays  # the month starts among them no longer the only ones
+    assert split.test == date(2025, 3, 24)  # the last Monday whose 90 days end by the data end, 2025-06-23
+    assert split.validation == date(2024, 12, 23)  # the last whose window ends by the test cutoff
+    assert len(split.train) == weekly.training.train_cutoffs
+    assert all(b - a == timedelta(weeks=1) for a, b in zip(split.train, split.train[1:], strict=False))
+    assert split.train[-1] + timedelta(days=90) <= split.validation
 
 
 # -- metrics --------------------------------------------------------------------------------------

@@ -148,3 +148,21 @@ def test_pii_salt_comes_from_environment_and_is_secret(monkeypatch: pytest.Monke
     assert settings.pii_salt is not None
     assert settings.pii_salt.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(("spelled", "days"), [(273, 273), ("90", 90), ("90d", 90), ("39w", 273), ("3m", 91),
+                                               ("6m", 183), ("12m", 365), ("1y", 365)])  # fmt: skip
+def test_a_window_is_days_or_weeks_months_years(tmp_path: Path, spelled: Any, days: int) -> None:
+    config = tmp_path / "windows.yaml"
+    config.write_text(yaml.safe_dump({"training": {"clv_window_days": spelled}}), encoding="utf-8")
+
+    assert load_settings(config).training.clv_window_days == days
+
+
+@pytest.mark.parametrize("spelled", ["3 months", "1.5y", "90 days", "-3w", "w"])
+def test_a_window_spelled_otherwise_is_an_error_naming_the_key(tmp_path: Path, spelled: str) -> None:
+    config = tmp_path / "windows.yaml"
+    config.write_text(yaml.safe_dump({"training": {"churn_window_days": spelled}}), encoding="utf-8")
+
+    with pytest.raises(CustlensError, match=r"training\.churn_window_days: .*not a window; write days .*39w"):
+        load_settings(config)
