@@ -31,7 +31,7 @@ from training.frames import CATEGORY_FEATURES, ModelFrame, ModelName, build_mode
 from training.packaging import ModelBundle, SegmentsBundle
 from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
-from training.tracking import connect, use_experiment
+from training.tracking import connect, end_killed_runs, start_run, use_experiment
 from training.tuning import base_params, datasets, fit_lightgbm, tune
 
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
@@ -174,7 +174,7 @@ def train_model(
 
     connect(settings)
     use_experiment(settings, model)
-    with mlflow.start_run(run_name=f"{model} lightgbm") as run:
+    with start_run(f"{model} lightgbm") as run:
         mlflow.set_tags({"model": model, "kind": "lightgbm", "feature_service": frame.service,
                          "test_cutoff": frame.split.test.isoformat()})  # fmt: skip
         mlflow.log_params(
@@ -317,7 +317,7 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
     seed = settings.training.seed
     connect(settings)
     use_experiment(settings, "segments")
-    with mlflow.start_run(run_name="segments kmeans") as run:
+    with start_run("segments kmeans") as run:
         mlflow.set_tags({"model": "segments", "kind": "kmeans", "feature_service": SEGMENTS_SERVICE,
                          "snapshot": cutoff.isoformat()})  # fmt: skip
         rfm = RfmScorer.fit(frame)
@@ -356,7 +356,11 @@ def _metric_key(name: str) -> str:
 
 
 def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
-    """The chosen models in their order, each against the baselines its spec names; the segments last."""
+    """The chosen models in their order, each against the baselines its spec names; the segments last.
+    Runs that a killed process left RUNNING are marked KILLED first."""
+    for killed in end_killed_runs(settings):
+        if console:
+            console.print(killed, highlight=False)
     specs = [SPECS[model] for model in models if model != "segments"]  # type: ignore[index]
     results = [train_model(settings, spec.name, baselines_for(settings, spec), console) for spec in specs]
     if "segments" in models:
