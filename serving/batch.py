@@ -23,6 +23,7 @@ from rich.table import Table
 
 from custlens.errors import CustlensError
 from custlens.progress import chunks
+from custlens.runs import RunOwner
 from custlens.settings import Settings
 from features.lake.tables import CrmIds, cutoff_instant
 from features.snapshot_reader import PackedSnapshot, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
@@ -38,7 +39,7 @@ from serving.sinks import (
     Sink,
     open_sink,
 )
-from training.tracking import connect, use_experiment
+from training.tracking import connect, end_killed_runs, start_run, use_experiment
 
 EXPERIMENT = "batch-scoring"  # -> custlens-batch-scoring
 SEGMENT_COLUMNS = ("rfm_segment", "behavioural_segment")
@@ -63,6 +64,7 @@ class BatchReport:
     psi: dict[str, float]  # empty when there was no previous run
     psi_warning: float
     kpi_segments: str = ""  # what became of the KPI cubes by segment
+    killed_runs: tuple[str, ...] = ()  # runs a killed process had left running, marked at the start
 
     def drifted(self) -> list[str]:
         return [score for score, value in self.psi.items() if value > self.psi_warning]
@@ -74,6 +76,7 @@ class BatchReport:
             "model versions: " + ", ".join(f"{model} v{version}" for model, version in self.versions.items())
             + f"; scoring run {self.run_id}",
         ]  # fmt: skip
+        parts.extend(f"[yellow]{killed}[/]" for killed in self.killed_runs)
         if self.not_found:
             shown = ", ".join(self.not_found[:5]) + (" ..." if len(self.not_found) > 5 else "")
             parts.append(f"[yellow]{len(self.not_found):,} listed ids are unknown at {self.as_of}, skipped:[/] {shown}")
@@ -105,11 +108,14 @@ def score_customers(
     console: Console | None = None,
 ) -> BatchReport:
     """Score the snapshot at `as_of` (default: the latest) and write it to the sink (default:
-    `settings.scores_sink`). Checks the sink, the date and the id list before any scoring."""
+    `settings.scores_sink`). Checks the sink, the date and the id list before any scoring, and
+    marks the runs a killed process left running (in the sink's manifest and in MLflow)."""
     started = time.perf_counter()
     sink = open_sink(sink_uri or settings.scores_sink, create_folder=sink_uri is None and settings.batch.sink is None)
     try:
         sink.check()
+        killed = [f"scoring run {run.run_id} marked failed: {run.error}" for run in sink.fail_killed_runs()]
+        killed += end_killed_runs(settings)
         cutoff = _snapshot_date(settings, as_of)
         listed = _read_ids(customers_file) if customers_file is not None else None
         scorer = Scorer.from_registry(settings)
@@ -123,6 +129,7 @@ def score_customers(
                       segments)  # fmt: skip
     finally:
         sink.close()
+    report = replace(report, killed_runs=tuple(killed))
     if segments is not None:
         report = replace(report, kpi_segments=_kpi_segments(settings, segments, report.as_of))
     return report
@@ -166,12 +173,13 @@ def _run(
 
     connect(settings)
     use_experiment(settings, EXPERIMENT)
-    mlflow_run = mlflow.start_run(run_name=f"score {as_of}")
+    mlflow_run = start_run(f"score {as_of}")
     run_id = mlflow_run.info.run_id or uuid.uuid4().hex
+    owner = RunOwner.here()
     entry = RunEntry(
         run_id=run_id, as_of=as_of, status=RUNNING, scope="listed" if listed else "all", started_at=datetime.now(UTC),
         churn_model_version=versions["churn"], repurchase_model_version=versions["repurchase"],
-        clv_model_version=versions["clv"], segments_model_version=versions["segments"],
+        clv_model_version=versions["clv"], segments_model_version=versions["segments"], host=owner.host, pid=owner.pid,
     )  # fmt: skip
     try:
         sink.begin(entry)

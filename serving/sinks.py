@@ -10,10 +10,13 @@ previous complete result or the new one, never a mix.
   manifest, replaced the same way. A folder of these files reads as one table
   (`pyarrow.parquet.read_table(PATH / "customer_scores")`).
 
-Columns added to `customer_scores` since its first release (ADDED_SCORE_COLUMNS) reach sinks that
-were written before them: a SQL table gets them by ALTER TABLE ... ADD COLUMN at `check`, an older
-file reads them as NULL. Money is `predicted_clv_12m` in `currency` (the lake's business currency,
-ISO 4217; NULL for a lake that never recorded one), rounded to the currency's minor units.
+`check` tries the whole sink before any scoring: the URL, each table's columns, types and key (or
+each existing file's), and a write of every kind a run makes, rolled back (SQL) or removed (files).
+
+Columns added since the first release (ADDED_SCORE_COLUMNS, ADDED_MANIFEST_COLUMNS) reach sinks
+that were written before them: a SQL table gets them by ALTER TABLE ... ADD COLUMN at `check`, an
+older file reads them as NULL. Money is `predicted_clv_12m` in `currency` (the lake's business
+currency, ISO 4217; NULL for a lake that never recorded one), rounded to the currency's minor units.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -38,6 +43,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from custlens.errors import CustlensError
+from custlens.runs import RunOwner
 from features.lake.tables import atomic_file, fsync_file
 
 SCORES_TABLE = "customer_scores"
@@ -74,9 +80,11 @@ RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 class RunEntry:
     """One row of the manifest: a scoring run, from `running` to `succeeded` (or `failed`).
 
-    A run killed outright stays `running`: it never got to say otherwise, and its rows never
-    reached `customer_scores`. `score_bins` holds each score's deciles and shares (JSON), what
-    the next run measures drift (PSI) against; `psi` the drift measured against the run before.
+    A run killed outright stays `running` (it never got to say otherwise, and its rows never
+    reached `customer_scores`) until the next run starts and finds its process gone
+    (`Sink.fail_killed_runs`): `host` and `pid` say which process ran it (NULL in runs from before
+    they were recorded). `score_bins` holds each score's deciles and shares (JSON), what the next
+    run measures drift (PSI) against; `psi` the drift measured against the run before.
     """
 
     run_id: str
@@ -94,6 +102,8 @@ class RunEntry:
     score_bins: str | None = None
     psi: str | None = None
     error: str | None = None
+    host: str | None = None
+    pid: int | None = None
 
     def bins(self) -> dict[str, Any]:
         return dict(json.loads(self.score_bins)) if self.score_bins else {}
@@ -112,8 +122,12 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("score_bins", pa.string()),
     pa.field("psi", pa.string()),
     pa.field("error", pa.string()),
+    pa.field("host", pa.string()),
+    pa.field("pid", pa.int64()),
 ])  # fmt: skip
 assert tuple(MANIFEST_SCHEMA.names) == tuple(f.name for f in fields(RunEntry))
+ADDED_MANIFEST_COLUMNS = ("host", "pid")
+assert all(MANIFEST_SCHEMA.field(name).nullable for name in ADDED_MANIFEST_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -142,7 +156,8 @@ class Sink(ABC):
 
     @abstractmethod
     def check(self) -> None:
-        """Raise a CustlensError unless the sink can be reached and written (creates its tables)."""
+        """Raise a CustlensError unless the sink can be reached, holds what custlens writes and takes
+        every write a run makes (creates its tables, adds columns added since)."""
 
     @abstractmethod
     def runs(self) -> list[RunEntry]:
@@ -179,6 +194,24 @@ class Sink(ABC):
     @abstractmethod
     def abort(self, entry: RunEntry) -> None:
         """Drop the staged rows; the run is recorded as failed where the sink still answers."""
+
+    @abstractmethod
+    def _mark_failed(self, entries: Sequence[RunEntry]) -> None:
+        """Record these runs, still `running` in the manifest, as they are now (failed)."""
+
+    def fail_killed_runs(self) -> list[RunEntry]:
+        """Mark `failed` each run left `running` by a process of this host that is gone; the runs
+        marked. Runs of other hosts, of live processes and of no recorded process stay as they are."""
+        killed = []
+        for run in self.runs():
+            if run.status != RUNNING or run.host is None or run.pid is None:
+                continue
+            owner = RunOwner(run.host, run.pid)
+            if owner.is_gone(run.started_at):
+                killed.append(replace(run, status=FAILED, error=owner.killed_reason()))
+        if killed:
+            self._mark_failed(killed)
+        return killed
 
     def previous_run(self, scope: str | None = None) -> RunEntry | None:
         """The last run that succeeded (of this scope: "all" or "listed", when given)."""
@@ -239,12 +272,39 @@ MANIFEST = sa.Table(MANIFEST_TABLE, _METADATA, *_sql_columns(MANIFEST_SCHEMA, ("
 STAGING = sa.Table(STAGING_TABLE, sa.MetaData(), *_sql_columns(SCORES_SCHEMA), prefixes=["TEMPORARY"])
 
 
+# What a reader of each column gets back, by the Arrow type custlens writes: a table whose column
+# gives another Python type (TEXT for a number, TIMESTAMP for a date, NUMERIC's decimals) is refused.
+_PYTHON_TYPES: dict[pa.DataType, tuple[type, str]] = {
+    pa.string(): (str, "text"),
+    pa.date32(): (date, "a date"),
+    pa.float64(): (float, "a floating-point number"),
+    pa.int64(): (int, "an integer"),
+    pa.timestamp("us", "UTC"): (datetime, "a timestamp"),
+}
+# The rows the check writes and rolls back: a date no run is ever of.
+_PROBE_DAY = date(1900, 1, 1)
+_PROBE_VALUES: dict[pa.DataType, Any] = {pa.string(): "write-probe", pa.date32(): _PROBE_DAY, pa.float64(): 0.5}
+_PERMISSION_DENIED = "42501"  # PostgreSQL's SQLSTATE insufficient_privilege
+_GRANTS = (
+    f"grant the sink's user SELECT, INSERT, DELETE on {SCORES_TABLE}, SELECT, INSERT, UPDATE on "
+    f"{MANIFEST_TABLE} and TEMPORARY on the database (and CREATE on the schema while the tables do not exist)"
+)
+
+
 class SqlSink(Sink):
     def __init__(self, uri: str, create_folder: bool = False) -> None:
         try:
             url = make_url(uri)
-        except ArgumentError as exc:
-            raise CustlensError(f"sink {uri!r} is not a database URL: {exc}") from None
+        except (ArgumentError, ValueError) as exc:
+            why = "its port is not a number" if "int()" in str(exc) else str(exc)
+            raise CustlensError(
+                f"sink {_without_password(uri)!r} is not a database URL: {why}; write "
+                "postgresql://user@host:5432/db or sqlite:///path.db"
+            ) from None
+        if url.port is not None and not 0 < url.port < 65536:
+            raise CustlensError(
+                f"sink {_without_password(uri)!r} is not a database URL: port {url.port} is not in 1-65535"
+            )
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")  # psycopg 3, not the default psycopg2
         self.url = url
@@ -260,14 +320,20 @@ class SqlSink(Sink):
     def _connect(self) -> Connection:
         if self._conn is not None:
             return self._conn
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise CustlensError(f"sink {self.uri}: only SQLite and PostgreSQL databases are supported")
         if self.dialect == "sqlite":
             self._check_sqlite_path()
-            engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+        try:
+            timeout = {"timeout": 60} if self.dialect == "sqlite" else {"connect_timeout": 10}
+            engine = sa.create_engine(self.url, connect_args=timeout)
+        except (ArgumentError, ImportError) as exc:  # NoSuchModuleError is an ArgumentError
+            raise CustlensError(
+                f"sink {self.uri}: no driver {self.url.drivername} here ({_first_line(exc)}); write "
+                "postgresql://... (psycopg) or sqlite:///..."
+            ) from None
+        if self.dialect == "sqlite":
             _sqlite_transactions(engine)
-        elif self.dialect == "postgresql":
-            engine = sa.create_engine(self.url, connect_args={"connect_timeout": 10})
-        else:
-            raise CustlensError(f"sink {self.uri}: only SQLite and PostgreSQL databases are supported")
         try:
             conn = engine.connect()
         except DBAPIError as exc:
@@ -304,18 +370,48 @@ class SqlSink(Sink):
         self._conn = self._engine = None
 
     def check(self) -> None:
+        """The tables (made if missing) checked against what custlens writes, columns added since
+        added, then one run's every statement on one probe row, rolled back to a savepoint: what
+        needs a privilege the sink's user lacks fails here. Nothing changes unless all of it passes."""
         conn = self._connect()
-        try:
-            with conn.begin():
-                _METADATA.create_all(conn)
-                _add_missing_score_columns(conn, self.uri)
-            # A write that is rolled back: proves the tables are writable without changing them.
-            with conn.begin() as probe:
-                conn.execute(sa.delete(MANIFEST).where(MANIFEST.c.run_id == "writability-probe"))
-                STAGING.create(conn, checkfirst=True)
+        with self._database_errors("cannot write to the sink"), conn.begin():
+            _METADATA.create_all(conn)
+            _check_table(conn, SCORES, SCORES_SCHEMA, ADDED_SCORE_COLUMNS, self.uri)
+            _check_table(conn, MANIFEST, MANIFEST_SCHEMA, ADDED_MANIFEST_COLUMNS, self.uri)
+            with conn.begin_nested() as probe:
+                self._probe(conn)
                 probe.rollback()
-        except SQLAlchemyError as exc:
-            raise CustlensError(f"cannot write to the sink {self.uri}: {_first_line(exc)}") from None
+
+    def _probe(self, conn: Connection) -> None:
+        """What begin, write and commit do, on one row of a date no run is of."""
+        run_id = f"write-probe-{uuid.uuid4().hex}"
+        owner = RunOwner.here()
+        entry = RunEntry(
+            run_id=run_id, as_of=_PROBE_DAY, status=RUNNING, scope="listed", started_at=datetime.now(UTC),
+            churn_model_version="0", repurchase_model_version="0", clv_model_version="0", segments_model_version="0",
+            host=owner.host, pid=owner.pid,
+        )  # fmt: skip
+        row = {f.name: [run_id if f.name in ("customer_id", "scoring_run_id") else _PROBE_VALUES[f.type]]
+               for f in SCORES_SCHEMA}  # fmt: skip
+        STAGING.drop(conn, checkfirst=True)
+        STAGING.create(conn)
+        conn.execute(sa.insert(MANIFEST).values(**_manifest_values(entry)))
+        self._stage(conn, pa.Table.from_pydict(row, schema=SCORES_SCHEMA))
+        done = replace(entry, status=SUCCEEDED, rows=1, finished_at=datetime.now(UTC), seconds=0.0, score_bins="{}",
+                       psi="{}")  # fmt: skip
+        self._swap(conn, done, scope="listed")
+
+    @contextlib.contextmanager
+    def _database_errors(self, doing: str) -> Iterator[None]:
+        """A database's refusal as one CustlensError line (with the grants to give for a permission);
+        the driver's own errors too (COPY goes around SQLAlchemy)."""
+        assert self._engine is not None
+        try:
+            yield
+        except (SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as exc:
+            original = getattr(exc, "orig", None) or exc
+            hint = f"; {_GRANTS}" if getattr(original, "sqlstate", None) == _PERMISSION_DENIED else ""
+            raise CustlensError(f"{doing} {self.uri}: {_first_line(exc)}{hint}") from None
 
     # -- reading
 
@@ -379,30 +475,37 @@ class SqlSink(Sink):
 
     def write(self, chunk: pa.Table) -> None:
         conn = self._connect()
+        with self._database_errors("cannot write to the sink"), conn.begin():
+            self._stage(conn, chunk)
+
+    def _stage(self, conn: Connection, chunk: pa.Table) -> None:
         columns = [_sql_values(chunk.column(name)) for name in SCORE_COLUMNS]
-        with conn.begin():
-            if self.dialect == "postgresql":
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                names = ", ".join(SCORE_COLUMNS)
-                with raw.cursor() as cursor, cursor.copy(f"COPY {STAGING_TABLE} ({names}) FROM STDIN") as copy:
-                    for row in zip(*columns, strict=True):
-                        copy.write_row(row)
-            else:
-                marks = ", ".join("?" * len(SCORE_COLUMNS))
-                conn.exec_driver_sql(f"INSERT INTO {STAGING_TABLE} VALUES ({marks})", list(zip(*columns, strict=True)))
+        if self.dialect == "postgresql":
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            names = ", ".join(SCORE_COLUMNS)
+            with raw.cursor() as cursor, cursor.copy(f"COPY {STAGING_TABLE} ({names}) FROM STDIN") as copy:
+                for row in zip(*columns, strict=True):
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(SCORE_COLUMNS))
+            conn.exec_driver_sql(f"INSERT INTO {STAGING_TABLE} VALUES ({marks})", list(zip(*columns, strict=True)))
 
     def commit(self, entry: RunEntry) -> None:
         conn = self._connect()
+        with self._database_errors("cannot write to the sink"):
+            with conn.begin():
+                self._swap(conn, entry, self._scope)
+            with conn.begin():
+                STAGING.drop(conn, checkfirst=True)
+
+    def _swap(self, conn: Connection, entry: RunEntry, scope: str) -> None:
         replaced = sa.delete(SCORES).where(SCORES.c.as_of == entry.as_of)
-        if self._scope != "all":
+        if scope != "all":
             replaced = replaced.where(SCORES.c.customer_id.in_(sa.select(STAGING.c.customer_id)))
-        with conn.begin():
-            conn.execute(replaced)
-            conn.execute(sa.insert(SCORES).from_select(list(SCORE_COLUMNS), sa.select(STAGING)))
-            conn.execute(sa.update(MANIFEST).where(MANIFEST.c.run_id == entry.run_id).values(**_manifest_values(entry)))
-        with conn.begin():
-            STAGING.drop(conn, checkfirst=True)
+        conn.execute(replaced)
+        conn.execute(sa.insert(SCORES).from_select(list(SCORE_COLUMNS), sa.select(STAGING)))
+        conn.execute(sa.update(MANIFEST).where(MANIFEST.c.run_id == entry.run_id).values(**_manifest_values(entry)))
 
     def abort(self, entry: RunEntry) -> None:
         if self._conn is None:
@@ -418,21 +521,80 @@ class SqlSink(Sink):
         except SQLAlchemyError:
             pass  # the sink went away: the run stays `running` there, and the error is reported anyway
 
+    def _mark_failed(self, entries: Sequence[RunEntry]) -> None:
+        conn = self._connect()
+        with self._database_errors("cannot write to the sink"), conn.begin():
+            for entry in entries:
+                still_running = sa.and_(MANIFEST.c.run_id == entry.run_id, MANIFEST.c.status == RUNNING)
+                conn.execute(sa.update(MANIFEST).where(still_running).values(status=entry.status, error=entry.error))
 
-def _add_missing_score_columns(conn: Connection, uri: str) -> None:
-    """Bring a `customer_scores` table from before ADDED_SCORE_COLUMNS up to date (its rows get
-    NULL there); a table missing any other column was not written by custlens and is refused."""
-    present = {column["name"] for column in sa.inspect(conn).get_columns(SCORES_TABLE)}
-    missing = [name for name in SCORE_COLUMNS if name not in present]
-    foreign = [name for name in missing if name not in ADDED_SCORE_COLUMNS]
+
+def _check_table(conn: Connection, table: sa.Table, schema: pa.Schema, added: Sequence[str], uri: str) -> None:
+    """Refuse a table that would fail a run, or hand back other values than custlens wrote: a
+    missing column (except one of `added`, which is added: its rows get NULL), a column whose type
+    reads back as another Python type, NOT NULL where custlens writes NULL, a NOT NULL column of its
+    own without a default, or a key other than custlens's."""
+    inspector = sa.inspect(conn)
+    found = {column["name"]: column for column in inspector.get_columns(table.name)}
+    missing = [column.name for column in table.columns if column.name not in found]
+    foreign = [name for name in missing if name not in added]
     if foreign:
         raise CustlensError(
-            f"sink {uri}: the table {SCORES_TABLE} has no column {', '.join(foreign)}; it was not written by "
+            f"sink {uri}: the table {table.name} has no column {', '.join(foreign)}; it was not written by "
             "custlens. Rename or drop that table, or choose another --sink"
         )
+    problems = []
+    for name, column in found.items():
+        if name not in table.columns:
+            generated = column.get("computed") or column.get("identity") or column.get("autoincrement") is True
+            if not column["nullable"] and column.get("default") is None and not generated:
+                problems.append(f"column {name} is NOT NULL and has no default, and custlens does not write it")
+            continue
+        ours = table.c[name]
+        python_type, what = _PYTHON_TYPES[schema.field(name).type]
+        if _python_type(column["type"]) is not python_type:
+            expected = ours.type.compile(dialect=conn.dialect)
+            problems.append(f"column {name} is {_declared(column['type'], conn)}, custlens writes {what} ({expected})")
+        if ours.nullable and not column["nullable"]:
+            problems.append(f"column {name} is NOT NULL, but custlens writes NULL there where a value is not defined")
+    key = tuple(column.name for column in table.primary_key)
+    keys = _unique_keys(inspector, table.name)
+    if wrong := [k for k in keys if not set(key) <= set(k)]:
+        problems.append(f"it is keyed on ({', '.join(wrong[0])}); custlens writes one row per ({', '.join(key)})")
+    elif not any(set(k) == set(key) for k in keys):
+        problems.append(f"it has no key on ({', '.join(key)}) (ALTER TABLE {table.name} ADD PRIMARY KEY "
+                        f"({', '.join(key)}) adds it)")  # fmt: skip
+    if problems:
+        raise CustlensError(
+            f"sink {uri}: the table {table.name} does not hold what custlens writes: {'; '.join(problems)}. "
+            "Alter or rename that table, or choose another --sink"
+        )
     for name in missing:
-        kind = SCORES.c[name].type.compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE {SCORES_TABLE} ADD COLUMN {name} {kind}")
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+
+
+def _unique_keys(inspector: sa.Inspector, table: str) -> list[tuple[str, ...]]:
+    """The column sets the table keeps unique: its primary key, unique constraints and unique indexes."""
+    found: list[Sequence[str | None]] = [inspector.get_pk_constraint(table)["constrained_columns"] or []]
+    found += [u["column_names"] for u in inspector.get_unique_constraints(table)]
+    found += [i["column_names"] for i in inspector.get_indexes(table) if i["unique"]]
+    # an index on an expression names no column there: not a key custlens rows could break by name
+    return [tuple(name for name in key if name is not None) for key in found if key and None not in key]
+
+
+def _python_type(kind: sa.types.TypeEngine[Any]) -> type | None:
+    try:
+        return kind.python_type
+    except NotImplementedError:  # a type SQLAlchemy does not know (SQLite lets a column have any)
+        return None
+
+
+def _declared(kind: sa.types.TypeEngine[Any], conn: Connection) -> str:
+    try:
+        return str(kind.compile(dialect=conn.dialect))
+    except sa.exc.CompileError:
+        return "of no type custlens knows"
 
 
 def _sqlite_transactions(engine: Engine) -> None:
@@ -470,7 +632,11 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)  # SQLite keeps no offset; we only ever write UTC
 
 
-def _first_line(exc: Exception) -> str:
+def _without_password(uri: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", uri)
+
+
+def _first_line(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(original).splitlines() if line.strip()]
     return lines[0] if lines else type(original).__name__
@@ -520,12 +686,64 @@ class FileSink(Sink):
             )
         try:
             self.scores_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.scores_dir / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            # the manifest is replaced in the one folder, the scores file of the as-of in the other
+            for folder in (self.root, self.scores_dir):
+                probe = folder / f".probe-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
             self.runs()  # an unreadable manifest is an error now, not after the scoring
+            for path in sorted(self.scores_dir.glob(f"*.{self.kind}")):
+                self._check_scores_file(path)  # read by the summary, or carried over, after the scoring
         except OSError as exc:
-            raise CustlensError(f"cannot write to the sink {self.uri}: {exc.strerror} ({exc.filename})") from None
+            raise self._cannot_write(exc) from None
+
+    def _cannot_write(self, exc: OSError) -> CustlensError:
+        return CustlensError(f"cannot write to the sink {self.uri}: {exc.strerror} ({exc.filename})")
+
+    def _check_scores_file(self, path: Path) -> None:
+        """A file of `customer_scores/` custlens can read back: named for its as-of date, with each
+        column (those added since may be absent) of the type custlens writes (CSV: the first rows)."""
+        try:
+            date.fromisoformat(path.stem)
+        except ValueError:
+            raise CustlensError(
+                f"sink {self.uri}: {path} is not named for an as-of date (YYYY-MM-DD.{self.kind}); move it out of "
+                f"{self.scores_dir}"
+            ) from None
+        problems = []
+        try:
+            if self.kind == "parquet":
+                schema, first_rows = pq.read_schema(path), None
+            else:
+                reader = pa_csv.open_csv(
+                    path, read_options=pa_csv.ReadOptions(block_size=1 << 16),
+                    convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(SCORE_COLUMNS, pa.string()),
+                                                          strings_can_be_null=True),
+                )  # fmt: skip
+                schema = reader.schema
+                first_rows = next(iter(reader), None)
+        except pa.ArrowException as exc:
+            problems.append(f"cannot be read as {self.kind} ({_first_line(exc)})")
+        else:
+            missing = [name for name in SCORE_COLUMNS if name not in schema.names and name not in ADDED_SCORE_COLUMNS]
+            if missing:
+                problems.append(f"has no column {', '.join(missing)}")
+            for expected in SCORES_SCHEMA:
+                if expected.name not in schema.names or expected.name in missing:
+                    continue
+                if self.kind == "parquet" and schema.field(expected.name).type != expected.type:
+                    problems.append(f"has column {expected.name} as {schema.field(expected.name).type}, "
+                                    f"custlens writes {expected.type}")  # fmt: skip
+                elif first_rows is not None:
+                    try:
+                        first_rows.column(expected.name).cast(expected.type)
+                    except pa.ArrowInvalid as exc:
+                        problems.append(f"has column {expected.name} that is not {expected.type} ({exc})")
+        if problems:
+            raise CustlensError(
+                f"sink {self.uri}: {path} {'; '.join(problems)}: custlens did not write it like that. Move it "
+                "away, or choose another --sink"
+            )
 
     # -- reading
 
@@ -539,7 +757,7 @@ class FileSink(Sink):
                 column_types=dict(zip(schema.names, schema.types, strict=True)),
                 strings_can_be_null=True,
                 include_columns=schema.names,
-                include_missing_columns=schema is SCORES_SCHEMA,
+                include_missing_columns=True,
             ),
         ).cast(schema)
 
@@ -548,8 +766,16 @@ class FileSink(Sink):
             return []
         try:
             table = self._read(self.manifest_path, MANIFEST_SCHEMA)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CustlensError(f"sink {self.uri}: cannot read the manifest {self.manifest_path}: {exc}") from None
+        except (pa.ArrowException, OSError) as exc:
+            raise CustlensError(
+                f"sink {self.uri}: cannot read the manifest {self.manifest_path}: {_first_line(exc)}"
+            ) from None
+        # Read as NULL when absent: only those added since may be.
+        if absent := [f.name for f in MANIFEST_SCHEMA if not f.nullable and table.column(f.name).null_count]:
+            raise CustlensError(
+                f"sink {self.uri}: the manifest {self.manifest_path} has no value in {', '.join(absent)}; it was not "
+                "written by custlens. Move it away, or choose another --sink"
+            )
         entries = [RunEntry(**row) for row in table.to_pylist()]
         return sorted(entries, key=lambda e: (e.started_at, e.run_id))
 
@@ -628,10 +854,16 @@ class FileSink(Sink):
         with contextlib.suppress(OSError):  # the folder went away: the error is reported anyway
             self._record(entry)
 
-    def _record(self, entry: RunEntry) -> None:
-        """The manifest with `entry` added or updated, swapped in whole."""
+    def _mark_failed(self, entries: Sequence[RunEntry]) -> None:
+        try:
+            self._record(*entries)
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
+
+    def _record(self, *entries: RunEntry) -> None:
+        """The manifest with `entries` added or updated, swapped in whole."""
         runs = {run.run_id: run for run in self.runs()}
-        runs[entry.run_id] = entry
+        runs.update((entry.run_id, entry) for entry in entries)
         table = pa.Table.from_pylist([asdict(run) for run in runs.values()], schema=MANIFEST_SCHEMA)
         # renamed only once its bytes are on disk: a crash of the machine never leaves a short file
         with atomic_file(self.manifest_path, durable=True) as partial:

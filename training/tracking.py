@@ -1,17 +1,28 @@
 """Where MLflow keeps runs and models: by default a SQLite store and local artifacts in `mlruns/`
 at the project root; a tracking server when the config names one. Set up by the entry point
-that trains or scores, never at import."""
+that trains or scores, never at import.
+
+Each top-level run is tagged with the host and pid that run it (its nested runs share them through
+their parent), so that the next `custlens train` or `custlens score` marks a run that a killed
+process left RUNNING as KILLED (`end_killed_runs`)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Run, RunStatus, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from custlens.runs import RunOwner
 from custlens.settings import PROJECT_ROOT, Settings
 
 EXPERIMENT_PREFIX = "custlens"
+HOST_TAG, PID_TAG = "custlens.host", "custlens.pid"
+KILLED_TAG = "custlens.killed"  # why the run was marked KILLED
+PARENT_TAG = "mlflow.parentRunId"
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -54,3 +65,58 @@ def use_experiment(settings: Settings, model: str) -> str:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
+
+
+def start_run(run_name: str) -> mlflow.ActiveRun:
+    """`mlflow.start_run` of a top-level run in the current experiment, tagged with its owner."""
+    owner = RunOwner.here()
+    return mlflow.start_run(run_name=run_name, tags={HOST_TAG: owner.host, PID_TAG: str(owner.pid)})
+
+
+def end_killed_runs(settings: Settings) -> list[str]:
+    """Mark KILLED every RUNNING run of custlens's experiments whose process, on this host, is gone;
+    one line for each run marked. Runs of other hosts, of live processes and of no known owner stay."""
+    client = connect(settings)
+    experiments = client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}-%'")
+    if not experiments:
+        return []
+    running: dict[str, Run] = {}
+    token = None
+    while True:
+        page = client.search_runs([e.experiment_id for e in experiments], "attributes.status = 'RUNNING'",
+                                  ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)  # fmt: skip
+        running.update((run.info.run_id, run) for run in page)
+        token = page.token
+        if not token:
+            break
+    marked = []
+    for run in running.values():
+        owner = _owner(client, run, running)
+        started = datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run.info.start_time else None
+        if owner is None or not owner.is_gone(started):
+            continue
+        client.set_tag(run.info.run_id, KILLED_TAG, owner.killed_reason())
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        marked.append(f"MLflow run {run.info.run_id} ({run.info.run_name}) marked KILLED: {owner.killed_reason()}")
+    return marked
+
+
+def _owner(client: MlflowClient, run: Run, running: dict[str, Run]) -> RunOwner | None:
+    """The host and pid on the run, or on its nearest parent that has them; None when none has."""
+    seen = set()
+    while run.info.run_id not in seen:
+        seen.add(run.info.run_id)
+        tags = run.data.tags
+        if HOST_TAG in tags and tags.get(PID_TAG, "").isdigit():
+            return RunOwner(tags[HOST_TAG], int(tags[PID_TAG]))
+        parent_id = tags.get(PARENT_TAG)
+        if not parent_id:
+            return None
+        if parent_id in running:
+            run = running[parent_id]
+            continue
+        try:
+            run = client.get_run(parent_id)
+        except MlflowException:
+            return None  # the parent was deleted
+    return None

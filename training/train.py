@@ -32,7 +32,7 @@ from training.packaging import ModelBundle, SegmentsBundle
 from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
 from training.sufficiency import SPLITS, Sufficiency
-from training.tracking import connect, use_experiment
+from training.tracking import connect, end_killed_runs, start_run, use_experiment
 from training.tuning import UNTUNED, base_params, datasets, fit_lightgbm, tune, untuned_params
 
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
@@ -185,7 +185,7 @@ def train_model(
 
     connect(settings)
     use_experiment(settings, model)
-    with mlflow.start_run(run_name=f"{model} lightgbm") as run:
+    with start_run(f"{model} lightgbm") as run:
         mlflow.set_tags({"model": model, "kind": "lightgbm", "feature_service": frame.service,
                          "test_cutoff": frame.split.test.isoformat(), **data.tags()})  # fmt: skip
         mlflow.log_params(
@@ -271,7 +271,7 @@ def _skipped(settings: Settings, spec: ModelSpec, reason: str, data: Sufficiency
     """A run that says why the model was not trained (and, when the frame was built, its counts)."""
     connect(settings)
     use_experiment(settings, spec.name)
-    with mlflow.start_run(run_name=f"{spec.name} lightgbm") as run:
+    with start_run(f"{spec.name} lightgbm") as run:
         mlflow.set_tags({"model": spec.name, "kind": "lightgbm", "skipped": reason, **(data.tags() if data else {})})
         mlflow.log_params({"label_window_days": spec.label_window(settings), **(data.params() if data else {})})
     return ModelResult(spec.name, run.info.run_id, "-", {}, False, f"skipped: {reason}",
@@ -351,7 +351,7 @@ def train_segments(settings: Settings, console: Console | None = None) -> ModelR
     seed = settings.training.seed
     connect(settings)
     use_experiment(settings, "segments")
-    with mlflow.start_run(run_name="segments kmeans") as run:
+    with start_run("segments kmeans") as run:
         mlflow.set_tags({"model": "segments", "kind": "kmeans", "feature_service": SEGMENTS_SERVICE,
                          "snapshot": cutoff.isoformat()})  # fmt: skip
         rfm = RfmScorer.fit(frame)
@@ -391,7 +391,11 @@ def _metric_key(name: str) -> str:
 
 def train_all(settings: Settings, models: Sequence[str], console: Console | None = None) -> list[ModelResult]:
     """The chosen models in their order, each against the baselines its spec names; the segments
-    last. A model the data cannot train is skipped with its reason, and the others still train."""
+    last. A model the data cannot train is skipped with its reason, and the others still train.
+    Runs that a killed process left RUNNING are marked KILLED first."""
+    for killed in end_killed_runs(settings):
+        if console:
+            console.print(killed, highlight=False)
     specs = [SPECS[model] for model in models if model != "segments"]  # type: ignore[index]
     results = [train_model(settings, spec.name, baselines_for(settings, spec), console) for spec in specs]
     if "segments" in models:

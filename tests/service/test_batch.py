@@ -9,6 +9,7 @@ import multiprocessing.context
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,8 +22,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from custlens.cli import app
@@ -33,9 +36,11 @@ from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
 from serving.batch import BatchReport, decile_bins, population_stability, score_customers
 from serving.scorer import Scorer
-from serving.sinks import FAILED, RUNNING, SUCCEEDED, open_sink
+from serving.sinks import FAILED, RUNNING, SCORES, SCORES_TABLE, SUCCEEDED, RunEntry, open_sink
 from tests.support.databases import postgres_schema_url
+from tests.support.run_holder import holding
 from tests.support.trained import trained_project
+from training.tracking import connect
 
 CHUNK_ROWS = 1_000  # the smallest allowed: several chunks even in the small project
 # What differs between two runs of the same as-of: which run wrote the row.
@@ -98,9 +103,13 @@ def read_sink(uri: str, as_of: date | None = None) -> pd.DataFrame:
 
 
 def manifest(uri: str) -> list[tuple[str, str, date]]:
+    return [(run.run_id, run.status, run.as_of) for run in entries(uri)]
+
+
+def entries(uri: str) -> list[RunEntry]:
     sink = open_sink(uri)
     try:
-        return [(run.run_id, run.status, run.as_of) for run in sink.runs()]
+        return sink.runs()
     finally:
         sink.close()
 
@@ -303,7 +312,19 @@ def no_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
 def unusable_sinks(tmp_path: Path) -> dict[str, tuple[str, str]]:
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
+    keyed_by_customer = tmp_path / "crm.db"  # the CRM's own table: one row per customer
+    engine = sa.create_engine(f"sqlite:///{keyed_by_customer}")
+    with engine.begin() as conn:
+        columns = [sa.Column(column.name, column.type) for column in SCORES.columns]
+        sa.Table(SCORES_TABLE, sa.MetaData(), *columns, sa.PrimaryKeyConstraint("customer_id")).create(conn)
+    engine.dispose()
+    wrong_file = tmp_path / "wrong" / SCORES_TABLE / "2025-01-01.parquet"
+    wrong_file.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"customer_id": ["C1"], "churn_probability": ["high"]}), wrong_file)
     return {
+        "postgresql, port not a number": ("postgresql://u@host:notaport/crm", "is not a database URL"),
+        "sqlite, table keyed on the customer": (f"sqlite:///{keyed_by_customer}", "keyed on \\(customer_id\\)"),
+        "parquet, a file of another schema": (f"parquet:{tmp_path / 'wrong'}", "2025-01-01.parquet has no column"),
         "postgresql, closed port": ("postgresql://postgres@127.0.0.1:1/test", "cannot reach the sink"),
         "sqlite, missing folder": (f"sqlite:///{tmp_path / 'missing' / 'scores.db'}", "does not exist"),
         "sqlite, parent is a file": (f"sqlite:///{a_file / 'scores.db'}", "is not a folder"),
@@ -327,6 +348,14 @@ def test_the_command_prints_an_unreachable_sink_without_a_traceback(tmp_path: Pa
     assert result.exit_code == 2
     assert "cannot reach the sink postgresql+psycopg://postgres@127.0.0.1:1/test" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_command_prints_a_malformed_sink_url_in_one_line(no_scoring: None) -> None:
+    result = CliRunner().invoke(app, ["score", "--sink", "postgresql://u@host:notaport/crm"])
+    assert result.exit_code == 2
+    shown = " ".join(result.output.split())  # as one line: the console wraps it at its width
+    assert shown.startswith("error: sink 'postgresql://u@host:notaport/crm' is not a database URL"), shown
+    assert shown.count("error:") == 1 and "Traceback" not in shown
 
 
 def test_an_as_of_without_a_snapshot_lists_the_snapshots(
@@ -473,3 +502,55 @@ def test_kpi_segments_follow_the_scores(project: Settings, cutoffs: tuple[date, 
     assert overall.value == pytest.approx(expected, rel=1e-9)
     earlier = score_customers(settings, cutoffs[0], uri)
     assert "kept those of the later as-of" in earlier.kpi_segments and segment_as_of(settings) == cutoffs[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# A killed run is marked at the next start
+
+
+def test_a_killed_scoring_run_is_marked_failed_and_killed_at_the_next_start(
+    project: Settings, cutoffs: tuple[date, date], tmp_path: Path
+) -> None:
+    database = tmp_path / "scores.db"
+    uri = f"sqlite:///{database}"
+    sink = open_sink(uri)
+    sink.check()  # the tables, so that the manifest can be watched from the start
+    sink.close()
+
+    def running() -> list[str]:  # a cheap look, so as not to slow the job watched on two cores
+        with sqlite3.connect(database, timeout=60) as conn:
+            return [row[0] for row in conn.execute("SELECT run_id FROM scoring_runs WHERE status = 'running'")]
+
+    command = [str(Path(sys.executable).parent / "custlens"), "score", "--as-of", str(cutoffs[1]), "--sink", uri]
+    # given a `custlens score` killed outright while its run is recorded as running (a run that
+    # finished before the kill landed is tried again)
+    killed_run = None
+    for _attempt in range(5):
+        process = subprocess.Popen(command, env=command_env(project), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        while process.poll() is None and not (began := running()):
+            time.sleep(0.01)
+        process.kill()
+        process.wait()
+        if process.returncode == -signal.SIGKILL and began:
+            (killed_run,) = began
+            break
+    assert killed_run is not None, "every run ended before it was killed"
+    tracking_client = connect(project)
+    assert tracking_client.get_run(killed_run).info.status == "RUNNING"
+    tracking = project.training.tracking_uri
+    assert tracking is not None
+    # and a run of a process still alive
+    with holding("--sink", uri) as alive, holding("--tracking", tracking, "--experiment", "batch-scoring") as tracked:
+        # when the next `custlens score` starts
+        report = score_customers(project, cutoffs[1], uri)
+        runs = {run.run_id: run for run in entries(uri)}
+        # then the killed run is failed in the manifest and KILLED in MLflow, saying why
+        reason = f"killed: process {process.pid} on {socket.gethostname()} is gone"
+        assert (runs[killed_run].status, runs[killed_run].error) == (FAILED, reason)
+        assert tracking_client.get_run(killed_run).info.status == "KILLED"
+        assert reason in _rendered(report)
+        # and the live process's runs are left as they are
+        assert runs[alive.run_id].status == RUNNING
+        assert tracking_client.get_run(tracked.run_id).info.status == "RUNNING"
+    assert runs[report.run_id].status == SUCCEEDED

@@ -4,9 +4,14 @@ column is added; files: the old rows read it as NULL) without a traceback."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import sqlite3
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -17,8 +22,22 @@ import pytest
 import sqlalchemy as sa
 
 from custlens.errors import CustlensError
-from serving.sinks import MODEL_VERSION_COLUMNS, SCORES_SCHEMA, SCORES_TABLE, SUCCEEDED, RunEntry, open_sink
-from tests.support.databases import postgres_schema_url
+from serving.sinks import (
+    ADDED_MANIFEST_COLUMNS,
+    FAILED,
+    MANIFEST_SCHEMA,
+    MANIFEST_TABLE,
+    MODEL_VERSION_COLUMNS,
+    RUNNING,
+    SCORES,
+    SCORES_SCHEMA,
+    SCORES_TABLE,
+    SUCCEEDED,
+    RunEntry,
+    open_sink,
+)
+from tests.support.databases import POSTGRES_URL, postgres_schema_url
+from tests.support.run_holder import holding
 
 AS_OF = date(2025, 1, 1)
 
@@ -158,3 +177,343 @@ def test_parquet_and_sql_sinks_keep_values_exactly(tmp_path: Path) -> None:
             assert sorted(sink.scores()["crm_customer_id"]) == sorted([FORMULAS[0], "CRM-1"])
         finally:
             sink.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The check, whole, before any scoring: URL, table schema and key, write permission, files
+
+
+def check(uri: str) -> None:
+    sink = open_sink(uri)
+    try:
+        sink.check()
+    finally:
+        sink.close()
+
+
+def sql_engine(uri: str) -> sa.Engine:
+    return sa.create_engine(uri.replace("postgresql://", "postgresql+psycopg://"))
+
+
+def create_scores_table(uri: str, *changed: sa.Column[object], key: Sequence[str] = ("as_of", "customer_id")) -> None:
+    """A `customer_scores` table as custlens writes it, but with the `changed` columns (same name:
+    replaced, new name: added) and the primary key `key`."""
+    replaced = {column.name: column for column in changed}
+    columns = [
+        sa.Column(column.name, column.type, nullable=column.nullable)  # a copy: a column belongs to one table
+        for column in (replaced.pop(name) if name in replaced else SCORES.c[name] for name in SCORES.c.keys())  # noqa: SIM118 - names, not columns
+    ]
+    added = [sa.Column(column.name, column.type, nullable=column.nullable) for column in replaced.values()]
+    table = sa.Table(SCORES_TABLE, sa.MetaData(), *columns, *added, sa.PrimaryKeyConstraint(*key))
+    engine = sql_engine(uri)
+    with engine.begin() as conn:
+        table.create(conn)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://u@host:notaport/crm", "postgresql://u@[::1/crm", "sqlite://x:y", "postgresql://u@host:99999/crm"],
+)
+def test_a_malformed_sink_url_is_a_one_line_error(url: str) -> None:
+    with pytest.raises(CustlensError, match="is not a database URL") as raised:
+        check(url)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_sink_url_of_a_driver_not_installed_is_a_one_line_error() -> None:
+    with pytest.raises(CustlensError, match=r"no driver postgresql\+nosuchdriver"):
+        check("postgresql+nosuchdriver://u@localhost/crm")
+
+
+@pytest.mark.parametrize(
+    ("column", "message"),
+    [
+        (sa.Column("churn_probability", sa.Text()), "churn_probability is TEXT, custlens writes a floating-point"),
+        (sa.Column("as_of", sa.Integer(), nullable=False), "as_of is INTEGER, custlens writes a date"),
+        (sa.Column("churn_risk", sa.Text(), nullable=False), "churn_risk is NOT NULL"),
+        (sa.Column("crm_notes", sa.Text(), nullable=False), "crm_notes is NOT NULL and has no default"),
+    ],
+    ids=["text for a number", "integer for a date", "not null where custlens writes null", "foreign not null"],
+)
+def test_a_sql_table_of_the_wrong_schema_is_refused_by_the_check(
+    sql_sink_uri: str, column: sa.Column[object], message: str
+) -> None:
+    # given a customer_scores table that differs from what the batch writes in one column
+    create_scores_table(sql_sink_uri, column)
+    # then the check says which column and how, in one line
+    with pytest.raises(CustlensError, match=message) as raised:
+        check(sql_sink_uri)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_sql_table_keyed_on_the_customer_alone_is_refused_by_the_check(sql_sink_uri: str) -> None:
+    # given the CRM's own table of one row per customer: a second as-of date could never go in
+    create_scores_table(sql_sink_uri, key=("customer_id",))
+    with pytest.raises(
+        CustlensError, match=r"keyed on \(customer_id\); custlens writes one row per \(customer_id, as_of"
+    ):
+        check(sql_sink_uri)
+
+
+def test_a_sql_table_without_a_key_is_refused_by_the_check(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'scores.db'}"
+    columns = [sa.Column(column.name, column.type) for column in SCORES.columns]
+    engine = sql_engine(uri)
+    with engine.begin() as conn:
+        sa.Table(SCORES_TABLE, sa.MetaData(), *columns).create(conn)
+    engine.dispose()
+    with pytest.raises(CustlensError, match=r"has no key on \(customer_id, as_of\)"):
+        check(uri)
+
+
+def test_a_sql_table_with_compatible_types_of_its_own_passes_and_takes_a_run(sql_sink_uri: str) -> None:
+    # given a table a DBA made: VARCHAR for text, REAL for the probabilities
+    create_scores_table(sql_sink_uri, sa.Column("customer_id", sa.String(64), nullable=False),
+                        sa.Column("churn_probability", sa.REAL()), sa.Column("crm_notes", sa.Text()))  # fmt: skip
+    run(sql_sink_uri, chunk("r", {"C1": 1.0}, "USD"))
+    assert read(sql_sink_uri) == {"C1": (1.0, "USD")}
+
+
+def test_the_write_probe_of_the_check_leaves_no_trace(sink_uri: str) -> None:
+    # given a sink holding one run
+    run(sink_uri, chunk("r", {"C1": 1.0}, "USD"))
+    sink = open_sink(sink_uri)
+    try:
+        before = (sink.scores(), sink.runs())
+        # when it is checked again
+        sink.check()
+        # then it holds the same rows and runs
+        after = (sink.scores(), sink.runs())
+    finally:
+        sink.close()
+    assert after[0].equals(before[0]) and after[1] == before[1]
+    if sink_uri.startswith(("parquet:", "csv:")):
+        folder = Path(sink_uri.partition(":")[2])
+        assert sorted(p.name for p in folder.rglob("*")) == sorted(
+            [SCORES_TABLE, f"{AS_OF}.{sink_uri.partition(':')[0]}", f"scoring_runs.{sink_uri.partition(':')[0]}"]
+        )
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[str]:
+    yield from postgres_schema_url("custlens_grants")
+
+
+@contextmanager
+def postgres_role(schema_url: str, grants: Sequence[str]) -> Iterator[str]:
+    """A role of our own that may only do `grants` in the schema of `schema_url` (which the sink's
+    tables are in); the URL of that schema as that role. Dropped afterwards."""
+    import psycopg
+
+    role = f"custlens_role_{uuid.uuid4().hex[:10]}"
+    schema = schema_url.rpartition("%3D")[2]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        for grant in grants:
+            conn.execute(grant.format(role=role, schema=schema))
+    try:
+        yield schema_url.replace("postgresql://postgres@", f"postgresql://{role}@")
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")  # its privileges, in this database
+            conn.execute(f"DROP ROLE {role}")
+
+
+READ_ONLY = [f"GRANT SELECT ON {{schema}}.{SCORES_TABLE}, {{schema}}.{MANIFEST_TABLE} TO {{role}}"]
+# What the write-back needs on the manifest, and only reading on the scores: the check used to try
+# the manifest alone.
+SCORES_READ_ONLY = [f"GRANT SELECT ON {{schema}}.{SCORES_TABLE} TO {{role}}",
+                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON {{schema}}.{MANIFEST_TABLE} TO {{role}}"]  # fmt: skip
+WRITER = [f"GRANT SELECT, INSERT, DELETE ON {{schema}}.{SCORES_TABLE} TO {{role}}",
+          f"GRANT SELECT, INSERT, UPDATE ON {{schema}}.{MANIFEST_TABLE} TO {{role}}"]  # fmt: skip
+
+
+@pytest.mark.parametrize("grants", [READ_ONLY, SCORES_READ_ONLY], ids=["read only", "scores read only"])
+def test_a_postgresql_role_that_cannot_write_the_scores_is_refused_by_the_check(
+    postgres_schema: str, grants: list[str]
+) -> None:
+    # given the sink's tables, and a role that may read them but not write the scores
+    run(postgres_schema, chunk("r", {"C1": 1.0}, "USD"))
+    with postgres_role(postgres_schema, grants) as as_role:
+        # then its check fails in one line that names the table and what to grant
+        with pytest.raises(CustlensError, match=r"permission denied for table .*; grant the sink's user") as raised:
+            check(as_role)
+        assert "\n" not in str(raised.value)
+    # and the tables hold what they held
+    assert read(postgres_schema) == {"C1": (1.0, "USD")}
+
+
+def test_a_postgresql_role_with_the_grants_the_write_back_needs_passes_the_check_and_writes(
+    postgres_schema: str,
+) -> None:
+    run(postgres_schema, chunk("r", {"C1": 1.0}, "USD"))
+    with postgres_role(postgres_schema, WRITER) as as_role:
+        run(as_role, chunk("r", {"C2": 2.0}, "USD"))
+        assert read(as_role) == {"C2": (2.0, "USD")}  # a run of all customers replaces the as-of
+
+
+def test_a_read_only_sqlite_file_is_refused_by_the_check(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'scores.db'}"
+    run(uri, chunk("r", {"C1": 1.0}, "USD"))
+    sink = open_sink(uri)
+    try:
+        sink.check()
+        conn = sink._connect()
+        conn.exec_driver_sql("PRAGMA query_only = ON")  # what a read-only file is, even for root
+        conn.commit()
+        with pytest.raises(CustlensError, match=r"cannot write to the sink .*attempt to write a readonly database"):
+            sink.check()
+    finally:
+        sink.close()
+
+
+def as_another_user(action: Callable[[], None]) -> str | None:
+    """Run `action` in a forked child without root's power to write anywhere (as `nobody` when the
+    tests run as root); the CustlensError it raised, or None."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def child() -> None:
+        if os.geteuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+        try:
+            action()
+            writer.send(None)
+        except CustlensError as exc:
+            writer.send(str(exc))
+        except BaseException as exc:  # anything else is the defect itself
+            writer.send(f"{type(exc).__name__}: {exc}")
+
+    process = context.Process(target=child)
+    process.start()
+    outcome = reader.recv()
+    process.join()
+    return outcome
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_file_sink_whose_folder_is_not_writable_is_refused_by_the_check(kind: str) -> None:
+    # given a sink folder written before (its customer_scores folder still writable), now read only
+    folder = Path(tempfile.mkdtemp(prefix="custlens-sink-"))  # not under pytest's root-only tmp folder
+    try:
+        folder.chmod(0o755)
+        uri = f"{kind}:{folder / 'scores'}"
+        run(uri, chunk("r", {"C1": 1.0}, "USD"))
+        (folder / "scores" / SCORES_TABLE).chmod(0o777)
+        (folder / "scores").chmod(0o555)
+        # then the check says the manifest's folder cannot be written, before any scoring
+        message = as_another_user(lambda: check(uri))
+        assert message is not None and message.startswith("cannot write to the sink"), message
+        assert "Permission denied" in message and "\n" not in message
+    finally:
+        (folder / "scores").chmod(0o755)
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_an_existing_scores_file_of_the_wrong_schema_is_refused_by_the_check(kind: str, tmp_path: Path) -> None:
+    # given a sink whose file of an earlier as-of date holds text where custlens writes numbers
+    uri = f"{kind}:{tmp_path / 'scores'}"
+    run(uri, chunk("r", {"C1": 1.0}, "USD"))
+    path = tmp_path / "scores" / SCORES_TABLE / f"{AS_OF}.{kind}"
+    table = pq.read_table(path) if kind == "parquet" else pa_csv.read_csv(path)
+    index = table.schema.get_field_index("churn_probability")
+    table = table.set_column(index, "churn_probability", pa.array(["high"] * len(table), pa.string()))
+    pq.write_table(table, path) if kind == "parquet" else pa_csv.write_csv(table, path)
+    # then the check names the file and the column
+    with pytest.raises(CustlensError, match=rf"{AS_OF}.{kind} .*churn_probability") as raised:
+        check(uri)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_scores_file_missing_a_column_or_not_named_for_a_date_is_refused_by_the_check(
+    kind: str, tmp_path: Path
+) -> None:
+    uri = f"{kind}:{tmp_path / 'scores'}"
+    run(uri, chunk("r", {"C1": 1.0}, "USD"))
+    scores = tmp_path / "scores" / SCORES_TABLE
+    path = scores / f"{AS_OF}.{kind}"
+    table = (pq.read_table(path) if kind == "parquet" else pa_csv.read_csv(path)).drop_columns(["customer_id"])
+    pq.write_table(table, path) if kind == "parquet" else pa_csv.write_csv(table, path)
+    with pytest.raises(CustlensError, match=f"{AS_OF}.{kind} has no column customer_id"):
+        check(uri)
+    path.unlink()
+    (scores / f"notes.{kind}").write_text("a file of someone else's")
+    with pytest.raises(CustlensError, match=f"notes.{kind} is not named for an as-of date"):
+        check(uri)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs left `running` by a killed process
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_failed_at_the_next_start(sink_uri: str) -> None:
+    # given a run begun by a process killed outright, one of a process still running, and one of
+    # another host (whose processes this one cannot see)
+    with holding("--sink", sink_uri) as killed, holding("--sink", sink_uri) as alive:
+        killed.kill()
+        elsewhere = RunEntry(run_id="elsewhere", as_of=AS_OF, status=RUNNING, scope="all", started_at=datetime.now(UTC),
+                             churn_model_version="1", repurchase_model_version="1", clv_model_version="1",
+                             segments_model_version="1", host="another-host", pid=killed.pid)  # fmt: skip
+        sink = open_sink(sink_uri)
+        try:
+            sink.begin(elsewhere)
+            sink.abort(elsewhere)  # drops its staging, keeps it `running`
+            # when the next run starts
+            marked = sink.fail_killed_runs()
+            runs = {run.run_id: run for run in sink.runs()}
+        finally:
+            sink.close()
+    # then only the killed process's run is failed, saying why
+    assert [run.run_id for run in marked] == [killed.run_id]
+    host = socket.gethostname()
+    assert (runs[killed.run_id].status, runs[killed.run_id].error) == (
+        FAILED,
+        f"killed: process {killed.pid} on {host} is gone",
+    )
+    assert (runs[killed.run_id].host, runs[killed.run_id].pid) == (host, killed.pid)
+    assert runs[alive.run_id].status == RUNNING and runs["elsewhere"].status == RUNNING
+
+
+def test_a_sql_manifest_from_before_host_and_pid_gets_them_added(sql_sink_uri: str) -> None:
+    # given a manifest as custlens wrote it before it recorded who ran each run
+    run_id = run(sql_sink_uri, chunk("r", {"C1": 1.0}, "USD"))
+    engine = sql_engine(sql_sink_uri)
+    with engine.begin() as conn:
+        for column in ADDED_MANIFEST_COLUMNS:
+            conn.exec_driver_sql(f"ALTER TABLE {MANIFEST_TABLE} DROP COLUMN {column}")
+    engine.dispose()
+    # when a new run is written, then the old run reads with no host, and the new run is recorded
+    new_id = run(sql_sink_uri, chunk("r", {"C1": 2.0}, "USD"))
+    runs = {entry.run_id: entry for entry in runs_of(sql_sink_uri)}
+    assert (runs[run_id].host, runs[run_id].pid) == (None, None)
+    assert runs[new_id].status == SUCCEEDED
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_manifest_file_from_before_host_and_pid_reads_them_as_null(kind: str, tmp_path: Path) -> None:
+    uri = f"{kind}:{tmp_path / 'scores'}"
+    run_id = run(uri, chunk("r", {"C1": 1.0}, "USD"))
+    path = tmp_path / "scores" / f"{MANIFEST_TABLE}.{kind}"
+    types = pa_csv.ConvertOptions(column_types=dict(zip(MANIFEST_SCHEMA.names, MANIFEST_SCHEMA.types, strict=True)))
+    old = pq.read_table(path) if kind == "parquet" else pa_csv.read_csv(path, convert_options=types)
+    old = old.drop_columns(list(ADDED_MANIFEST_COLUMNS))
+    pq.write_table(old, path) if kind == "parquet" else pa_csv.write_csv(old, path)
+    new_id = run(uri, chunk("r", {"C1": 2.0}, "USD"))
+    runs = {entry.run_id: entry for entry in runs_of(uri)}
+    assert (runs[run_id].host, runs[run_id].pid, runs[run_id].status) == (None, None, SUCCEEDED)
+    assert runs[new_id].status == SUCCEEDED
+
+
+def runs_of(uri: str) -> list[RunEntry]:
+    sink = open_sink(uri)
+    try:
+        return sink.runs()
+    finally:
+        sink.close()
