@@ -292,6 +292,45 @@ def train(
 
 @app.command()
 @user_errors_exit_cleanly
+def backtest(
+    cutoff: Annotated[str, typer.Option("--cutoff", help="First day of the holdout, YYYY-MM-DD.")],
+    horizon: Annotated[str, typer.Option("--horizon", help="Holdout length: days (273 or 273d), 39w, 9m or 1y.")],
+    output_format: Annotated[
+        Literal["table", "json"], typer.Option("--format", help="How the results are printed.")
+    ] = "table",
+    baselines_only: Annotated[
+        bool, typer.Option("--baselines-only", help="Only BG/NBD, Gamma-Gamma and logistic RFM: no LightGBM.")
+    ] = False,
+    trials: Annotated[int | None, typer.Option(min=1, help="Optuna trials per model (default: the config's).")] = None,
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples of the customers.")] = 1000,
+    config: ConfigOption = None,
+) -> None:
+    """Score every model trainable before --cutoff and every baseline on [cutoff, cutoff + horizon), with
+    95% bootstrap intervals and each model's paired difference to the best baseline; logged to MLflow."""
+    from custlens.settings import parse_days
+    from training.backtest import run_backtest
+
+    settings = _settings(config)
+    if trials is not None:
+        settings = settings.model_copy(update={"training": settings.training.model_copy(update={"trials": trials})})
+    try:
+        horizon_days = int(parse_days(horizon))
+    except ValueError as exc:
+        raise CustlensError(f"--horizon: {exc}") from None
+    if horizon_days < 1:
+        raise CustlensError(f"--horizon {horizon!r} is empty; give at least one day")
+    quiet = output_format == "json"  # stdout is the JSON alone
+    result = run_backtest(settings, _required_day(cutoff, "--cutoff"), horizon_days, learned=not baselines_only,
+                          resamples=resamples, console=err_console if quiet else console)  # fmt: skip
+    if quiet:
+        sys.stdout.write(result.to_json() + "\n")
+        return
+    console.print(result.render())
+    console.print(f"MLflow run {result.run_id} (experiment custlens-backtest)", highlight=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
 def score(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Snapshot date to score, YYYY-MM-DD (default: the latest).")

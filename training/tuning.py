@@ -75,15 +75,20 @@ def _metric(objective: Objective) -> str:
 Data = tuple[pd.DataFrame, np.ndarray]
 
 
-def datasets(train: Data, valid: Data | None) -> tuple[lgb.Dataset, lgb.Dataset | None]:
+def datasets(
+    train: Data, valid: Data | None, init_scores: tuple[np.ndarray, np.ndarray | None] | None = None
+) -> tuple[lgb.Dataset, lgb.Dataset | None]:
     """Binned once and reused by every trial: binning is most of a small fit's cost. No validation
-    set (None) when the validation window is too small to stop on."""
+    set (None) when the validation window is too small to stop on. `init_scores` (train, validation)
+    are raw scores the trees start from, as when they learn a correction on top of another model."""
     # feature_pre_filter off: trials change min_data_in_leaf, which pre-filtering would freeze
     binning = {"verbosity": -1, "feature_pre_filter": False}
-    train_set = lgb.Dataset(train[0], train[1], free_raw_data=False, params=binning)
+    train_init, valid_init = init_scores if init_scores is not None else (None, None)
+    train_set = lgb.Dataset(train[0], train[1], init_score=train_init, free_raw_data=False, params=binning)
     if valid is None:
         return train_set, None
-    valid_set = lgb.Dataset(valid[0], valid[1], reference=train_set, free_raw_data=False, params=binning)
+    valid_set = lgb.Dataset(valid[0], valid[1], reference=train_set, init_score=valid_init, free_raw_data=False,
+                            params=binning)  # fmt: skip
     return train_set, valid_set
 
 
@@ -135,10 +140,12 @@ def tune(
     seed: int,
     threads: int = 1,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    init_scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TuningResult:
-    """Search LightGBM parameters minimizing the validation loss; the test window is never seen."""
+    """Search LightGBM parameters minimizing the validation loss; the test window is never seen.
+    `init_scores`: raw scores the trees start from (see `datasets`)."""
     metric = _metric(objective)
-    train_set, valid_set = datasets(train, valid)
+    train_set, valid_set = datasets(train, valid, init_scores)
     assert valid_set is not None
 
     def run(trial: optuna.Trial) -> float:
