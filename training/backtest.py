@@ -257,26 +257,25 @@ class _LearningRows:
     offsets: dict[str, np.ndarray] = field(default_factory=dict)  # BG/NBD's raw score per split
 
 
-def _learning_rows(settings: Settings, orders: pd.DataFrame, holdout: Holdout, model: ModelName,
-                   windows: list[TrainingWindow], holdout_btyd: Btyd) -> _LearningRows:  # fmt: skip
-    """Training rows of each window with their features and BG/NBD's prediction for that window;
-    the holdout rows as the test split. A fifth of customers (frames.is_validation_customer) is
-    held out of training to tune on, as in training."""
+def _learning_rows(settings: Settings, holdout: Holdout, model: ModelName, windows: list[TrainingWindow],
+                   fits: dict[date, Btyd | None] | None, holdout_btyd: Btyd) -> _LearningRows:  # fmt: skip
+    """Training rows of each window with their features and, with `fits` (BG/NBD at each window's
+    cutoff), BG/NBD's raw score for that window (0 without); the holdout rows as the test split. A
+    fifth of customers (frames.is_validation_customer) is held out of training to tune on, as in
+    training."""
     from features.store import training_frame  # Feast takes seconds to import
 
     parts, offsets = [], []
     for window in windows:
         labels = _population(_labels(settings, window.cutoff, window.days), model)
-        if labels.empty:
+        fitted = fits.get(window.cutoff) if fits is not None else None
+        if labels.empty or (fits is not None and fitted is None):
             continue
-        try:
-            fitted = Btyd.fit(orders, window.cutoff)
-        except CustlensError:
-            continue  # too little history at this cutoff for BG/NBD: it trains nothing
-        offsets.append(_link(model, fitted.predict(model, labels, window.days)))
+        offsets.append(_link(model, fitted.predict(model, labels, window.days)) if fitted else np.zeros(len(labels)))
         parts.append(labels)
     if not parts:
-        raise CannotTrain("no earlier cutoff has customers and enough history for BG/NBD")
+        history = " with enough history for BG/NBD (a repeat purchase)" if fits is not None else ""
+        raise CannotTrain(f"no training cutoff has customers{history}")
     test = holdout.rows(model)
     labels = pd.concat([*parts, test], ignore_index=True)
     offset = np.concatenate([*offsets, _link(model, holdout_btyd.predict(model, test, holdout.horizon_days))])
@@ -330,6 +329,7 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
     full = [w for w in windows if w.days == holdout.horizon_days][-settings.training.train_cutoffs :]
     recent = windows[-settings.training.train_cutoffs :]
     _ensure_snapshots(settings, [w.cutoff for w in recent + full] + [holdout.cutoff], console)
+    fits = {window.cutoff: _fit_or_none(orders, window.cutoff) for window in recent}
     candidates = []
     for model in MODELS:
         spec = SPECS[model]
@@ -343,7 +343,7 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
                 continue
             say(f"[bold]{model}[/]: {name} on {len(chosen)} cutoffs {chosen[0].cutoff}..{chosen[-1].cutoff}")
             try:
-                learning = _learning_rows(settings, orders, holdout, model, chosen, btyd)
+                learning = _learning_rows(settings, holdout, model, chosen, fits if with_offset else None, btyd)
                 predicted = _fit_and_predict(settings, spec, learning, with_offset)
             except CannotTrain as exc:
                 candidates.append(Candidate(model, name, "learned", None, str(exc)))
@@ -358,6 +358,15 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
                                         f"trained on {len(counts):,} rows at {len(chosen)} cutoffs "
                                         f"{chosen[0].cutoff}..{chosen[-1].cutoff}, {spans}"))  # fmt: skip
     return candidates
+
+
+def _fit_or_none(orders: pd.DataFrame, cutoff: date) -> Btyd | None:
+    """BG/NBD and Gamma-Gamma at a training cutoff; None when its history is too short for them
+    (no repeat purchase yet): that cutoff trains nothing."""
+    try:
+        return Btyd.fit(orders, cutoff)
+    except CustlensError:
+        return None
 
 
 def _no_window(holdout: Holdout, windows: list[TrainingWindow], with_offset: bool) -> str:
@@ -381,7 +390,7 @@ def _ensure_snapshots(settings: Settings, cutoffs: list[date], console: Console 
     if missing:
         if console:
             console.print(f"building feature snapshots at {', '.join(map(str, missing))}", highlight=False)
-        build_snapshots(settings, missing)
+        build_snapshots(settings, missing, console=console)
 
 
 def oracle_candidates(settings: Settings, holdout: Holdout) -> list[Candidate]:
@@ -471,7 +480,7 @@ class BacktestResult:
             table.add_column(column)
         for row in self.rows:
             diff = row.diff_vs_best_baseline
-            versus = "" if diff is None else f"{diff.value:+.3f} {_range(diff)}"
+            versus = "" if diff is None else f"{'+' if diff.value >= 0 else ''}{_number(diff.value)} {_range(diff)}"
             table.add_row(row.model, row.candidate, row.kind, row.metric, _number(row.estimate.value),
                           _range(row.estimate), versus)  # fmt: skip
         lines = []
