@@ -4,6 +4,9 @@ Measures, in one run, against the budgets in DESIGN.md:
 - `features.online.materialize(full=True)` of one snapshot of --customers customers (3 runs, median,
   each in its own process so its peak RSS is its own) against stock `FeatureStore.materialize` of
   the same five family views made `online=True`, over --stock-customers customers (extrapolated);
+- `materialize` of the same cutoff again after --changed-share of the customers changed (3 runs,
+  median): the nightly rebuild, where only changed customers are written, and the time the switch
+  to the new generation took (the step Redis readers wait for);
 - online read latency (p50/p99) of 1 and 100 random known ids: our `OnlineFeatures.read` (packed
   rows) and `.frame(ids, "churn_v1")` (every feature of the service) against stock
   `get_online_features(features=<churn_v1>, ...)`, including its on-demand view `recency`.
@@ -49,7 +52,9 @@ from features.catalog import FAMILIES, Family, family_features
 from features.lake.tables import cutoff_instant
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_GENERATOR = PROJECT_ROOT / "tests" / "support" / "feature_snapshots.py"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+STORES = ("sqlite", "redis")
 SERVICE = "churn_v1"
 WARMUP_CALLS = 50
 REPEATS = 3
@@ -59,7 +64,7 @@ MATERIALIZE_BUDGET_S = 60.0
 READ_BUDGET_MS = {1: 1.0, 100: 5.0}
 NOISY_LOAD_AVERAGE = 1.5
 
-# tests/feature_snapshots.py's synthetic_values, column by column, with numpy and Arrow instead of
+# tests/support/feature_snapshots.py's synthetic_values, column by column, with numpy and Arrow instead of
 # Python lists (about 20 s and 1.9 GiB at 1M customers otherwise). It draws from the generator in
 # the same order, so the same seed gives the same values; `check_generator` proves it on each run.
 ARROW_TYPES = {
@@ -115,10 +120,10 @@ def write_tables(data_dir: Path, cutoff: date, tables: dict[Family, pa.Table]) -
 
 
 def check_generator(scratch: Path, cutoff: date, customers: int = 2_000) -> None:
-    """Stop the run unless our generator writes what tests/feature_snapshots.py writes, schema and values."""
+    """Stop the run unless our generator writes what tests/support/feature_snapshots.py writes, schema and values."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("feature_snapshots", PROJECT_ROOT / "tests" / "feature_snapshots.py")
+    spec = importlib.util.spec_from_file_location("feature_snapshots", REFERENCE_GENERATOR)
     assert spec is not None and spec.loader is not None
     reference = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reference)
@@ -133,7 +138,7 @@ def check_generator(scratch: Path, cutoff: date, customers: int = 2_000) -> None
         if not actual.schema.equals(expected.schema, check_metadata=True):
             raise SystemExit(f"generator: {family} schema differs:\n{actual.schema}\n!=\n{expected.schema}")
         if not actual.equals(expected):
-            raise SystemExit(f"generator: {family} values differ from tests/feature_snapshots.py")
+            raise SystemExit(f"generator: {family} values differ from {REFERENCE_GENERATOR}")
     shutil.rmtree(scratch)
 
 
@@ -161,6 +166,8 @@ class StoreSpec:
     customers: int
     cutoff: str
     reads: int
+    changed_share: float = 0.0  # materialize-incremental: the share of customers changed before the run
+    attempt: int = 0  # materialize-incremental: which run (each changes other customers, to another value)
 
 
 def _settings(spec: StoreSpec) -> Any:
@@ -183,7 +190,47 @@ def worker_materialize_ours(spec: StoreSpec) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if report.written != spec.customers:
         raise SystemExit(f"materialize wrote {report.written:,} customers, expected {spec.customers:,}")
-    return {"seconds": seconds, "customers": report.customers}
+    return {"seconds": seconds, "customers": report.customers, "switch_seconds": _switch_seconds(report)}
+
+
+def _switch_seconds(report: Any) -> float | None:
+    """How long readers took to go from one generation to the next; None before generations existed."""
+    return getattr(report, "switch_seconds", None)
+
+
+def change_some_customers(spec: StoreSpec) -> int:
+    """Give `changed_share` of the customers (others each attempt) a new value of one number, as a
+    rebuilt snapshot of the same cutoff after a new ingest would; the number of customers changed."""
+    family = next(f for f in FAMILIES if any(feature.kind == "number" for feature in family_features(f)))
+    name = next(feature.name for feature in family_features(family) if feature.kind == "number")
+    path = layout.snapshot_file(family, date.fromisoformat(spec.cutoff), Path(spec.data_dir).resolve())
+    table = pq.read_table(path)
+    rng = np.random.default_rng(SEED + spec.attempt)
+    chosen = pa.array(rng.random(len(table)) < spec.changed_share)
+    # A value no generated row holds, another each attempt and store (the stores' snapshot files
+    # start as links to the same files); a row may still hold an earlier run's value.
+    value = pa.scalar(1e9 + 1000 * STORES.index(spec.online_store) + spec.attempt, pa.float64())
+    before = table.column(name)
+    changed = pc.and_(chosen, pc.invert(pc.fill_null(pc.equal(before, value), False)))
+    partial = path.with_name(f".{path.name}.partial")
+    after = table.set_column(table.schema.get_field_index(name), name, pc.if_else(chosen, value, before))
+    pq.write_table(after, partial)
+    os.replace(partial, path)  # a new file: the hard-linked copies of the other stores keep theirs
+    return int(pc.sum(changed).as_py() or 0)
+
+
+def worker_materialize_incremental(spec: StoreSpec) -> dict[str, Any]:
+    """The same cutoff again after a few customers changed: only they are written (the nightly case)."""
+    from features.online import materialize
+
+    settings = _settings(spec)
+    changed = change_some_customers(spec)
+    started = time.perf_counter()
+    report = materialize(settings)
+    seconds = time.perf_counter() - started
+    if report.full or report.written != changed:
+        raise SystemExit(f"incremental run wrote {report.written:,} (full: {report.full}), expected {changed:,}")
+    return {"seconds": seconds, "written": changed, "switch_seconds": _switch_seconds(report)}
 
 
 def _stock_store(spec: StoreSpec) -> Any:
@@ -309,6 +356,7 @@ def worker_read_stock(spec: StoreSpec) -> dict[str, Any]:
 
 WORKERS: dict[str, Callable[[StoreSpec], dict[str, Any]]] = {
     "materialize-ours": worker_materialize_ours,
+    "materialize-incremental": worker_materialize_incremental,
     "materialize-stock": worker_materialize_stock,
     "read-ours": worker_read_ours,
     "read-stock": worker_read_stock,
@@ -386,6 +434,12 @@ def verdict(passed: bool | None) -> str:
     return "[green]PASS[/green]" if passed else "[bold red]FAIL[/bold red]"
 
 
+def _switch(run: dict[str, Any]) -> str:
+    """How long the run's switch to the new generation took, where the code has one."""
+    seconds = run.get("switch_seconds")
+    return "" if seconds is None else f"  switch {seconds * 1000:,.0f} ms"
+
+
 def bench_store(kind: str, args: argparse.Namespace, dirs: dict[str, Path], tag: str, run_worker: Runner) -> list[Row]:
     console = run_worker.console
     cutoff = str(args.cutoff)
@@ -399,11 +453,22 @@ def bench_store(kind: str, args: argparse.Namespace, dirs: dict[str, Path], tag:
         runs.append(run)
         console.print(
             f"ours  materialize run {attempt}: {run['seconds']:6.1f} s  {args.customers / run['seconds']:>9,.0f} cust/s"
-            f"  peak {run['peak_mib']:6,.0f} MiB"
+            f"  peak {run['peak_mib']:6,.0f} MiB" + _switch(run)
         )
     ours_s = statistics.median(run["seconds"] for run in runs)
     ours_rate = args.customers / ours_s
     ours_peak = max(run["peak_mib"] for run in runs)
+
+    incremental = []
+    for attempt in range(1, REPEATS + 1):
+        spec = StoreSpec(**(ours.__dict__ | {"changed_share": args.changed_share, "attempt": attempt}))
+        run = run_worker("materialize-incremental", spec)
+        incremental.append(run)
+        console.print(
+            f"ours  incremental run {attempt}: {run['seconds']:6.1f} s  {run['written']:>9,} written"
+            f"  peak {run['peak_mib']:6,.0f} MiB" + _switch(run)
+        )
+    incremental_s = statistics.median(run["seconds"] for run in incremental)
 
     stock_run = run_worker("materialize-stock", stock)
     stock_rate = args.stock_customers / stock_run["seconds"]
@@ -432,6 +497,13 @@ def bench_store(kind: str, args: argparse.Namespace, dirs: dict[str, Path], tag:
             ours_s <= MATERIALIZE_BUDGET_S,
         ),
         Row(kind, "  ours throughput / peak RSS", f"{ours_rate:,.0f} cust/s / {ours_peak:,.0f} MiB"),
+        Row(
+            kind,
+            f"materialize again, {args.changed_share:.0%} changed, ours (median of {REPEATS}: "
+            + ", ".join(f"{run['seconds']:.1f}" for run in incremental)
+            + " s)",
+            f"{incremental_s:.1f} s",
+        ),
         Row(
             kind,
             f"materialize {args.stock_customers:,}, stock Feast",
@@ -489,6 +561,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000, help="customers materialized by our path")
     parser.add_argument("--stock-customers", type=int, default=100_000, help="customers materialized by stock Feast")
+    parser.add_argument(
+        "--changed-share", type=float, default=0.01, help="share of customers changed before each incremental run"
+    )
     parser.add_argument("--work", type=Path, default=Path("bench-out/feature-store"), help="scratch folder (wiped)")
     parser.add_argument("--redis", action="store_true", help=f"also measure Redis on {REDIS_HOST}:{REDIS_PORT}")
     parser.add_argument("--reads", type=int, default=2000, help="timed calls per read figure (after 50 warm-up)")
@@ -525,7 +600,7 @@ def main() -> None:
         snapshots["stock"], args.cutoff, synthetic_tables(customer_ids(args.stock_customers), args.cutoff, SEED)
     )
     console.print(
-        f"setup (not a measured figure): generator checked against tests/feature_snapshots.py, snapshots written "
+        f"setup (not a measured figure): generator checked against {REFERENCE_GENERATOR.name}, snapshots written "
         f"in {time.perf_counter() - setup_started:.1f} s"
     )
 

@@ -8,12 +8,22 @@ What changes is the cost: one row per customer instead of one per customer and f
 packed with numpy instead of one protobuf per value, and only the customers whose features
 changed. Reads are the mirror image: one SELECT (SQLite) or one pipeline of HMGETs (Redis) per
 call, and the numbers of every id decoded by one `np.frombuffer`.
+
+A materialization is a generation: readers see the previous one whole until the store switches
+to the next in one step, however the run ends. The files written beside the store (the digests
+that make the next run incremental, the packed source Feast's own materialize reads) carry the
+generation's name and take their places right after the switch; the next run finishes that if a
+kill came between, and trusts digests only of the generation the store holds.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -59,12 +69,16 @@ class MaterializeReport:
     full: bool
     seconds: float
     store: str
+    removed: int = 0  # customers of the previous generation that this snapshot no longer has
+    switch_seconds: float = 0.0  # the step readers go from one generation to the next in
 
     def render(self) -> str:
         kind = "full load" if self.full else "incremental"
+        removed = f", {self.removed:,} removed" if self.removed else ""
         return (
             f"materialized snapshot {self.cutoff} into the {self.store} online store ({kind}): "
-            f"{self.written:,} of {self.customers:,} customers written in {self.seconds:.1f} s"
+            f"{self.written:,} of {self.customers:,} customers written{removed} in {self.seconds:.1f} s "
+            f"(readers switched in {self.switch_seconds * 1000:,.0f} ms)"
         )
 
 
@@ -73,13 +87,25 @@ def _digest_path(settings: Settings) -> Path:
     return settings.feast_dir / f"online-{settings.feast.online_store}-{settings.feast.project}.digests.parquet"
 
 
+def _side_files(settings: Settings) -> tuple[Path, Path]:
+    """The files each generation writes beside the store: its digests and the packed source."""
+    return _digest_path(settings), layout.packed_path(settings.data_dir.resolve())
+
+
+def _pending(path: Path, generation: str) -> Path:
+    """Where a side file of `generation` waits for the store to switch to it."""
+    return path.with_name(f"{path.name}.generation-{generation}")
+
+
 def materialize(
     settings: Settings, cutoff: date | None = None, full: bool = False, console: Console | None = None
 ) -> MaterializeReport:
-    """Load the snapshot at `cutoff` (default: the latest) into the online store.
+    """Load the snapshot at `cutoff` (default: the latest) into the online store, as a new
+    generation that readers switch to in one step.
 
-    Only customers whose features differ from the last materialization are written, unless
-    `full` is set or the online store turns out to be empty (a fresh Redis, say).
+    Only customers whose features differ from the generation the store holds are written, unless
+    `full` is set, the cutoff is another, or the store turns out to be empty (a fresh Redis, say)
+    or to hold a generation the digests do not describe (a run killed after its switch).
     """
     started = time.perf_counter()
     store = feature_store(settings)
@@ -89,59 +115,104 @@ def materialize(
         raise CustlensError("the feature store has no customer_vector view; run `custlens features apply`") from exc
     snapshot = load_packed_snapshot(settings, cutoff)
     table = feast_format.online_table(store, view)
-
-    digests = snapshot.digests()
-    changed = np.arange(len(snapshot))
-    previous_path = _digest_path(settings)
-    # Within one cutoff (today's snapshot rebuilt after a new ingest, say) only changed customers
-    # are written; a new cutoff moves every row's feature timestamp, so all of them are.
-    if not full and previous_path.exists() and _same_cutoff(previous_path, snapshot.cutoff):
-        previous = pq.read_table(previous_path)
-        loaded = dict(zip(previous.column(JOIN_KEY).to_pylist(), previous.column("digest").to_pylist(), strict=True))
-        changed = np.array(
-            [i for i, (customer_id, digest) in enumerate(zip(snapshot.customer_ids, digests.tolist(), strict=True))
-             if loaded.get(customer_id) != digest],
-            dtype="int64",
-        )
-    empty = table.is_empty(feast_format.entity_key_bytes(JOIN_KEY, snapshot.customer_ids[:3]))
-    full = full or empty or len(changed) == len(snapshot)
-    if full:
+    with _only_run(settings):
+        current = table.generation()
+        _settle_side_files(settings, current)
+        digests = snapshot.digests()
+        previous = _previous_digests(_digest_path(settings))
+        removed = sorted(set(previous) - set(snapshot.customer_ids)) if previous is not None else []
         changed = np.arange(len(snapshot))
+        # Within one cutoff (today's snapshot rebuilt after a new ingest, say) only changed customers
+        # are written; a new cutoff moves every row's feature timestamp, so all of them are.
+        if not full and previous is not None and _describes(_digest_path(settings), snapshot.cutoff, current):
+            changed = np.array(
+                [i for i, (customer_id, digest) in enumerate(zip(snapshot.customer_ids, digests.tolist(), strict=True))
+                 if previous.get(customer_id) != digest],
+                dtype="int64",
+            )
+        empty = table.is_empty(feast_format.entity_key_bytes(JOIN_KEY, snapshot.customer_ids[:3]))
+        full = full or empty or len(changed) == len(snapshot)
+        if full:
+            changed = np.arange(len(snapshot))
 
-    event_ts = int(cutoff_instant(snapshot.cutoff).timestamp())
-    batch = settings.feast.materialize_batch_rows
-    for rows in chunks(console, "materializing", len(changed), batch):
-        part = snapshot.take(changed[rows])
-        table.write(
-            feast_format.entity_key_bytes(JOIN_KEY, part.customer_ids),
-            feast_format.double_list_bytes(part.numbers),
-            feast_format.string_list_bytes(part.labels),
-            event_ts,
-        )
-
-    _write_packed_source(snapshot, layout.packed_path(settings.data_dir.resolve()))
-    _write_digests(previous_path, snapshot, digests)
+        generation = uuid.uuid4().hex
+        digest_file, packed_file = _side_files(settings)
+        _write_digests(_pending(digest_file, generation), snapshot, digests, generation)
+        _write_packed_source(_pending(packed_file, generation), snapshot, generation)
+        event_ts = int(cutoff_instant(snapshot.cutoff).timestamp())
+        batch = settings.feast.materialize_batch_rows
+        with table.new_generation(generation, keep_current=not full) as next_generation:
+            for rows in chunks(console, "materializing", len(changed), batch):
+                part = snapshot.take(changed[rows])
+                next_generation.write(
+                    feast_format.entity_key_bytes(JOIN_KEY, part.customer_ids),
+                    feast_format.double_list_bytes(part.numbers),
+                    feast_format.string_list_bytes(part.labels),
+                    event_ts,
+                )
+            next_generation.delete(feast_format.entity_key_bytes(JOIN_KEY, removed))
+        _settle_side_files(settings, generation)
     instant = cutoff_instant(snapshot.cutoff)
     feast_format.record_materialization(store, view, instant, instant)
     return MaterializeReport(
-        snapshot.cutoff, len(snapshot), len(changed), full, time.perf_counter() - started, settings.feast.online_store
+        snapshot.cutoff, len(snapshot), len(changed), full, time.perf_counter() - started,
+        settings.feast.online_store, len(removed), next_generation.switch_seconds,
+    )  # fmt: skip
+
+
+@contextmanager
+def _only_run(settings: Settings) -> Iterator[None]:
+    """One materialization of a store at a time; the kernel lets go of a killed run's lock."""
+    path = settings.feast_dir / f"online-{settings.feast.online_store}-{settings.feast.project}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CustlensError(
+                f"another `custlens features materialize` of this online store is running (it holds {path}); "
+                "wait for it to end"
+            ) from None
+        yield
+
+
+def _settle_side_files(settings: Settings, generation: str | None) -> None:
+    """Put the side files of the generation the store holds in their places (a run killed right
+    after its switch left them waiting) and remove those of generations it never switched to."""
+    for path in _side_files(settings):
+        if generation is not None and (waiting := _pending(path, generation)).exists():
+            os.replace(waiting, path)
+        for stale in path.parent.glob(f"{path.name}.generation-*"):
+            stale.unlink(missing_ok=True)
+
+
+def _previous_digests(path: Path) -> dict[str, int] | None:
+    """The customers the last generation written held, and their digests; None if unknown."""
+    if not path.exists():
+        return None
+    previous = pq.read_table(path)
+    return dict(zip(previous.column(JOIN_KEY).to_pylist(), previous.column("digest").to_pylist(), strict=True))
+
+
+def _describes(path: Path, cutoff: date, generation: str | None) -> bool:
+    """Whether the digests at `path` are those of `generation`, at `cutoff`."""
+    metadata = pq.read_schema(path).metadata or {}
+    return (
+        generation is not None
+        and metadata.get(b"generation") == generation.encode()
+        and metadata.get(b"cutoff") == str(cutoff).encode()
     )
 
 
-def _same_cutoff(path: Path, cutoff: date) -> bool:
-    metadata = pq.read_schema(path).metadata or {}
-    return metadata.get(b"cutoff") == str(cutoff).encode()
-
-
-def _write_digests(path: Path, snapshot: PackedSnapshot, digests: np.ndarray) -> None:
+def _write_digests(path: Path, snapshot: PackedSnapshot, digests: np.ndarray, generation: str) -> None:
     table = pa.table({JOIN_KEY: snapshot.customer_ids, "digest": digests}).replace_schema_metadata(
-        {"cutoff": str(snapshot.cutoff)}
+        {"cutoff": str(snapshot.cutoff), "generation": generation}
     )
     with atomic_file(path) as partial:
         pq.write_table(table, partial)
 
 
-def _write_packed_source(snapshot: PackedSnapshot, path: Path) -> None:
+def _write_packed_source(path: Path, snapshot: PackedSnapshot, generation: str) -> None:
     """The packed snapshot as the batch source of `customer_vector` (Feast's own materialize reads it)."""
     width = len(PACKED_NUMBERS)
     numbers = pa.FixedSizeListArray.from_arrays(pa.array(snapshot.numbers.ravel(), pa.float64()), width)
@@ -152,7 +223,7 @@ def _write_packed_source(snapshot: PackedSnapshot, path: Path) -> None:
             "numbers": numbers.cast(pa.list_(pa.float64())),
             "labels": pa.array(snapshot.labels, pa.list_(pa.string())),
         }
-    )
+    ).replace_schema_metadata({"generation": generation})
     with atomic_file(path) as partial:
         pq.write_table(table, partial, compression="zstd")
 

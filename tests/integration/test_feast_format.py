@@ -49,12 +49,13 @@ def write_ours_and_feasts(settings: Settings) -> None:
     through Feast's public `write_to_online_store`."""
     store = feature_store(settings)
     view = store.get_feature_view(VECTOR_VIEW)
-    feast_format.online_table(store, view).write(
-        feast_format.entity_key_bytes("customer_id", ["ours"]),
-        feast_format.double_list_bytes(NUMBERS),
-        feast_format.string_list_bytes(LABELS),
-        int(cutoff_instant(OCTOBER).timestamp()),
-    )
+    with feast_format.online_table(store, view).new_generation("ours", keep_current=True) as generation:
+        generation.write(
+            feast_format.entity_key_bytes("customer_id", ["ours"]),
+            feast_format.double_list_bytes(NUMBERS),
+            feast_format.string_list_bytes(LABELS),
+            int(cutoff_instant(OCTOBER).timestamp()),
+        )
     theirs = pd.DataFrame(
         {
             "customer_id": ["theirs"],

@@ -255,12 +255,13 @@ def test_a_vector_of_another_width_reads_as_unknown(tmp_path: Path) -> None:
     store = feature_store(settings)
     table = feast_format.online_table(store, store.get_feature_view("customer_vector"))
     # What a materialization from before a catalog change would have left behind.
-    table.write(
-        feast_format.entity_key_bytes("customer_id", ["stale"]),
-        feast_format.double_list_bytes(np.ones((1, len(PACKED_NUMBERS) - 1))),
-        feast_format.string_list_bytes([["x"] * len(PACKED_LABELS)]),
-        int(cutoff_instant(OCTOBER).timestamp()),
-    )
+    with table.new_generation("stale", keep_current=True) as generation:
+        generation.write(
+            feast_format.entity_key_bytes("customer_id", ["stale"]),
+            feast_format.double_list_bytes(np.ones((1, len(PACKED_NUMBERS) - 1))),
+            feast_format.string_list_bytes([["x"] * len(PACKED_LABELS)]),
+            int(cutoff_instant(OCTOBER).timestamp()),
+        )
 
     rows = OnlineFeatures(settings).read(["stale", CUSTOMERS[0]])
 
