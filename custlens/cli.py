@@ -362,7 +362,9 @@ def score(
 @user_errors_exit_cleanly
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default: serving.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (default: serving.port).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port to listen on (default: serving.port).")
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: serving.workers).")] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -385,10 +387,27 @@ def serve(
     env["CUSTLENS_DATA_DIR"] = str(settings.data_dir.resolve())
     env["CUSTLENS_SERVING__WORKERS"] = str(workers or settings.serving.workers)
     host, port = host or settings.serving.host, port or settings.serving.port
+    _check_can_listen(host, port)
     console.print(f"serving on http://{host}:{port} (readiness: GET /readyz)", highlight=False)
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Custlens", "--host", host,
                "--port", str(port), "--working-dir", str(PROJECT_ROOT)]  # fmt: skip
     os.execvpe(sys.executable, command, env)  # BentoML takes over this process (and its signals)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """A taken port or an address this machine does not have, as one line now rather than a
+    traceback from BentoML's process manager after the start."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise CustlensError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop what listens there, or choose "
+            "another --host/--port (serving.host, serving.port)"
+        ) from None
 
 
 def _shown(value: Any) -> str:

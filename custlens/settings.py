@@ -329,6 +329,17 @@ class ServingSettings(_Section):
     reload_poll_seconds: float = Field(
         30.0, ge=0.0, description="How often the service checks the registry for a new champion (0: never)."
     )
+    threads: int = Field(1, ge=1, description="Threads per worker that score and answer KPIs, off the event loop.")
+    max_in_flight: int = Field(
+        32, ge=1, description="/score and /kpis requests a worker holds at once; one more gets 503 + Retry-After."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; a larger one gets 413.")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0.0, description="A request header not whole in this time gets 408 and its connection closed."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0.0, description="A request body not whole in this time after its header gets 408."
+    )
 
     @model_validator(mode="after")
     def _ordered_bands(self) -> ServingSettings:

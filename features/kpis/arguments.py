@@ -20,6 +20,12 @@ PERIOD_GROUPINGS = ("month", "week")  # groupings that split the period; the oth
 # The service refuses a period longer than this: the schemathesis run found that a week grouping over
 # 6,000 years runs past BentoML's 60 s timeout; ten years of weeks answer in a few milliseconds.
 MAX_KPI_DAYS = 3_660
+# The KPI engine looks past a period's days (each group's churn window from its first day, the
+# next week's or month's first day), and Python's calendar ends on 9999-12-31: a period outside
+# these days is refused with a message, where it overflowed the calendar into a traceback. A
+# century on each side is room for any window a business configures.
+EARLIEST_KPI_DAY = date(100, 1, 1)
+LATEST_KPI_DAY = date(9899, 12, 31)
 
 Field = Literal["from", "to", "by"]
 
@@ -54,7 +60,20 @@ def check_grouping(by: str | None) -> Grouping | None:
 
 
 def check_period(start: date, end: date, spelling: Spelling = CLI_SPELLING, max_days: int | None = None) -> None:
-    """[start, end] runs forward and, when `max_days` is given, spans fewer days than that."""
+    """[start, end] runs forward, lies within EARLIEST_KPI_DAY..LATEST_KPI_DAY and, when
+    `max_days` is given, spans fewer days than that."""
+    if start < EARLIEST_KPI_DAY:
+        raise KpiArgumentError(
+            f"{spelling.start} {start.isoformat()} is before {EARLIEST_KPI_DAY.isoformat()}, the first day KPIs "
+            "are computed for",
+            "from",
+        )
+    if end > LATEST_KPI_DAY:
+        raise KpiArgumentError(
+            f"{spelling.end} {end.isoformat()} is after {LATEST_KPI_DAY.isoformat()}, the last day KPIs are "
+            "computed for",
+            "to",
+        )
     if start > end:
         raise KpiArgumentError(
             f"the period starts on {start.isoformat()}, after its end {end.isoformat()}; "

@@ -1,12 +1,20 @@
 """The online service: in-process (BentoML's ASGI app under Starlette's TestClient) and over real
 HTTP (`custlens serve` in a subprocess); unknown ids, auth, every bad input as a 4xx, the same
-scores as the Scorer, hot reload of a new champion, and a schemathesis run over the OpenAPI schema."""
+scores as the Scorer, hot reload of a new champion, a schemathesis run over the OpenAPI schema,
+and a service that stays up: bounded metrics, quiet logs, body limits, slow clients let go, and a
+short soak under the load that used to stall it."""
 
 from __future__ import annotations
 
+import logging
+import random
+import re
 import shutil
+import socket
+import statistics
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +40,10 @@ AUTH = {"Authorization": "Bearer test-key"}
 MODELS = ("churn", "repurchase", "clv", "segments")
 # A bound for a reload that never comes, not a measure of a slow one (the poll is every 0.3 s).
 RELOAD_BOUND_SECONDS = 600
+# The real server's limits, small so that the tests reach them quickly (see `server`).
+HTTP_MAX_IN_FLIGHT = 4
+HTTP_READ_TIMEOUT = 2.0  # header and body, seconds
+GENEROUS = 60.0  # seconds: only a server that never answers makes a test wait this long
 
 
 def service_env(settings: Settings, tracking_uri: str | None = None, poll_seconds: float = 0.0) -> dict[str, str]:
@@ -185,7 +197,55 @@ def test_metrics_count_scored_customers(client: TestClient) -> None:
     client.post("/score", json={"customer_ids": ["C-nobody"]}, headers=AUTH)
     metrics = client.get("/metrics").text
     assert 'custlens_customers_scored_total{known="false"}' in metrics
-    assert "bentoml_service_request_total" in metrics
+    assert 'custlens_http_requests_total{route="/score",status="200"}' in metrics
+
+
+def test_unknown_paths_share_one_metrics_label_and_never_grow_it(client: TestClient) -> None:
+    # given the metrics after one unknown path was asked for
+    client.get("/no-such-page")
+    before = client.get("/metrics").text
+    # when a caller (no key needed) makes up 300 more paths
+    for _ in range(300):
+        assert client.get(f"/probe-{random.getrandbits(64):x}").status_code == 404
+    after = client.get("/metrics").text
+    # then they are counted under one label, and the metrics are no longer than before
+    assert "probe-" not in after and "no-such-page" not in after
+    assert 'custlens_http_requests_total{route="other",status="404"}' in after
+    assert len(after.splitlines()) == len(before.splitlines())
+
+
+def test_scoring_writes_no_warning(client: TestClient, ids: list[str]) -> None:
+    # Each /score request wrote a PydanticDeprecatedSince211 warning to stderr: BentoML read
+    # `model_fields` off the input instance of an endpoint with separate parameters.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert client.post("/score", json={"customer_ids": ids[:2], "reasons": True}, headers=AUTH).is_success
+            assert client.post("/kpis", json={}, headers=AUTH).is_success
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+
+
+def test_a_bad_request_is_one_info_line_not_an_error_with_a_traceback(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given requests refused by BentoML's input checks and by the service's own
+    not_json: dict[str, Any] = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"json": {"customer_ids": "C1"}}, "POST /score answered 400: customer_ids: Input should be a valid array"),
+        (not_json, "POST /score answered 400: Invalid JSON"),
+        ({"json": {"customer_ids": []}}, "POST /score answered 400: `customer_ids` is empty"),
+    ]
+    with caplog.at_level(logging.INFO):
+        for request, _ in bad:
+            answer = client.post("/score", **{**request, "headers": {**AUTH, **request.get("headers", {})}})
+            assert answer.status_code == 400
+    # then each is logged once, at INFO, in one line without a traceback
+    logged = [r for r in caplog.records if r.name.startswith(("bentoml", "custlens"))]
+    assert [r for r in logged if r.levelno >= logging.WARNING or r.exc_info] == []
+    lines = [r.getMessage() for r in logged]
+    for _, line in bad:
+        assert sum(line in logged_line for logged_line in lines) == 1, (line, lines)
+    assert all("\n" not in line for line in lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +272,10 @@ def test_metrics_count_scored_customers(client: TestClient) -> None:
         ("/kpis", {"from": "2026-03-01", "to": "2026-01-01"}, "after its end"),
         ("/kpis", {"from": "2026-03-01"}, "both"),
         ("/kpis", {"from": "0440-09-14", "to": "6849-09-14", "by": "week"}, "at most 3,660"),
+        ("/kpis", {"from": "9999-12-30", "to": "9999-12-31"}, "after 9899-12-31, the last day"),
+        ("/kpis", {"from": "9999-12-01", "to": "9999-12-31", "by": "month"}, "after 9899-12-31, the last day"),
+        ("/kpis", {"from": "9999-12-27", "to": "9999-12-31", "by": "week"}, "after 9899-12-31, the last day"),
+        ("/kpis", {"from": "0001-01-01", "to": "0001-01-31"}, "before 0100-01-01, the first day"),
     ],
 )
 def test_bad_input_is_a_4xx_with_a_message(client: TestClient, path: str, body: Any, words: str) -> None:
@@ -223,6 +287,19 @@ def test_bad_input_is_a_4xx_with_a_message(client: TestClient, path: str, body: 
 def test_a_body_that_is_not_json_is_a_400(client: TestClient) -> None:
     answer = client.post("/score", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
     assert answer.status_code == 400 and "JSON" in answer.text
+
+
+def test_a_body_over_the_size_limit_is_a_413(client: TestClient) -> None:
+    # given 2 MB of JSON, over the default 1 MiB limit, with its length and as a chunked stream
+    body = b'{"customer_ids": ["' + b"C" * 2_000_000 + b'"]}'
+    headers = {**AUTH, "Content-Type": "application/json"}
+    declared = client.post("/score", content=body, headers=headers)
+    chunked = client.post("/score", content=iter([body[i : i + 65_536] for i in range(0, len(body), 65_536)]),
+                          headers=headers)  # fmt: skip
+    # then both are refused with a message saying the limit
+    assert declared.status_code == 413 and f"{len(body):,} bytes; at most 1,048,576" in declared.json()["error"]
+    assert chunked.status_code == 413 and "over 1,048,576 bytes" in chunked.json()["error"]
+    assert client.post("/score", json={"customer_ids": ["C-nobody"]}, headers=AUTH).is_success  # and nothing else
 
 
 def test_kpis_equal_the_cli(client: TestClient, served: Settings) -> None:
@@ -322,9 +399,20 @@ def test_no_request_the_schema_allows_gets_a_5xx(client: TestClient) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`custlens serve` on a free port, over the shared project (read-only: polling off)."""
-    with custlens_serve(service_env(project), tmp_path_factory.mktemp("serve") / "serve.log") as url:
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def server(project: Settings, server_log: Path) -> Iterator[str]:
+    """`custlens serve` on a free port, over the shared project (read-only: polling off), with
+    small limits on requests in flight and on header and body read times."""
+    limits = {
+        "CUSTLENS_SERVING__MAX_IN_FLIGHT": str(HTTP_MAX_IN_FLIGHT),
+        "CUSTLENS_SERVING__HEADER_TIMEOUT_SECONDS": str(HTTP_READ_TIMEOUT),
+        "CUSTLENS_SERVING__BODY_TIMEOUT_SECONDS": str(HTTP_READ_TIMEOUT),
+    }
+    with custlens_serve({**service_env(project), **limits}, server_log) as url:
         yield url
 
 
@@ -339,3 +427,117 @@ def test_over_http_the_server_scores_and_guards(server: str, ids: list[str]) -> 
         bad = http.post("/score", json={"customer_ids": []}, headers=AUTH)
         assert bad.status_code == 400 and "empty" in bad.json()["error"]
         assert "custlens_customers_scored_total" in http.get("/metrics").text
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=GENEROUS)
+    return connection
+
+
+def _read_to_the_end(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := connection.recv(65_536):
+        received += chunk
+    return received
+
+
+def test_slow_clients_are_answered_408_and_let_go_and_a_huge_body_413_at_once(server: str) -> None:
+    # given a client that sends half a header, one that sends a header and half its body, and one
+    # that announces 200 MB
+    head = f"POST /score HTTP/1.1\r\nHost: test\r\nAuthorization: {AUTH['Authorization']}\r\n"
+    slow_header, slow_body, huge = _connect(server), _connect(server), _connect(server)
+    started = time.monotonic()
+    slow_header.sendall(head.encode())
+    slow_body.sendall(f"{head}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"customer".encode())
+    huge.sendall(f"{head}Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n{{".encode())
+    # when they send nothing more
+    with slow_header, slow_body, huge:
+        answers = {name: _read_to_the_end(connection)
+                   for name, connection in [("huge", huge), ("header", slow_header), ("body", slow_body)]}  # fmt: skip
+    waited = time.monotonic() - started
+    # then the huge one is refused without its body; the slow ones get a 408 and their connection
+    # closed once the read time-out has run out
+    assert answers["huge"].startswith(b"HTTP/1.1 413 ") and b"200,000,000 bytes" in answers["huge"]
+    assert answers["header"].startswith(b"HTTP/1.1 408 ") and b"no whole request header" in answers["header"]
+    assert answers["body"].startswith(b"HTTP/1.1 408 ") and b"body was not whole" in answers["body"]
+    assert HTTP_READ_TIMEOUT <= waited < GENEROUS
+
+
+def _score_5xx(metrics: str) -> list[str]:
+    """The /score series of /metrics that count a 5xx answer other than a 503."""
+    samples = [line for line in metrics.splitlines() if not line.startswith("#") and '"/score"' in line]
+    return [line for line in samples if re.search(r'="5\d\d"', line) and '"503"' not in line]
+
+
+def test_a_client_that_disconnects_mid_body_is_one_info_line_and_no_5xx(server: str, server_log: Path) -> None:
+    # given a client that sends a header and part of its body
+    with _connect(server) as leaving:
+        leaving.sendall(b"POST /score HTTP/1.1\r\nHost: test\r\nAuthorization: " + AUTH["Authorization"].encode()
+                        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")  # fmt: skip
+        time.sleep(0.2)
+    # when it has closed its connection, then the log says so in one INFO line, and no 5xx is counted
+    line = "POST /score: the client disconnected before its request was whole"
+    deadline = time.monotonic() + GENEROUS
+    while line not in (log := server_log.read_text(errors="replace")) and "Exception on /score" not in log:
+        assert time.monotonic() < deadline, log[-3000:]
+        time.sleep(0.1)
+    assert "Exception on /score" not in log and "Traceback" not in log, log[-3000:]
+    assert [text for text in log.splitlines() if line in text and "[INFO]" in text]
+    assert _score_5xx(httpx.get(f"{server}/metrics", timeout=GENEROUS).text) == []
+
+
+SOAK_SECONDS = 12.0
+
+
+def test_under_load_health_is_answered_at_once_and_score_is_200_or_a_fast_503(
+    server: str, project: Settings
+) -> None:
+    # given 10 clients asking 1,000 ids each in a loop (waiting Retry-After after a 503) and 2
+    # asking one id, on one worker that holds at most HTTP_MAX_IN_FLIGHT of them
+    every_id = load_packed_snapshot(project).customer_ids
+    until = time.monotonic() + SOAK_SECONDS
+    answers: list[tuple[str, int | str, float, httpx.Headers | None]] = []
+
+    def ask(kind: str, size: int) -> None:
+        rng = random.Random()
+        with httpx.Client(base_url=server, headers=AUTH, timeout=GENEROUS) as http:
+            while time.monotonic() < until:
+                started = time.monotonic()
+                try:
+                    answer = http.post("/score", json={"customer_ids": rng.sample(every_id, size)})
+                except httpx.HTTPError as error:  # a time-out or a dropped connection
+                    answers.append((kind, type(error).__name__, time.monotonic() - started, None))
+                    continue
+                answers.append((kind, answer.status_code, time.monotonic() - started, answer.headers))
+                if answer.status_code == 503:
+                    time.sleep(float(answer.headers["Retry-After"]))
+
+    clients = [threading.Thread(target=ask, args=("1,000 ids", 1000)) for _ in range(10)]
+    clients += [threading.Thread(target=ask, args=("1 id", 1)) for _ in range(2)]
+    for client in clients:
+        client.start()
+    # when /healthz is asked every 0.1 s meanwhile
+    health: list[tuple[int, float]] = []
+    with httpx.Client(base_url=server, timeout=GENEROUS) as http:
+        while time.monotonic() < until:
+            started = time.monotonic()
+            health.append((http.get("/healthz").status_code, time.monotonic() - started))
+            time.sleep(0.1)
+    for client in clients:
+        client.join()
+
+    # then /healthz was answered all along, not after the scoring (which takes seconds per answer)
+    assert {status for status, _ in health} == {200} and len(health) > SOAK_SECONDS / 2
+    assert statistics.quantiles([took for _, took in health], n=10)[-1] < 0.5  # p90, generous
+    # every /score answer is a 200 or a 503 with Retry-After, answered at once; no time-out
+    statuses = {(kind, status) for kind, status, _, _ in answers}
+    assert statuses <= {(kind, status) for kind in ("1,000 ids", "1 id") for status in (200, 503)}, statuses
+    assert {("1,000 ids", 200), ("1,000 ids", 503)} <= statuses  # (the one-id askers may find it full each time)
+    busy = [(took, headers) for _, status, took, headers in answers if status == 503]
+    assert all(headers is not None and headers["Retry-After"] for _, headers in busy)
+    scored = [took for _, status, took, _ in answers if status == 200]
+    assert statistics.median(took for took, _ in busy) < min(1.0, statistics.median(scored))
+    # and the server counted no 5xx
+    assert _score_5xx(httpx.get(f"{server}/metrics", timeout=GENEROUS).text) == []

@@ -1,6 +1,8 @@
-"""The BentoML request-timeout fix (serving/bentoml_compat.py): a slow endpoint still gets BentoML's
-504 within the timeout, no timer is left behind per request (stock BentoML 1.4.39 leaves one,
-which is why the fix exists), and on another BentoML version BentoML is left alone."""
+"""The fixes of serving/bentoml_compat.py, each shown needed on the stock code first: a slow
+endpoint still gets BentoML's 504 within the timeout and no timer is left behind per request
+(stock BentoML 1.4.39 leaves one); a request BentoML refuses is one INFO line, not an ERROR with a
+traceback; a half-sent request header is answered 408 and closed (stock uvicorn 0.54.0 keeps it
+open). On another version each is left out, with a warning."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,3 +163,147 @@ def test_another_bentoml_version_is_left_alone_with_a_warning(
 def test_the_pinned_version_is_the_installed_one() -> None:
     # The fix is tested against the installed BentoML; a new pin needs a new look at the leak.
     assert bentoml_compat.installed_bentoml() == PINNED_BENTOML
+
+
+# ---------------------------------------------------------------------------------------------
+# BentoML's log of the requests it refuses
+
+
+@pytest.fixture
+def bentoml_request_log(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """BentoML's request logger as it ships (no filter, whatever a service built in this process
+    installed), captured from INFO up."""
+    monkeypatch.setattr(logging.getLogger(bentoml_compat.BENTOML_REQUEST_LOGGER), "filters", [])
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def bentoml_logs(error: Exception, caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    from bentoml._internal.server.http_app import log_exception
+    from starlette.requests import Request
+
+    caplog.clear()
+    try:
+        raise error
+    except Exception:
+        log_exception(Request({**http_scope(), "method": "POST", "path": "/score"}))
+    (record,) = [r for r in caplog.records if r.name == bentoml_compat.BENTOML_REQUEST_LOGGER]
+    return record
+
+
+def validation_error() -> Exception:
+    from pydantic import BaseModel
+
+    class Query(BaseModel):
+        customer_ids: list[str]
+
+    try:
+        Query.model_validate_json('{"customer_ids": "C1"}')
+    except Exception as error:
+        return error
+    raise AssertionError("valid")  # pragma: no cover
+
+
+def test_stock_bentoml_logs_a_bad_request_as_an_error_with_a_traceback(
+    bentoml_request_log: pytest.LogCaptureFixture,
+) -> None:
+    record = bentoml_logs(validation_error(), bentoml_request_log)
+    assert record.levelno == logging.ERROR and record.exc_info is not None  # what the fix is for
+
+
+def test_a_bad_request_becomes_one_info_line_and_a_server_error_stays_an_error(
+    bentoml_request_log: pytest.LogCaptureFixture,
+) -> None:
+    from bentoml.exceptions import BentoMLException, InvalidArgument
+
+    assert bentoml_compat.log_client_errors_at_info() and bentoml_compat.log_client_errors_at_info()
+    assert len(logging.getLogger(bentoml_compat.BENTOML_REQUEST_LOGGER).filters) == 1  # installed once
+
+    bad_input = bentoml_logs(validation_error(), bentoml_request_log)
+    invalid = bentoml_logs(InvalidArgument("no such field"), bentoml_request_log)
+    broken = bentoml_logs(RuntimeError("a bug"), bentoml_request_log)
+    internal = bentoml_logs(BentoMLException("a bug of BentoML's"), bentoml_request_log)
+
+    assert bad_input.levelno == logging.INFO and bad_input.exc_info is None
+    assert bad_input.getMessage() == "POST /score answered 400: customer_ids: Input should be a valid array"
+    assert invalid.levelno == logging.INFO and invalid.getMessage() == "POST /score answered 400: no such field"
+    for error in (broken, internal):
+        assert error.levelno == logging.ERROR and error.exc_info is not None
+
+
+def test_another_bentoml_version_keeps_its_log_with_a_warning(
+    bentoml_request_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bentoml_compat, "installed_bentoml", lambda: "1.4.40")
+    assert not bentoml_compat.log_client_errors_at_info()
+    assert logging.getLogger(bentoml_compat.BENTOML_REQUEST_LOGGER).filters == []
+    assert "client-error log fix is written for 1.4.39: not applied" in bentoml_request_log.text
+
+
+# ---------------------------------------------------------------------------------------------
+# uvicorn's header read time-out
+
+
+@pytest.fixture
+def stock_uvicorn(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """uvicorn's "auto" protocol as uvicorn ships it, put back as it was afterwards."""
+    import uvicorn.config
+
+    monkeypatch.setitem(uvicorn.config.HTTP_PROTOCOLS, "auto", "uvicorn.protocols.http.auto:AutoHTTPProtocol")
+    yield uvicorn.config.HTTP_PROTOCOLS["auto"]
+
+
+async def answer_to_half_a_header(wait: float) -> tuple[bytes | None, float]:
+    """uvicorn ("auto" protocol) serving on loopback; a client sends half a request header and
+    nothing more. What it received by the time the server closed the connection (None: still
+    open after `wait` seconds), and how long that took."""
+    import uvicorn
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(answer_at_once, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection(*listening.getsockname())
+    writer.write(b"POST /score HTTP/1.1\r\nHost: test\r\n")
+    started = time.monotonic()
+    try:
+        received: bytes | None = await asyncio.wait_for(reader.read(), wait)
+    except TimeoutError:
+        received = None
+    took = time.monotonic() - started
+    writer.close()
+    server.should_exit = True
+    await asyncio.wait_for(serving, GENEROUS)
+    return received, took
+
+
+def test_stock_uvicorn_keeps_a_half_sent_header_open(stock_uvicorn: str) -> None:
+    received, _ = asyncio.run(answer_to_half_a_header(wait=3 * TIMEOUT))
+    assert received is None  # still open: what the fix is for
+
+
+def test_a_header_not_whole_in_time_is_answered_408_and_closed(stock_uvicorn: str) -> None:
+    assert bentoml_compat.time_out_slow_headers(TIMEOUT) and bentoml_compat.time_out_slow_headers(TIMEOUT)
+
+    received, took = asyncio.run(answer_to_half_a_header(wait=GENEROUS))
+
+    assert received is not None and received.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert received.endswith(b'{"error": "no whole request header within 0.2 s"}')
+    assert TIMEOUT <= took < GENEROUS
+
+
+def test_another_uvicorn_version_is_left_alone_with_a_warning(
+    stock_uvicorn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import uvicorn.config
+
+    monkeypatch.setattr(bentoml_compat, "installed_uvicorn", lambda: "0.55.0")
+    with caplog.at_level(logging.WARNING, logger="custlens.serving"):
+        assert not bentoml_compat.time_out_slow_headers(TIMEOUT)
+    assert uvicorn.config.HTTP_PROTOCOLS["auto"] == stock_uvicorn
+    assert "uvicorn 0.55.0 is installed" in caplog.text and bentoml_compat.PINNED_UVICORN in caplog.text
+
+
+def test_the_pinned_uvicorn_is_the_installed_one() -> None:
+    assert bentoml_compat.installed_uvicorn() == bentoml_compat.PINNED_UVICORN

@@ -4,6 +4,8 @@ exit 2, never a traceback."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,6 +145,7 @@ def test_an_unknown_command_is_a_clear_error_without_traceback() -> None:
         (["train", "--trials", "0"], "Invalid value for '--trials'"),
         (["serve", "--port", "http"], "Invalid value for '--port'"),
         (["serve", "--workers", "0"], "Invalid value for '--workers'"),
+        (["serve", "--port", "70000"], "Invalid value for '--port'"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
@@ -160,6 +163,28 @@ def test_bad_config_key_prints_message_without_traceback(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "ingset: unknown key" in result.output
     no_traceback(result)
+
+
+def test_serve_on_a_taken_port_is_one_line_not_a_traceback_after_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def start_bentoml(*_: object) -> None:
+        raise AssertionError("BentoML was started (and would have replaced the test process)")
+
+    monkeypatch.setattr(os, "execvpe", start_bentoml)
+    # given a port something else listens on
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        # when the service is asked to listen there (and on an address this machine does not have)
+        result = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+        bad_host = runner.invoke(app, ["serve", "--host", "999.1.1.1", "--port", str(port)])
+    # then each is refused before BentoML starts, in one message
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in flat(result)
+    assert bad_host.exit_code == 2 and "cannot listen on 999.1.1.1" in flat(bad_host)
+    no_traceback(result)
+
+
+def flat(result: Result) -> str:
+    """The output with the console's line wrapping undone."""
+    return " ".join(result.output.split())
 
 
 def test_unparseable_date_option_is_a_clear_error(tmp_path: Path) -> None:

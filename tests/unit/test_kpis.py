@@ -43,6 +43,7 @@ from features.kpis import (
     kpis,
     kpis_direct,
 )
+from features.kpis.arguments import EARLIEST_KPI_DAY, LATEST_KPI_DAY
 from features.lake.tables import Business, table_path, write_business
 
 TS = pa.timestamp("us", tz="UTC")
@@ -319,6 +320,23 @@ def test_a_period_longer_than_the_limit_is_refused_only_where_a_limit_is_asked()
     check_period(start, start + timedelta(days=10 * MAX_KPI_DAYS))  # the CLI asks for no limit
 
 
+@pytest.mark.parametrize("by", [None, "month", "week", "channel"])
+def test_a_period_at_the_calendars_ends_is_answered_or_refused_never_an_overflow(
+    lake: Settings, by: Grouping | None
+) -> None:
+    # given the first and last days KPIs are computed for, then a month at each end is answered
+    # by every grouping (the engine looks a churn window and a week or month past a period)
+    late, early = kpis(lake, date(9899, 12, 1), LATEST_KPI_DAY, by), kpis(lake, EARLIEST_KPI_DAY, date(100, 1, 31), by)
+    assert late.end == LATEST_KPI_DAY and early.start == EARLIEST_KPI_DAY
+    # and a period past either end is refused with the field and a message, where the last week of
+    # 9999 overflowed Python's calendar into a 500 and a traceback
+    with pytest.raises(KpiArgumentError, match="--to 9999-12-31 is after 9899-12-31, the last day") as late_error:
+        kpis(lake, date(9999, 12, 27), date(9999, 12, 31), by)
+    with pytest.raises(KpiArgumentError, match="--from 0001-01-01 is before 0100-01-01, the first day") as early_error:
+        kpis_direct(lake, date(1, 1, 1), date(1, 1, 31), by)
+    assert (late_error.value.field, early_error.value.field) == ("to", "from")
+
+
 def test_one_day_of_the_period_without_the_other_is_refused(lake: Settings) -> None:
     with pytest.raises(KpiArgumentError, match="give both --from and --to, or neither") as error:
         kpi_period(lake, date(2024, 3, 1), None)
@@ -352,6 +370,7 @@ def test_the_cli_asks_the_same_rules(lake: Settings, tmp_path: Path, monkeypatch
         (["--from", "2024-03-01"], "give both --from and --to"),
         (["--from", "2024-03-02", "--to", "2024-03-01"], "--from must not be after --to"),
         (["--by", "planet"], "unknown grouping 'planet'"),
+        (["--from", "9999-12-30", "--to", "9999-12-31"], "--to 9999-12-31 is after 9899-12-31"),
     ]:
         refused = runner.invoke(app, ["kpis", "--config", str(config), *arguments])
         assert refused.exit_code == 2 and words in " ".join(refused.output.split()), refused.output  # unwrapped
