@@ -156,6 +156,7 @@ def side_file_problems(settings: Settings) -> list[str]:
         if (pq.read_schema(path).metadata or {}).get(b"generation") != str(generation).encode():
             problems.append(f"{path.name} is not of generation {generation}")
         problems += [f"{waiting.name} waits" for waiting in path.parent.glob(f"{path.name}.generation-*")]
+        problems += [f"{partial.name} left" for partial in path.parent.glob(f".{path.name}*.partial")]
     return problems
 
 
@@ -205,7 +206,7 @@ def wait_for(condition: Callable[[], bool], process: BaseProcess, limit: float) 
         if condition():
             return True
         time.sleep(0.002)
-    return False
+    return condition()  # a run may have ended between two looks
 
 
 def run_to_end(fork_server: multiprocessing.context.ForkServerContext, target: Callable[..., None], *args: Any) -> int:
@@ -233,11 +234,15 @@ def test_a_materialize_killed_at_any_moment_leaves_one_whole_generation(
     assert served(readers, [before]) == "A"
     writing = tmp_path / "writing"
     assert run_to_end(fork_server, time.sleep, 0) == 0  # the fork server started, custlens imported
-    started = time.monotonic()  # from the start of a run to its expected end
-    assert run_to_end(fork_server, materialize_in_child, settings, after.cutoff, writing) == 0
-    duration = time.monotonic() - started
-    before.install(settings.data_dir)
-    materialize(settings, before.cutoff)
+    durations = []  # from the start of a run to its expected end: the faster of two (a busy machine)
+    for _ in range(2):
+        started = time.monotonic()
+        assert run_to_end(fork_server, materialize_in_child, settings, after.cutoff, writing) == 0
+        durations.append(time.monotonic() - started)
+        before.install(settings.data_dir)
+        materialize(settings, before.cutoff)
+        after.install(settings.data_dir)
+    duration = min(durations)
 
     rng = random.Random(20261001)
     outcomes = []
