@@ -15,9 +15,10 @@ against the pinned Feast at import.
 - Applying the repo without rewriting unchanged objects: `repo_operations.parse_repo`, the diff
   types of `store.plan` and `store._apply_diffs`.
 
-Why each exists is in docs/feast-notes.md (§3, §4) and tests/unit/test_feast_format.py shows it:
-bytes written here are what Feast's own serializers produce and what stock
-`get_online_features` reads back. None of it is promised by Feast across releases, and a
+Why each exists is in docs/feast-notes.md (§3, §4, §8) and tests/integration/test_feast_format.py
+shows it: bytes written here are what Feast's own serializers produce and what stock
+`get_online_features` reads back (across switches of generation too:
+tests/integration/test_online_generations.py). None of it is promised by Feast across releases, and a
 format that drifts would not fail: it would mis-encode silently (ids that read as unknown,
 features under another name). So on any other Feast version importing this module refuses.
 """
@@ -60,7 +61,7 @@ def check_feast_version(installed: str) -> None:
         raise CustlensError(
             f"feast {installed} is installed, but custlens writes Feast's online storage format as "
             f"feast {PINNED_FEAST} has it (features/feast_format.py). Install feast=={PINNED_FEAST}, or "
-            "move the pin: run tests/unit/test_feast_format.py and tests/unit/test_feature_store.py on "
+            "move the pin: run tests/integration/test_feast_format.py and tests/integration/test_feature_store.py on "
             "the new version, then update PINNED_FEAST and pyproject.toml"
         )
 
@@ -133,7 +134,7 @@ _SQLITE_READ_MMAP_BYTES = 1 << 40
 # custlens's own table beside Feast's in the online database: the generation each view's table holds.
 _SQLITE_GENERATIONS = "custlens_online_generations"
 # The next generation is built under this suffix, and the one it replaces waits under the other
-# until it is dropped; a run killed in between leaves them, and the next run drops them.
+# until it is dropped; a run killed between its switch and that drop leaves it for the next run.
 _SQLITE_NEXT, _SQLITE_RETIRED = "__custlens_next", "__custlens_retired"
 # Where the table's name stands in the CREATE TABLE statement SQLite keeps for it.
 _CREATE_TABLE_NAME = re.compile(r'^(\s*CREATE\s+TABLE\s+)("(?:[^"]|"")+"|\S+)', re.IGNORECASE)
@@ -143,24 +144,6 @@ _SQLITE_WAL_LIMIT_BYTES = 64 << 20
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _upsert_rows(conn: sqlite3.Connection, table: str, keys: list[bytes], numbers: list[bytes],
-                 labels: list[bytes], event_ts: int) -> None:  # fmt: skip
-    # The upsert Feast's own SQLite writer runs, with the rows of both features of each customer.
-    created = int(time.time())
-    rows = [
-        row
-        for key, number, label in zip(keys, numbers, labels, strict=True)
-        for row in ((key, NUMBERS, number, event_ts, created), (key, LABELS, label, event_ts, created))
-    ]
-    conn.executemany(
-        f"INSERT INTO {_quoted(table)} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-        "VALUES (?, ?, ?, NULL, ?, ?) "
-        "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
-        "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts",
-        rows,
-    )
 
 
 class SqliteGeneration:
@@ -178,6 +161,9 @@ class SqliteGeneration:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute(f"PRAGMA journal_size_limit = {_SQLITE_WAL_LIMIT_BYTES}")
+            # Checkpointed by hand after the switch, not inside its COMMIT: copying the new table
+            # from the log into the database is no part of the step readers switch in.
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._drop_leftovers()
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute(self._create_next())
@@ -208,7 +194,20 @@ class SqliteGeneration:
         return statement
 
     def write(self, keys: list[bytes], numbers: list[bytes], labels: list[bytes], event_ts: int) -> None:
-        _upsert_rows(self.conn, self.next, keys, numbers, labels, event_ts)
+        # The upsert Feast's own SQLite writer runs, with the rows of both features of each customer.
+        created = int(time.time())
+        rows = [
+            row
+            for key, number, label in zip(keys, numbers, labels, strict=True)
+            for row in ((key, NUMBERS, number, event_ts, created), (key, LABELS, label, event_ts, created))
+        ]
+        self.conn.executemany(
+            f"INSERT INTO {_quoted(self.next)} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+            "VALUES (?, ?, ?, NULL, ?, ?) "
+            "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+            "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts",
+            rows,
+        )
 
     def delete(self, keys: list[bytes]) -> None:
         for start in range(0, len(keys), _SQLITE_IDS_PER_SELECT):
@@ -233,6 +232,7 @@ class SqliteGeneration:
         self.conn.execute("COMMIT")
         self.switch_seconds = time.perf_counter() - started
         self.conn.execute(f"DROP TABLE {_quoted(self.retired)}")
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # readers still on the old pages are not waited for
 
     def close(self) -> None:
         # Uncommitted, the transaction is rolled back: the current generation stays as it was.

@@ -78,7 +78,7 @@ class MaterializeReport:
         return (
             f"materialized snapshot {self.cutoff} into the {self.store} online store ({kind}): "
             f"{self.written:,} of {self.customers:,} customers written{removed} in {self.seconds:.1f} s "
-            f"(readers switched in {self.switch_seconds * 1000:,.0f} ms)"
+            f"(the switch to it took {self.switch_seconds * 1000:,.0f} ms)"
         )
 
 
@@ -115,16 +115,17 @@ def materialize(
         raise CustlensError("the feature store has no customer_vector view; run `custlens features apply`") from exc
     snapshot = load_packed_snapshot(settings, cutoff)
     table = feast_format.online_table(store, view)
+    digest_file, packed_file = _side_files(settings)
     with _only_run(settings):
         current = table.generation()
         _settle_side_files(settings, current)
         digests = snapshot.digests()
-        previous = _previous_digests(_digest_path(settings))
+        previous = _previous_digests(digest_file)
         removed = sorted(set(previous) - set(snapshot.customer_ids)) if previous is not None else []
         changed = np.arange(len(snapshot))
         # Within one cutoff (today's snapshot rebuilt after a new ingest, say) only changed customers
         # are written; a new cutoff moves every row's feature timestamp, so all of them are.
-        if not full and previous is not None and _describes(_digest_path(settings), snapshot.cutoff, current):
+        if not full and previous is not None and _describes(digest_file, snapshot.cutoff, current):
             changed = np.array(
                 [i for i, (customer_id, digest) in enumerate(zip(snapshot.customer_ids, digests.tolist(), strict=True))
                  if previous.get(customer_id) != digest],
@@ -136,7 +137,6 @@ def materialize(
             changed = np.arange(len(snapshot))
 
         generation = uuid.uuid4().hex
-        digest_file, packed_file = _side_files(settings)
         _write_digests(_pending(digest_file, generation), snapshot, digests, generation)
         _write_packed_source(_pending(packed_file, generation), snapshot, generation)
         event_ts = int(cutoff_instant(snapshot.cutoff).timestamp())
@@ -178,11 +178,12 @@ def _only_run(settings: Settings) -> Iterator[None]:
 
 def _settle_side_files(settings: Settings, generation: str | None) -> None:
     """Put the side files of the generation the store holds in their places (a run killed right
-    after its switch left them waiting) and remove those of generations it never switched to."""
+    after its switch left them waiting) and remove those of generations it never switched to,
+    and any a killed run was halfway through writing (only the run holding the lock writes them)."""
     for path in _side_files(settings):
         if generation is not None and (waiting := _pending(path, generation)).exists():
             os.replace(waiting, path)
-        for stale in path.parent.glob(f"{path.name}.generation-*"):
+        for stale in [*path.parent.glob(f"{path.name}.generation-*"), *path.parent.glob(f".{path.name}*.partial")]:
             stale.unlink(missing_ok=True)
 
 

@@ -401,7 +401,7 @@ def test_packed_source_holds_the_materialized_snapshot(sqlite_store: tuple) -> N
 # -- Redis: the production online store -----------------------------------------------------------
 
 
-# redis_feast (tests/unit/conftest.py): Feast settings for the local Redis, skipped without one.
+# redis_feast (tests/integration/conftest.py): Feast settings for the local Redis, skipped without one.
 
 
 def test_redis_online_store_serves_the_latest_snapshot(tmp_path: Path, redis_feast: FeastSettings) -> None:

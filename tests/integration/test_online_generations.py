@@ -156,6 +156,7 @@ def side_file_problems(settings: Settings) -> list[str]:
         if (pq.read_schema(path).metadata or {}).get(b"generation") != str(generation).encode():
             problems.append(f"{path.name} is not of generation {generation}")
         problems += [f"{waiting.name} waits" for waiting in path.parent.glob(f"{path.name}.generation-*")]
+        problems += [f"{partial.name} left" for partial in path.parent.glob(f".{path.name}*.partial")]
     return problems
 
 
@@ -205,7 +206,7 @@ def wait_for(condition: Callable[[], bool], process: BaseProcess, limit: float) 
         if condition():
             return True
         time.sleep(0.002)
-    return False
+    return condition()  # a run may have ended between two looks
 
 
 def run_to_end(fork_server: multiprocessing.context.ForkServerContext, target: Callable[..., None], *args: Any) -> int:
@@ -233,11 +234,15 @@ def test_a_materialize_killed_at_any_moment_leaves_one_whole_generation(
     assert served(readers, [before]) == "A"
     writing = tmp_path / "writing"
     assert run_to_end(fork_server, time.sleep, 0) == 0  # the fork server started, custlens imported
-    started = time.monotonic()  # from the start of a run to its expected end
-    assert run_to_end(fork_server, materialize_in_child, settings, after.cutoff, writing) == 0
-    duration = time.monotonic() - started
-    before.install(settings.data_dir)
-    materialize(settings, before.cutoff)
+    durations = []  # from the start of a run to its expected end: the faster of two (a busy machine)
+    for _ in range(2):
+        started = time.monotonic()
+        assert run_to_end(fork_server, materialize_in_child, settings, after.cutoff, writing) == 0
+        durations.append(time.monotonic() - started)
+        before.install(settings.data_dir)
+        materialize(settings, before.cutoff)
+        after.install(settings.data_dir)
+    duration = min(durations)
 
     rng = random.Random(20261001)
     outcomes = []
@@ -271,17 +276,24 @@ def test_a_materialize_killed_at_any_moment_leaves_one_whole_generation(
     assert "A" in outcomes, outcomes  # some kills landed before the switch
 
 
+def switched_to_b_and_killed(
+    settings: Settings, library: dict[str, Version], fork_server: multiprocessing.context.ForkServerContext
+) -> Settings:
+    """A store that held A, after a run towards B killed right after its switch: readers see B."""
+    materialized(settings, library["A"])
+    library["B"].install(settings.data_dir)
+    assert run_to_end(fork_server, killed_right_after_the_switch, settings, OCTOBER) == -signal.SIGKILL
+    assert served([OnlineFeatures(settings)], [library["A"], library["B"]]) == "B"
+    return settings
+
+
 def test_killed_right_after_the_switch_the_next_run_finishes_its_side_files(
     store_settings: Settings, library: dict[str, Version], fork_server: multiprocessing.context.ForkServerContext
 ) -> None:
     # given a store holding A, and a run towards B killed once the store switched to B
-    settings = materialized(store_settings, library["A"])
-    library["B"].install(settings.data_dir)
+    settings = switched_to_b_and_killed(store_settings, library, fork_server)
 
-    assert run_to_end(fork_server, killed_right_after_the_switch, settings, OCTOBER) == -signal.SIGKILL
-
-    # then readers see B; its digests and packed source are still waiting beside the old ones
-    assert served([OnlineFeatures(settings)], [library["A"], library["B"]]) == "B"
+    # then its digests and packed source are still waiting beside A's
     assert len(side_file_problems(settings)) == 4  # two files of A's generation, two of B's waiting
     # when the next run materializes the same B, it first puts B's side files in place: nothing
     # changed since the generation the store holds, so nothing is written
@@ -297,10 +309,7 @@ def test_killed_right_after_the_switch_a_run_back_to_the_old_snapshot_skips_nobo
     store_settings: Settings, library: dict[str, Version], fork_server: multiprocessing.context.ForkServerContext
 ) -> None:
     # given a run from A to B killed once the store switched, before B's digests took A's place
-    settings = materialized(store_settings, library["A"])
-    library["B"].install(settings.data_dir)
-    assert run_to_end(fork_server, killed_right_after_the_switch, settings, OCTOBER) == -signal.SIGKILL
-    assert served([OnlineFeatures(settings)], [library["A"], library["B"]]) == "B"
+    settings = switched_to_b_and_killed(store_settings, library, fork_server)
 
     # when A's files come back and are materialized (A's digests, if trusted, would say: nothing changed)
     library["A"].install(settings.data_dir)
