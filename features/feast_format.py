@@ -10,6 +10,8 @@ against the pinned Feast at import.
   never a mix: SQLite builds the next generation as a table of its own and renames it into
   Feast's table name in one transaction; Redis queues the changes in one MULTI and applies them
   with EXEC. Each store records the generation it holds, for the side files to be checked against.
+- The file registry written atomically (`FileRegistryStore._write_registry`: Feast truncates the
+  file, then writes it).
 - Recording a materialization in the registry (`registry.apply_materialization`), as Feast's
   own materialize does after writing.
 - Applying the repo without rewriting unchanged objects: `repo_operations.parse_repo`, the diff
@@ -33,6 +35,7 @@ import sqlite3
 import struct
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -67,6 +70,39 @@ def check_feast_version(installed: str) -> None:
 
 
 check_feast_version(importlib.metadata.version("feast"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The file registry, written atomically
+
+
+def _write_registry_atomically(self: Any, registry_proto: Any) -> None:
+    """Feast's FileRegistryStore._write_registry, but into a side file renamed over the registry:
+    Feast truncates the registry file and then writes it, so a materialize or apply killed in
+    between left an empty registry (no feature views: "run custlens features apply")."""
+    from feast.utils import _utc_now
+
+    registry_proto.version_id = str(uuid.uuid4())
+    registry_proto.last_updated.FromDatetime(_utc_now())
+    path = Path(self._filepath)
+    path.parent.mkdir(exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, mode="wb", buffering=0) as f:
+            f.write(registry_proto.SerializeToString())
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _atomic_file_registry() -> None:
+    from feast.infra.registry.file import FileRegistryStore
+
+    FileRegistryStore._write_registry = _write_registry_atomically  # type: ignore[method-assign]
+
+
+_atomic_file_registry()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -762,14 +762,14 @@ class FileSink(Sink):
         ).cast(schema)
 
     def runs(self) -> list[RunEntry]:
-        if not self.manifest_path.exists():
+        done, _ = self._committed_pending()  # a commit killed between its renames: its scores are in
+        path = done[-1] if done else self.manifest_path
+        if not path.exists():
             return []
         try:
-            table = self._read(self.manifest_path, MANIFEST_SCHEMA)
+            table = self._read(path, MANIFEST_SCHEMA)
         except (pa.ArrowException, OSError) as exc:
-            raise CustlensError(
-                f"sink {self.uri}: cannot read the manifest {self.manifest_path}: {_first_line(exc)}"
-            ) from None
+            raise CustlensError(f"sink {self.uri}: cannot read the manifest {path}: {_first_line(exc)}") from None
         # Read as NULL when absent: only those added since may be.
         if absent := [f.name for f in MANIFEST_SCHEMA if not f.nullable and table.column(f.name).null_count]:
             raise CustlensError(
@@ -813,6 +813,7 @@ class FileSink(Sink):
 
     def begin(self, entry: RunEntry) -> None:
         self.scores_dir.mkdir(parents=True, exist_ok=True)
+        self._settle_pending()  # before the leftovers go: a staged file tells an unfinished commit
         for leftover in self.scores_dir.glob(f".{entry.as_of}.*.tmp"):
             leftover.unlink(missing_ok=True)  # from a run of this date that was killed
         self._record(entry)
@@ -840,15 +841,22 @@ class FileSink(Sink):
         self._writer.close()
         self._writer = None
         fsync_file(self._staged)  # on disk before the rename, as in atomic_file
+        # The scores file's rename is the commit; the manifest saying so is written first, beside
+        # it, and renamed in after: a kill between the renames leaves a pending manifest that
+        # `runs()` reads (the staged file is gone) and the next writer renames in (_settle_pending).
+        pending = self._pending_path(entry)
+        self._write_manifest(self._with(entry), pending)
         os.replace(self._staged, final)
         self._staged = None
-        self._record(entry)
+        os.replace(pending, self.manifest_path)
 
     def abort(self, entry: RunEntry) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         if self._staged is not None:
+            # the pending manifest first: without its staged file it would read as committed
+            self._pending_path(entry).unlink(missing_ok=True)
             self._staged.unlink(missing_ok=True)
             self._staged = None
         with contextlib.suppress(OSError):  # the folder went away: the error is reported anyway
@@ -862,12 +870,41 @@ class FileSink(Sink):
 
     def _record(self, *entries: RunEntry) -> None:
         """The manifest with `entries` added or updated, swapped in whole."""
+        self._settle_pending()
+        self._write_manifest(self._with(*entries), self.manifest_path)
+
+    def _with(self, *entries: RunEntry) -> list[RunEntry]:
         runs = {run.run_id: run for run in self.runs()}
         runs.update((entry.run_id, entry) for entry in entries)
-        table = pa.Table.from_pylist([asdict(run) for run in runs.values()], schema=MANIFEST_SCHEMA)
+        return list(runs.values())
+
+    def _write_manifest(self, runs: list[RunEntry], path: Path) -> None:
+        table = pa.Table.from_pylist([asdict(run) for run in runs], schema=MANIFEST_SCHEMA)
         # renamed only once its bytes are on disk: a crash of the machine never leaves a short file
-        with atomic_file(self.manifest_path, durable=True) as partial:
+        with atomic_file(path, durable=True) as partial:
             if self.kind == "parquet":
                 pq.write_table(table, partial)
             else:
                 pa_csv.write_csv(table, partial)
+
+    def _pending_path(self, entry: RunEntry) -> Path:
+        return self.root / f".{self.manifest_path.name}.{entry.as_of}.{entry.run_id}.pending"
+
+    def _committed_pending(self) -> tuple[list[Path], list[Path]]:
+        """Pending manifests of commits that were killed between their two renames: those whose
+        scores file was renamed in (its staged file is gone) and those whose was not."""
+        done: list[Path] = []
+        undone: list[Path] = []
+        for pending in sorted(self.root.glob(f".{self.manifest_path.name}.*.pending")):
+            as_of, run_id = pending.name.removeprefix(f".{self.manifest_path.name}.").split(".")[:2]
+            staged = self.scores_dir / f".{as_of}.{run_id}.tmp"
+            (undone if staged.exists() else done).append(pending)
+        return done, undone
+
+    def _settle_pending(self) -> None:
+        """Finish what a killed commit left: its manifest renamed in if its scores were, else dropped."""
+        done, undone = self._committed_pending()
+        for pending in done:
+            os.replace(pending, self.manifest_path)
+        for pending in undone:
+            pending.unlink(missing_ok=True)

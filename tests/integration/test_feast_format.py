@@ -246,3 +246,33 @@ def test_stamps_decode_as_the_epoch_seconds_written() -> None:
 
     assert feast_format._epoch_seconds(stamp.SerializeToString()) == cutoff_instant(OCTOBER).timestamp()
     assert feast_format._epoch_seconds(b"") is None and feast_format._epoch_seconds(None) is None
+
+
+def test_the_file_registry_is_replaced_whole_even_when_the_write_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feast truncates the registry file before writing it: a materialize killed in between left
+    no feature views at all. Written beside and renamed in, a killed write leaves the old one."""
+    import os
+
+    from feast.infra.registry.file import FileRegistryStore
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    from feast.repo_config import RegistryConfig
+
+    import features.feast_format  # noqa: F401 - installs the atomic write
+
+    path = tmp_path / "registry.db"
+    store = FileRegistryStore(RegistryConfig(path=str(path)), tmp_path)
+    old = RegistryProto(registry_schema_version="1")
+    store.update_registry_proto(old)
+    before = path.read_bytes()
+
+    def killed(source: object, target: object) -> None:
+        raise KeyboardInterrupt  # the kill lands after the new bytes, before the rename
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.update_registry_proto(RegistryProto(registry_schema_version="2"))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".registry.db.*"))

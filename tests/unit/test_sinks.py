@@ -517,3 +517,40 @@ def runs_of(uri: str) -> list[RunEntry]:
         return sink.runs()
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+@pytest.mark.parametrize("killed_at", ["scores rename", "manifest rename"])
+def test_a_file_sink_commit_killed_between_its_renames_reads_as_what_it_reached(
+    kind: str, killed_at: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scores file's rename is the commit: killed after it, the run reads succeeded (its manifest
+    is pending beside the old one); killed before it, the previous run holds and nothing is pending."""
+    import serving.sinks as sinks
+
+    uri = f"{kind}:{tmp_path / 'scores'}"
+    first = run(uri, chunk("x", {"c1": 1.0}, "USD"))
+    real_replace, renamed = os.replace, []
+
+    def killed(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        scores_rename = Path(target).name == f"{AS_OF}.{kind}"
+        if (scores_rename and killed_at == "scores rename") or renamed:
+            raise KeyboardInterrupt  # the kill lands here, or at the first rename after the scores'
+        real_replace(source, target)
+        renamed.extend([target] if scores_rename and killed_at == "manifest rename" else [])
+
+    monkeypatch.setattr(sinks.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(uri, chunk("x", {"c1": 2.0, "c2": 3.0}, "USD"))
+    monkeypatch.setattr(sinks.os, "replace", real_replace)
+    statuses = [run.status for run in open_sink(uri).runs()]
+    holder = set(open_sink(uri).scores()["scoring_run_id"])
+    if killed_at == "manifest rename":  # the scores were renamed in: that run succeeded
+        assert statuses == [SUCCEEDED, SUCCEEDED] and holder != {first}
+    else:
+        assert statuses == [SUCCEEDED, RUNNING] and holder == {first}
+    # and the next run settles the pending manifest: renamed in, or dropped
+    run(uri, chunk("x", {"c1": 4.0}, "USD"))
+    assert not list((tmp_path / "scores").glob(".*.pending"))
+    assert [run.status for run in open_sink(uri).runs()][-1] == SUCCEEDED
+    assert len(open_sink(uri).runs()) == 3
