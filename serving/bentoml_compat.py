@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import logging
 from typing import Any
 
@@ -175,8 +176,6 @@ def log_client_errors_at_info() -> bool:
 
 
 def _request_timeout_response(message: str) -> bytes:
-    import json
-
     body = json.dumps({"error": message}).encode()
     head = (
         b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
@@ -186,8 +185,8 @@ def _request_timeout_response(message: str) -> bytes:
 
 
 def _header_timeout_protocol() -> type[Any]:
-    """uvicorn's httptools protocol with a header deadline, built on first use (uvicorn imported
-    only by a process that serves)."""
+    """uvicorn's httptools protocol with a header deadline (`header_timeout`, set by
+    time_out_slow_headers), built when installed: uvicorn is imported only where it serves."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -195,7 +194,7 @@ def _header_timeout_protocol() -> type[Any]:
         opening, or of the request's first byte on a kept-alive connection; else 408 and close."""
 
         _custlens_header_timeout = True
-        header_timeout = 10.0
+        header_timeout: float  # seconds
         _header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
