@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ import duckdb
 from rich.console import Console
 
 from custlens.errors import CustlensError
+from custlens.runs import RunOwner
 from custlens.settings import Settings
 from features.kpis.cube import build_kpi_cube, kpi_dir
 from features.lake.contracts import CONTRACTS, QUARANTINE_REASONS, TableContract
@@ -224,19 +226,9 @@ def _remove_stale_work(data_dir: Path) -> None:
     ingest's folder (its process alive) is left alone."""
     for folder in data_dir.glob(f"{WORK_PREFIX}*"):
         pid = folder.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and not RunOwner(socket.gethostname(), int(pid)).is_gone():
             continue
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def _salt(settings: Settings, console: Console | None, check: bool) -> Salt:

@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from features.online import VECTOR_VIEW, OnlineFeatures, materialize
 from features.snapshot_reader import PackedSnapshot, load_packed_snapshot
 from features.store import apply_definitions, feature_store
 from tests.support.feature_snapshots import synthetic_values, write_snapshot
+from tests.support.processes import wait_for
 
 OCTOBER, NOVEMBER = date(2026, 10, 1), date(2026, 11, 1)
 # Enough customers, written 1,000 at a time (the least allowed), for a run to be a few tenths of
@@ -198,15 +198,6 @@ def fork_server() -> multiprocessing.context.ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["features.online", __name__])
     return context
-
-
-def wait_for(condition: Callable[[], bool], process: BaseProcess, limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and process.is_alive():
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()  # a run may have ended between two looks
 
 
 def run_to_end(fork_server: multiprocessing.context.ForkServerContext, target: Callable[..., None], *args: Any) -> int:

@@ -14,9 +14,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, timedelta
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import mlflow
@@ -36,9 +35,11 @@ from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
 from serving.batch import BatchReport, decile_bins, population_stability, score_customers
 from serving.scorer import Scorer
-from serving.sinks import FAILED, RUNNING, SCORES, SCORES_TABLE, SUCCEEDED, RunEntry, open_sink
+from serving.sinks import FAILED, RUNNING, SCORES, SCORES_TABLE, SUCCEEDED, open_sink
 from tests.support.databases import postgres_schema_url
+from tests.support.processes import wait_for
 from tests.support.run_holder import holding
+from tests.support.sinks import sink_runs
 from tests.support.trained import trained_project
 from training.tracking import connect
 
@@ -103,15 +104,7 @@ def read_sink(uri: str, as_of: date | None = None) -> pd.DataFrame:
 
 
 def manifest(uri: str) -> list[tuple[str, str, date]]:
-    return [(run.run_id, run.status, run.as_of) for run in entries(uri)]
-
-
-def entries(uri: str) -> list[RunEntry]:
-    sink = open_sink(uri)
-    try:
-        return sink.runs()
-    finally:
-        sink.close()
+    return [(run.run_id, run.status, run.as_of) for run in sink_runs(uri)]
 
 
 def without_run(frame: pd.DataFrame) -> pd.DataFrame:
@@ -399,15 +392,6 @@ def fork_server() -> multiprocessing.context.BaseContext:
     return context
 
 
-def wait_for(condition: Callable[[], bool], process: BaseProcess, limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and process.is_alive():
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "parquet"])
 def test_a_job_killed_at_any_moment_leaves_the_previous_complete_result(
     project: Settings,
@@ -544,7 +528,7 @@ def test_a_killed_scoring_run_is_marked_failed_and_killed_at_the_next_start(
     with holding("--sink", uri) as alive, holding("--tracking", tracking, "--experiment", "batch-scoring") as tracked:
         # when the next `custlens score` starts
         report = score_customers(project, cutoffs[1], uri)
-        runs = {run.run_id: run for run in entries(uri)}
+        runs = {run.run_id: run for run in sink_runs(uri)}
         # then the killed run is failed in the manifest and KILLED in MLflow, saying why
         reason = f"killed: process {process.pid} on {socket.gethostname()} is gone"
         assert (runs[killed_run].status, runs[killed_run].error) == (FAILED, reason)

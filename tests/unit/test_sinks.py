@@ -38,6 +38,7 @@ from serving.sinks import (
 )
 from tests.support.databases import POSTGRES_URL, postgres_schema_url
 from tests.support.run_holder import holding
+from tests.support.sinks import sink_runs
 
 AS_OF = date(2025, 1, 1)
 
@@ -491,7 +492,7 @@ def test_a_sql_manifest_from_before_host_and_pid_gets_them_added(sql_sink_uri: s
     engine.dispose()
     # when a new run is written, then the old run reads with no host, and the new run is recorded
     new_id = run(sql_sink_uri, chunk("r", {"C1": 2.0}, "USD"))
-    runs = {entry.run_id: entry for entry in runs_of(sql_sink_uri)}
+    runs = {entry.run_id: entry for entry in sink_runs(sql_sink_uri)}
     assert (runs[run_id].host, runs[run_id].pid) == (None, None)
     assert runs[new_id].status == SUCCEEDED
 
@@ -506,17 +507,9 @@ def test_a_manifest_file_from_before_host_and_pid_reads_them_as_null(kind: str, 
     old = old.drop_columns(list(ADDED_MANIFEST_COLUMNS))
     pq.write_table(old, path) if kind == "parquet" else pa_csv.write_csv(old, path)
     new_id = run(uri, chunk("r", {"C1": 2.0}, "USD"))
-    runs = {entry.run_id: entry for entry in runs_of(uri)}
+    runs = {entry.run_id: entry for entry in sink_runs(uri)}
     assert (runs[run_id].host, runs[run_id].pid, runs[run_id].status) == (None, None, SUCCEEDED)
     assert runs[new_id].status == SUCCEEDED
-
-
-def runs_of(uri: str) -> list[RunEntry]:
-    sink = open_sink(uri)
-    try:
-        return sink.runs()
-    finally:
-        sink.close()
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
@@ -543,7 +536,7 @@ def test_a_file_sink_commit_killed_between_its_renames_reads_as_what_it_reached(
     with pytest.raises(KeyboardInterrupt):
         run(uri, chunk("x", {"c1": 2.0, "c2": 3.0}, "USD"))
     monkeypatch.setattr(sinks.os, "replace", real_replace)
-    statuses = [run.status for run in open_sink(uri).runs()]
+    statuses = [run.status for run in sink_runs(uri)]
     holder = set(open_sink(uri).scores()["scoring_run_id"])
     if killed_at == "manifest rename":  # the scores were renamed in: that run succeeded
         assert statuses == [SUCCEEDED, SUCCEEDED] and holder != {first}
@@ -552,5 +545,5 @@ def test_a_file_sink_commit_killed_between_its_renames_reads_as_what_it_reached(
     # and the next run settles the pending manifest: renamed in, or dropped
     run(uri, chunk("x", {"c1": 4.0}, "USD"))
     assert not list((tmp_path / "scores").glob(".*.pending"))
-    assert [run.status for run in open_sink(uri).runs()][-1] == SUCCEEDED
-    assert len(open_sink(uri).runs()) == 3
+    assert [run.status for run in sink_runs(uri)][-1] == SUCCEEDED
+    assert len(sink_runs(uri)) == 3
