@@ -34,7 +34,6 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +87,11 @@ def step_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def step_snapshots(args: argparse.Namespace) -> dict[str, Any]:
-    from features.sample.generate import DEFAULT_END
     from features.snapshots import build_snapshots, default_cutoffs
 
     settings = _settings(args)
     # "today" pinned the day after the generated history (as the integration tests do): the same cutoffs any day
-    cutoffs = default_cutoffs(settings, today=DEFAULT_END + timedelta(days=1))
+    cutoffs = default_cutoffs(settings)
     build_snapshots(settings, cutoffs)
     return {"cutoffs": len(cutoffs), "first": cutoffs[0].isoformat(), "last": cutoffs[-1].isoformat()}
 

@@ -124,6 +124,7 @@ def ingest(
     config: ConfigOption = None,
 ) -> None:
     """Validate exports, quarantine bad rows, resolve identities, hash PII, write the lake and its KPI cube."""
+    from features.asof import live_as_of
     from features.kpis import kpi_dir
     from features.lake.ingest import ingest as run_ingest
 
@@ -142,6 +143,7 @@ def ingest(
             raise CustlensError(report.failure_message())
         return
     console.print(f"KPI cube: {kpi_dir(settings)}", highlight=False)
+    console.print(live_as_of(settings).line("features, scores and the service will be as of"), highlight=False)
 
 
 @app.command("kpis")
@@ -193,23 +195,30 @@ features_app = typer.Typer(
 app.add_typer(features_app, name="features")
 
 
+AS_OF_DEFAULT = "{what}, YYYY-MM-DD (default: the as-of the data gives: today if fresh, else its end)."
+
+
 @features_app.command("build")
 @user_errors_exit_cleanly
 def features_build(
     as_of: Annotated[
         list[str] | None,
         typer.Option(
-            "--as-of", help="Cutoff date YYYY-MM-DD (repeatable); default: month starts over the history + today."
+            "--as-of",
+            help="Cutoff date YYYY-MM-DD (repeatable); default: month starts over the history + the as-of "
+            "(today for fresh data, else the end of the data).",
         ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Compute per-customer feature snapshots from the lake, from data strictly before each cutoff."""
-    from features.snapshots import build_snapshots, default_cutoffs
+    from features.snapshots import build_default_snapshots, build_snapshots
 
     settings = _settings(config)
-    cutoffs = [_required_day(value, "--as-of") for value in as_of] if as_of else default_cutoffs(settings)
-    report = build_snapshots(settings, cutoffs, console=console)
+    if as_of:
+        report = build_snapshots(settings, [_required_day(value, "--as-of") for value in as_of], console=console)
+    else:
+        report = build_default_snapshots(settings, console=console)
     console.print(report.render())
 
 
@@ -225,7 +234,7 @@ def features_apply(config: ConfigOption = None) -> None:
 @features_app.command("materialize")
 @user_errors_exit_cleanly
 def features_materialize(
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Snapshot to load (default: the latest).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_DEFAULT.format(what="Snapshot to load"))] = None,
     full: Annotated[bool, typer.Option("--full", help="Write every customer, not only those that changed.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -274,6 +283,7 @@ def train(
     config: ConfigOption = None,
 ) -> None:
     """Train, tune, evaluate and register the models; promote each that beats its champion."""
+    from features.asof import live_as_of
     from training.tracking import tracking_uri
     from training.train import MODELS, render, train_all
 
@@ -285,6 +295,10 @@ def train(
     budget = {"trials": trials, "timeout_seconds": timeout}
     changes = {key: value for key, value in budget.items() if value is not None}
     settings = settings.model_copy(update={"training": settings.training.model_copy(update=changes)})
+    console.print(
+        live_as_of(settings).line("the data is as of") + "; each model's test window is the latest that ends by it",
+        highlight=False,
+    )
     results = train_all(settings, chosen, console=console)
     console.print(render(results))
     console.print(f"MLflow: {tracking_uri(settings)}; open the UI with `make mlflow-ui` (http://127.0.0.1:5000)")
@@ -333,7 +347,7 @@ def backtest(
 @user_errors_exit_cleanly
 def score(
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Snapshot date to score, YYYY-MM-DD (default: the latest).")
+        str | None, typer.Option("--as-of", help=AS_OF_DEFAULT.format(what="Snapshot date to score"))
     ] = None,
     sink: Annotated[
         str | None,

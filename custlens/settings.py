@@ -233,7 +233,17 @@ class FeatureSettings(_Section):
         "month", description="Snapshots are taken at the start of each month (or Monday), over the whole history."
     )
     max_cutoffs: int = Field(48, ge=1, description="At most this many of the latest periodic cutoffs are built.")
-    include_today: bool = Field(True, description="Also snapshot at today's date, the one the online store serves.")
+    include_today: bool = Field(
+        True,
+        description="When the data is fresh, the as-of (the snapshot scored and served) is today; false: always the "
+        "end of the data.",
+    )
+    fresh_within_days: float = Field(
+        2,
+        ge=0,
+        description="Data whose last event is at most this many days old is fresh: described as of today, with "
+        "request-time recency online; older data is described as of its end.",
+    )
     duckdb_memory_limit: str = Field(
         "4GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$", description="Memory DuckDB may use before spilling to disk."
     )

@@ -40,6 +40,7 @@ from custlens.errors import CustlensError
 from custlens.progress import chunks
 from custlens.settings import Settings
 from features import feast_format, layout
+from features.asof import Freshness, resolve_snapshot
 from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, feature
 from features.lake.tables import atomic_file, cutoff_instant
 from features.recency import days_between_epochs
@@ -51,6 +52,7 @@ from features.snapshot_reader import (
     PackedSnapshot,
     load_packed_snapshot,
     packed_columns,
+    snapshot_cutoffs,
 )
 from features.store import feature_store, service_features
 
@@ -71,6 +73,7 @@ class MaterializeReport:
     store: str
     removed: int = 0  # customers of the previous generation that this snapshot no longer has
     switch_seconds: float = 0.0  # the step readers go from one generation to the next in
+    as_of: str = ""  # which as-of the snapshot is and why
 
     def render(self) -> str:
         kind = "full load" if self.full else "incremental"
@@ -78,7 +81,7 @@ class MaterializeReport:
         return (
             f"materialized snapshot {self.cutoff} into the {self.store} online store ({kind}): "
             f"{self.written:,} of {self.customers:,} customers written{removed} in {self.seconds:.1f} s "
-            f"(the switch to it took {self.switch_seconds * 1000:,.0f} ms)"
+            f"(the switch to it took {self.switch_seconds * 1000:,.0f} ms)" + (f"\n{self.as_of}" if self.as_of else "")
         )
 
 
@@ -100,7 +103,7 @@ def _pending(path: Path, generation: str) -> Path:
 def materialize(
     settings: Settings, cutoff: date | None = None, full: bool = False, console: Console | None = None
 ) -> MaterializeReport:
-    """Load the snapshot at `cutoff` (default: the latest) into the online store, as a new
+    """Load the snapshot at `cutoff` (default: the live as-of, features/asof.py) into the online store, as a new
     generation that readers switch to in one step.
 
     Only customers whose features differ from the generation the store holds are written, unless
@@ -113,6 +116,7 @@ def materialize(
         view = store.get_feature_view(VECTOR_VIEW)
     except Exception as exc:
         raise CustlensError("the feature store has no customer_vector view; run `custlens features apply`") from exc
+    cutoff, as_of = resolve_snapshot(settings, cutoff, snapshot_cutoffs(settings))
     snapshot = load_packed_snapshot(settings, cutoff)
     table = feast_format.online_table(store, view)
     digest_file, packed_file = _side_files(settings)
@@ -156,7 +160,7 @@ def materialize(
     feast_format.record_materialization(store, view, instant, instant)
     return MaterializeReport(
         snapshot.cutoff, len(snapshot), len(changed), full, time.perf_counter() - started,
-        settings.feast.online_store, len(removed), next_generation.switch_seconds,
+        settings.feast.online_store, len(removed), next_generation.switch_seconds, as_of,
     )  # fmt: skip
 
 
@@ -242,6 +246,8 @@ class OnlineRows:
     feature_time: list[datetime | None]  # the snapshot each row comes from
     numbers: np.ndarray  # (ids, len(PACKED_NUMBERS)) float64; NaN for NULL and for unknown ids
     labels: list[list[str | None]]
+    # the instant day counts are taken at: the request's time when the data is fresh, else the
+    # snapshot's own (the end of the data), as the batch job scores it
     request_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def value(self, row: int, name: str) -> Any:
@@ -278,8 +284,11 @@ class OnlineFeatures:
         self._table = feast_format.online_table(self.store, view)
         self._services: dict[str, tuple[str, ...]] = {}
         self._plans: dict[tuple[str, ...], FramePlan] = {}
+        self.freshness = Freshness(settings)
 
     def read(self, customer_ids: Sequence[str], request_time: datetime | None = None) -> OnlineRows:
+        """The stored rows of these ids, with day counts at `request_time` (default: now) when the
+        lake's data is fresh, else at the snapshot's cutoff: stale data is answered as of its end."""
         ids = [str(customer_id) for customer_id in customer_ids]
         stored = self._table.read(feast_format.entity_key_bytes(JOIN_KEY, ids))
         known = np.zeros(len(ids), dtype=bool)
@@ -305,7 +314,10 @@ class OnlineFeatures:
         numbers = np.full((len(ids), len(PACKED_NUMBERS)), np.nan)
         if packed_numbers:
             numbers[known] = np.frombuffer(b"".join(packed_numbers), dtype="<f8").reshape(-1, len(PACKED_NUMBERS))
-        return OnlineRows(ids, known, stamps, numbers, labels, request_time or datetime.now(UTC))
+        now = request_time or datetime.now(UTC)
+        if instant_of and not self.freshness.fresh(now):
+            now = max(instant_of.values())
+        return OnlineRows(ids, known, stamps, numbers, labels, now)
 
     def service_features(self, service: str) -> tuple[str, ...]:
         """The feature names of a FeatureService, in the service's order."""
@@ -339,12 +351,19 @@ class OnlineFeatures:
         """`features_frame` as a dict of numpy columns, without building the frame: the online
         scoring path reads each column once, and a DataFrame's per-column access costs more than
         the models' predictions for one customer."""
+        return self.features_columns_as_of(customer_ids, names, request_time)[0]
+
+    def features_columns_as_of(
+        self, customer_ids: Sequence[str], names: Sequence[str], request_time: datetime | None = None
+    ) -> tuple[dict[str, np.ndarray], datetime]:
+        """`features_columns` and the instant they describe (see `read`)."""
         rows = self.read(customer_ids, request_time)
         feature_time = np.array([np.nan if t is None else t.timestamp() for t in rows.feature_time], dtype="float64")
-        return packed_columns(
+        columns = packed_columns(
             rows.customer_ids, rows.known, feature_time, rows.numbers, rows.labels, rows.request_time,
             self._plan(tuple(names)),
         )  # fmt: skip
+        return columns, rows.request_time
 
     def _plan(self, names: tuple[str, ...]) -> FramePlan:
         if names not in self._plans:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from custlens.errors import CustlensError
 from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features import layout
+from features.asof import AsOf, live_as_of
 from features.catalog import FAMILIES, FAMILY_SOURCE_TABLE, Family, FeatureKind, family_features
 from features.lake.tables import (
     copy_to_parquet,
@@ -351,6 +352,8 @@ class SnapshotReport:
     absent_tables: tuple[str, ...]
     seconds: float
     features_dir: Path
+    as_of: str | None = None  # the live as-of and why, when the cutoffs are the default ones
+    removed: tuple[date, ...] = ()  # snapshots after the live as-of, deleted
 
     @property
     def null_families(self) -> tuple[Family, ...]:
@@ -371,16 +374,24 @@ class SnapshotReport:
             ),
             f"snapshots: {self.features_dir}/<family>/<YYYY-MM-DD>.parquet",
         ]
+        notes = [f"latest: {self.as_of}"] if self.as_of else []
+        if self.removed:
+            notes.append(f"[yellow]removed snapshot(s) {', '.join(map(str, self.removed))}: after the as-of "
+                         "(an earlier setting)[/]")  # fmt: skip
         # paths stay on one line, so they can be copied even from a narrow terminal
-        return Group(table, *(Text.from_markup(line, overflow="ignore") for line in lines))
+        return Group(
+            table,
+            *(Text.from_markup(line, overflow="ignore") for line in lines),
+            *(Text.from_markup(line, overflow="fold") for line in notes),
+        )
 
 
 # ---------------------------------------------------------------- cutoffs
 
 
-def default_cutoffs(settings: Settings, today: date | None = None) -> list[date]:
+def default_cutoffs(settings: Settings, live: AsOf | None = None) -> list[date]:
     """Month starts (or Mondays) over the lake's order history, the latest `features.max_cutoffs`
-    of them, plus today (UTC) when `features.include_today`; sorted and unique."""
+    of them, plus the live as-of (today for fresh data, else the end of the data); sorted and unique."""
     first_order, last_order = _order_span(settings)
     periodic: list[date] = []
     if first_order is not None and last_order is not None:
@@ -393,9 +404,25 @@ def default_cutoffs(settings: Settings, today: date | None = None) -> list[date]
             periodic.append(day)
             day = _next_period_start(day, every)
     cutoffs = set(periodic[-settings.features.max_cutoffs :])
-    if settings.features.include_today:
-        cutoffs.add(today if today is not None else datetime.now(UTC).date())
+    cutoffs.add((live or live_as_of(settings)).day)
     return sorted(cutoffs)
+
+
+def remove_snapshots_after(settings: Settings, day: date) -> tuple[date, ...]:
+    """Delete the snapshot files of cutoffs after `day` (the live as-of): written under an earlier
+    setting, a wall-clock snapshot of data that ended long before, say. Returns their cutoffs."""
+    removed: set[date] = set()
+    for family in FAMILIES:
+        folder = family_dir(settings, family)
+        for path in folder.glob("*.parquet") if folder.is_dir() else ():
+            try:
+                cutoff = date.fromisoformat(path.stem)
+            except ValueError:
+                continue
+            if cutoff > day:
+                path.unlink(missing_ok=True)
+                removed.add(cutoff)
+    return tuple(sorted(removed))
 
 
 def is_period_start(day: date, every: str) -> bool:
@@ -436,6 +463,18 @@ def family_dir(settings: Settings, family: Family) -> Path:
 def snapshot_path(settings: Settings, family: Family, cutoff: date) -> Path:
     """Where the snapshot of `family` at `cutoff` is written."""
     return layout.snapshot_file(family, cutoff, settings.data_dir)
+
+
+def build_default_snapshots(settings: Settings, console: Console | None = None) -> SnapshotReport:
+    """`custlens features build` without --as-of: the grid and the live as-of, built after the
+    snapshots beyond that as-of are removed (they would otherwise pass for the latest)."""
+    for table in REQUIRED_TABLES:
+        if not table_path(settings, table).exists():
+            raise missing_table(settings, table)
+    live = live_as_of(settings)
+    removed = remove_snapshots_after(settings, live.day)
+    report = build_snapshots(settings, default_cutoffs(settings, live), console=console)
+    return replace(report, as_of=live.line(), removed=removed)
 
 
 def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Console | None = None) -> SnapshotReport:

@@ -25,6 +25,7 @@ from custlens.errors import CustlensError
 from custlens.progress import chunks
 from custlens.runs import RunOwner
 from custlens.settings import Settings
+from features.asof import resolve_snapshot
 from features.lake.tables import CrmIds, cutoff_instant
 from features.snapshot_reader import PackedSnapshot, load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
 from serving.scorer import MODELS, Scorer
@@ -65,6 +66,7 @@ class BatchReport:
     psi_warning: float
     kpi_segments: str = ""  # what became of the KPI cubes by segment
     killed_runs: tuple[str, ...] = ()  # runs a killed process had left running, marked at the start
+    as_of_why: str = ""  # which as-of was scored and why (features/asof.py)
 
     def drifted(self) -> list[str]:
         return [score for score, value in self.psi.items() if value > self.psi_warning]
@@ -76,6 +78,8 @@ class BatchReport:
             "model versions: " + ", ".join(f"{model} v{version}" for model, version in self.versions.items())
             + f"; scoring run {self.run_id}",
         ]  # fmt: skip
+        if self.as_of_why:
+            parts.append(self.as_of_why)
         parts.extend(f"[yellow]{killed}[/]" for killed in self.killed_runs)
         if self.not_found:
             shown = ", ".join(self.not_found[:5]) + (" ..." if len(self.not_found) > 5 else "")
@@ -107,7 +111,7 @@ def score_customers(
     customers_file: Path | None = None,
     console: Console | None = None,
 ) -> BatchReport:
-    """Score the snapshot at `as_of` (default: the latest) and write it to the sink (default:
+    """Score the snapshot at `as_of` (default: the live as-of, features/asof.py) and write it to the sink (default:
     `settings.scores_sink`). Checks the sink, the date and the id list before any scoring, and
     marks the runs a killed process left running (in the sink's manifest and in MLflow)."""
     started = time.perf_counter()
@@ -116,7 +120,7 @@ def score_customers(
         sink.check()
         killed = [f"scoring run {run.run_id} marked failed: {run.error}" for run in sink.fail_killed_runs()]
         killed += end_killed_runs(settings)
-        cutoff = _snapshot_date(settings, as_of)
+        cutoff, why = _snapshot_date(settings, as_of)
         listed = _read_ids(customers_file) if customers_file is not None else None
         scorer = Scorer.from_registry(settings)
         snapshot = load_packed_snapshot(settings, cutoff)
@@ -129,7 +133,7 @@ def score_customers(
                       segments)  # fmt: skip
     finally:
         sink.close()
-    report = replace(report, killed_runs=tuple(killed))
+    report = replace(report, killed_runs=tuple(killed), as_of_why=why)
     if segments is not None:
         report = replace(report, kpi_segments=_kpi_segments(settings, segments, report.as_of))
     return report
@@ -226,18 +230,9 @@ def _run(
 # What to score
 
 
-def _snapshot_date(settings: Settings, as_of: date | None) -> date:
-    available = snapshot_cutoffs(settings)
-    if not available:
-        raise CustlensError(f"no feature snapshots under {settings.features_dir}; run `custlens features build` first")
-    if as_of is None:
-        return available[-1]
-    if as_of not in available:
-        raise CustlensError(
-            f"no feature snapshot at {as_of}; snapshots exist at {', '.join(map(str, available))} "
-            f"(build another with `custlens features build --as-of {as_of}`)"
-        )
-    return as_of
+def _snapshot_date(settings: Settings, as_of: date | None) -> tuple[date, str]:
+    """The snapshot to score (default: the live as-of) and the line saying why."""
+    return resolve_snapshot(settings, as_of, snapshot_cutoffs(settings))
 
 
 def _read_ids(path: Path) -> list[str]:

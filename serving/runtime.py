@@ -228,6 +228,9 @@ class Runtime:
             "reload_poll_seconds": self.settings.serving.reload_poll_seconds,
             "last_reload_error": self.last_reload_error,
             "online_store": self.settings.feast.online_store,
+            "data_end": None if (end := loaded.online.freshness.data_end()) is None else end.isoformat(),
+            "data_fresh": loaded.online.freshness.fresh(datetime.now(UTC)),
+            "fresh_within_days": self.settings.features.fresh_within_days,
             "crosswalk_ids": len(loaded.crosswalk),
             "max_ids_per_request": self.settings.serving.max_ids_per_request,
         }
@@ -300,11 +303,12 @@ def score(loaded: Loaded, asked: Sequence[Asked], reasons: bool, now: datetime |
     now = now or datetime.now(UTC)
     scorer = loaded.scorer
     ids = [a.customer_id or "" for a in asked]  # "" is never stored: an unresolved pair stays unknown
-    features = loaded.online.features_columns(ids, scorer.inputs, now)
-    scored = scorer.score(features, now, reasons=reasons)
+    features, as_of = loaded.online.features_columns_as_of(ids, scorer.inputs, now)
+    scored = scorer.score(features, as_of, reasons=reasons)
     columns = {name: _plain_column(scored[name]) for name in (*SCORE_COLUMNS, *(["churn_reasons"] if reasons else []))}
     known = features["known"].tolist()
     feature_time = [None if pd.isna(t) else t.isoformat() for t in features["feature_time"]]
+    as_of_text = as_of.isoformat()
     results = []
     for row, (who, is_known) in enumerate(zip(asked, known, strict=True)):
         result: dict[str, Any] = {
@@ -315,11 +319,14 @@ def score(loaded: Loaded, asked: Sequence[Asked], reasons: bool, now: datetime |
         }
         if is_known:
             result["feature_time"] = feature_time[row]
+            result["feature_snapshot"] = str(feature_time[row])[:10]
+            result["as_of"] = as_of_text
             for name, values in columns.items():
                 result[name] = values[row]
         results.append(result)
     return {
         "scored_at": now.isoformat(),
+        "as_of": as_of_text,
         "model_alias": scorer.refs["churn"].alias,
         "model_versions": scorer.versions,
         "results": results,

@@ -338,14 +338,15 @@ MIN_SEGMENT_STABILITY = 0.9
 
 def train_segments(settings: Settings, console: Console | None = None) -> ModelResult:
     """RFM segments and behavioural clusters on the latest snapshot; promoted when names are stable."""
+    from features.asof import resolve_snapshot
     from features.snapshot_reader import snapshot_cutoffs
     from features.store import entity_rows, training_frame
     from training.segments import BehaviouralSegmenter, RfmScorer, stability
 
     started = time.perf_counter()
     say = console.print if console else (lambda *_: None)
-    cutoff = snapshot_cutoffs(settings)[-1]
-    say(f"[bold]segments[/]: clustering customers as of {cutoff}")
+    cutoff, why = resolve_snapshot(settings, None, snapshot_cutoffs(settings))
+    say(f"[bold]segments[/]: clustering customers {why}")
     customers = pd.read_parquet(table_path(settings, "customers"), columns=["customer_id"])["customer_id"]
     frame = training_frame(settings, entity_rows(customers.tolist(), [cutoff]), SEGMENTS_SERVICE)
     seed = settings.training.seed

@@ -38,7 +38,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         dirty_rate=0.01, file_format="parquet",
     )  # fmt: skip
     ingest(settings, settings.sample_dir)
-    cutoffs = default_cutoffs(settings, today=TODAY)[-4:]
+    cutoffs = default_cutoffs(settings)[-4:]
     build_snapshots(settings, cutoffs)
     apply_definitions(settings)
     materialize(settings)

@@ -58,7 +58,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     generate(out_dir=settings.sample_dir, customers=CUSTOMERS, seed=3, start=None, end=DEFAULT_END,
              dirty_rate=0.0, file_format="parquet")  # fmt: skip
     ingest(settings, settings.sample_dir)
-    build_snapshots(settings, default_cutoffs(settings, today=DEFAULT_END + timedelta(days=1)))
+    build_snapshots(settings, default_cutoffs(settings))
     apply_definitions(settings)
     return settings
 

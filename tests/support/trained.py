@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -48,7 +47,7 @@ def _build(settings: Settings) -> None:
     generate(out_dir=settings.sample_dir, customers=CUSTOMERS, seed=11, start=None, end=DEFAULT_END,
              dirty_rate=0.0, file_format="parquet")  # fmt: skip
     ingest(settings, settings.sample_dir)
-    build_snapshots(settings, default_cutoffs(settings, today=DEFAULT_END + timedelta(days=1)))
+    build_snapshots(settings, default_cutoffs(settings))  # the data ends in 2026-10: as of 2026-11-01
     apply_definitions(settings)
     materialize(settings)
     from training.tracking import connect, registered_name

@@ -92,6 +92,11 @@ class Online:
         columns["feature_time"] = np.array([NOW if k else None for k in known], dtype=object)
         return columns
 
+    def features_columns_as_of(
+        self, ids: Sequence[str], names: Sequence[str], now: datetime
+    ) -> tuple[dict[str, np.ndarray], datetime]:
+        return self.features_columns(ids, names, now), now
+
 
 def test_the_score_answer_carries_the_currency_of_each_scored_customer() -> None:
     loaded = Loaded(scorer("USD"), Online(), None, NOW)  # type: ignore[arg-type]

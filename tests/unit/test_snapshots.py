@@ -18,6 +18,7 @@ from rich.console import Console
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features.asof import live_as_of
 from features.catalog import FAMILIES, Family, family_features
 from features.snapshots import build_snapshots, default_cutoffs, family_dir, snapshot_path
 
@@ -684,21 +685,22 @@ def with_features(settings: Settings, **changes: Any) -> Settings:
     return settings.model_copy(update={"features": settings.features.model_copy(update=changes)})
 
 
-def test_default_cutoffs_are_month_starts_over_the_order_history_plus_today(settings: Settings) -> None:
-    # given orders from 2024-01-15 10:00 to 2024-04-10
+def test_default_cutoffs_are_month_starts_over_the_order_history_plus_the_as_of(settings: Settings) -> None:
+    # given orders from 2024-01-15 10:00 to 2024-04-10 18:00
     write_lake(
         settings,
         customers=[customer("A")],
         orders=[order("A", "2024-01-15 10:00", "1"), order("A", "2024-04-10 18:00", "1")],
     )
-    # then month starts after the first order, up to the day after the last, and today
-    assert default_cutoffs(settings, today=date(2024, 6, 5)) == [
-        date(2024, 2, 1), date(2024, 3, 1), date(2024, 4, 1), date(2024, 6, 5)
-    ]  # fmt: skip
-    assert default_cutoffs(with_features(settings, max_cutoffs=2, include_today=False)) == [
-        date(2024, 3, 1),
-        date(2024, 4, 1),
-    ]
+    # then month starts after the first order, up to the day after the last, and the as-of: the
+    # end of the data when it is old (never the wall-clock day) ...
+    stale = live_as_of(settings, now=datetime(2024, 6, 5, 9, tzinfo=UTC))
+    assert default_cutoffs(settings, stale) == [date(2024, 2, 1), date(2024, 3, 1), date(2024, 4, 1), date(2024, 4, 11)]
+    # ... today when it is fresh
+    fresh = live_as_of(settings, now=datetime(2024, 4, 12, 9, tzinfo=UTC))
+    assert default_cutoffs(settings, fresh)[-2:] == [date(2024, 4, 1), date(2024, 4, 12)]
+    capped = with_features(settings, max_cutoffs=2)
+    assert default_cutoffs(capped, stale) == [date(2024, 3, 1), date(2024, 4, 1), date(2024, 4, 11)]
 
 
 def test_default_weekly_cutoffs_are_mondays_strictly_after_the_first_order(settings: Settings) -> None:
@@ -708,11 +710,12 @@ def test_default_weekly_cutoffs_are_mondays_strictly_after_the_first_order(setti
         customers=[customer("A")],
         orders=[order("A", "2024-01-01 00:00", "1"), order("A", "2024-01-21 10:00", "1")],
     )
-    weekly = with_features(settings, cutoff_every="week", include_today=False)
+    weekly = with_features(settings, cutoff_every="week")
     # then that Monday is not a cutoff (nothing before it), the Monday after the last order day is
+    # (and it is the as-of, the end of the data)
     assert default_cutoffs(weekly) == [date(2024, 1, 8), date(2024, 1, 15), date(2024, 1, 22)]
 
 
-def test_default_cutoffs_of_a_lake_without_orders_is_just_today(settings: Settings) -> None:
-    write_lake(settings, customers=[customer("A")], orders=[])
-    assert default_cutoffs(settings, today=date(2024, 6, 5)) == [date(2024, 6, 5)]
+def test_default_cutoffs_of_a_lake_without_orders_is_just_the_as_of(settings: Settings) -> None:
+    write_lake(settings, customers=[customer("A", signup="2024-06-04 08:00")], orders=[])
+    assert default_cutoffs(settings) == [date(2024, 6, 5)]
