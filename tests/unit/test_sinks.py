@@ -6,6 +6,7 @@ transaction; files: read under today's names)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -606,3 +607,14 @@ def test_a_file_sink_commit_killed_between_its_renames_reads_as_what_it_reached(
     assert not list((tmp_path / "scores").glob(".*.pending"))
     assert [run.status for run in sink_runs(uri)][-1] == SUCCEEDED
     assert len(sink_runs(uri)) == 3
+
+
+def test_the_score_bins_of_a_run_from_before_the_rename_read_under_todays_names() -> None:
+    # given a run whose drift bins were keyed by the older names
+    bins = {"predicted_clv_12m": {"edges": [1.0], "shares": [0.5, 0.5]}, "churn_probability": None}
+    entry = RunEntry(run_id="r", as_of=AS_OF, status=SUCCEEDED, scope="all", started_at=datetime.now(UTC),
+                     churn_model_version="1", repurchase_model_version="1", clv_model_version="1",
+                     segments_model_version="1", score_bins=json.dumps(bins))  # fmt: skip
+    # then the next run compares its predicted_clv with them
+    assert entry.bins() == {"predicted_clv": bins["predicted_clv_12m"], "churn_probability": None}
+    assert entry.window_days() == {}  # and it states no windows: they were the configured ones then
