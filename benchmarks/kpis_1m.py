@@ -68,7 +68,7 @@ def made_up_segments(lake: Path, seed: int) -> pd.DataFrame:
         "customer_id": ids,
         "rfm_segment": np.asarray(RFM_SEGMENTS, dtype=object)[rng.integers(0, len(RFM_SEGMENTS), len(ids))],
         "behavioural_segment": np.asarray(BEHAVIOURS, dtype=object)[rng.integers(0, len(BEHAVIOURS), len(ids))],
-        "predicted_clv_12m": rng.gamma(0.8, 1.5e6, len(ids)),
+        "predicted_clv": rng.gamma(0.8, 1.5e6, len(ids)),
     })  # fmt: skip
 
 

@@ -138,9 +138,9 @@ def worker_naive(args: dict[str, Any]) -> dict[str, Any]:
     scores = pd.DataFrame({
         "customer_id": ids, "as_of": snapshot.cutoff, "churn_probability": churn,
         "churn_risk": risk_band(churn, settings.serving.churn_medium_risk, settings.serving.churn_high_risk),
-        "repurchase_probability_30d": predictions["repurchase"]["probability"].to_numpy(float),
+        "repurchase_probability": predictions["repurchase"]["probability"].to_numpy(float),
         "expected_days_to_next_order": predictions["repurchase"]["expected_days_to_next_order"].to_numpy(float),
-        "predicted_clv_12m": predictions["clv"]["predicted_value"].to_numpy(float),
+        "predicted_clv": predictions["clv"]["predicted_value"].to_numpy(float),
         "rfm_segment": predictions["segments"]["rfm_segment"].to_numpy(),
         "behavioural_segment": predictions["segments"]["behavioural_segment"].to_numpy(),
     })  # fmt: skip

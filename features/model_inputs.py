@@ -91,8 +91,8 @@ class ServiceSpec:
 
 SERVICE_SPECS: tuple[ServiceSpec, ...] = (
     ServiceSpec("churn", "churn_v1", "Features of the churn model, version 1.", TREE_INPUTS),
-    ServiceSpec("repurchase", "repurchase_v1", "Features of the 30-day repurchase model, version 1.", TREE_INPUTS),
-    ServiceSpec("clv", "clv_v1", "Features of the 12-month customer value model, version 1.", TREE_INPUTS),
+    ServiceSpec("repurchase", "repurchase_v1", "Features of the repurchase model, version 1.", TREE_INPUTS),
+    ServiceSpec("clv", "clv_v1", "Features of the customer value (CLV) model, version 1.", TREE_INPUTS),
     ServiceSpec(
         "segments",
         "segments_v1",

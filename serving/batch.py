@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from training.tracking import connect, end_killed_runs, start_run, use_experimen
 EXPERIMENT = "batch-scoring"  # -> custlens-batch-scoring
 SEGMENT_COLUMNS = ("rfm_segment", "behavioural_segment")
 # Scores whose distribution is compared with the previous run's (PSI over its deciles).
-DRIFT_SCORES = ("churn_probability", "repurchase_probability_30d", "predicted_clv_12m", "expected_days_to_next_order")
+DRIFT_SCORES = ("churn_probability", "repurchase_probability", "predicted_clv", "expected_days_to_next_order")
 PSI_BINS = 10
 _PSI_FLOOR = 1e-4  # an empty bin counts as this share, so PSI stays finite
 
@@ -67,6 +67,10 @@ class BatchReport:
     kpi_segments: str = ""  # what became of the KPI cubes by segment
     killed_runs: tuple[str, ...] = ()  # runs a killed process had left running, marked at the start
     as_of_why: str = ""  # which as-of was scored and why (features/asof.py)
+    # days after the as-of each output is over, as its model was trained (Scorer.windows), and a
+    # note for each version that records none (its window is today's config's)
+    windows: dict[str, int | None] = field(default_factory=dict)
+    window_notes: tuple[str, ...] = ()
 
     def drifted(self) -> list[str]:
         return [score for score, value in self.psi.items() if value > self.psi_warning]
@@ -77,9 +81,12 @@ class BatchReport:
             f"({self.rows / max(self.seconds, 1e-9):,.0f}/s) and written to {self.sink}",
             "model versions: " + ", ".join(f"{model} v{version}" for model, version in self.versions.items())
             + f"; scoring run {self.run_id}",
+            "windows (days after the as-of date, as each model was trained): "
+            + ", ".join(f"{key.removesuffix('_days')} {days}" for key, days in self.windows.items()),
         ]  # fmt: skip
         if self.as_of_why:
             parts.append(self.as_of_why)
+        parts.extend(f"[yellow]{note}[/]" for note in self.window_notes)
         parts.extend(f"[yellow]{killed}[/]" for killed in self.killed_runs)
         if self.not_found:
             shown = ", ".join(self.not_found[:5]) + (" ..." if len(self.not_found) > 5 else "")
@@ -184,6 +191,7 @@ def _run(
         run_id=run_id, as_of=as_of, status=RUNNING, scope="listed" if listed else "all", started_at=datetime.now(UTC),
         churn_model_version=versions["churn"], repurchase_model_version=versions["repurchase"],
         clv_model_version=versions["clv"], segments_model_version=versions["segments"], host=owner.host, pid=owner.pid,
+        windows=json.dumps(scorer.windows),
     )  # fmt: skip
     try:
         sink.begin(entry)
@@ -194,7 +202,7 @@ def _run(
             scores = scorer.score(features, as_of)
             sink.write(_scores_table(scores, crm_ids[rows], as_of, versions, run_id))
             if segments is not None:
-                segments.append(scores[["customer_id", *SEGMENT_COLUMNS, "predicted_clv_12m"]])
+                segments.append(scores[["customer_id", *SEGMENT_COLUMNS, "predicted_clv"]])
             for score in DRIFT_SCORES:
                 drift[score].append(scores[score].to_numpy(dtype="float64"))
         values = {score: np.concatenate(parts) if parts else np.empty(0) for score, parts in drift.items()}
@@ -220,7 +228,7 @@ def _run(
         versions=versions, not_found=not_found,
         segment_counts={column: sink.segment_counts(column, as_of) for column in SEGMENT_COLUMNS},
         migrations=migrations, previous_run_id=previous.run_id if previous else None, psi=psi,
-        psi_warning=settings.batch.psi_warning,
+        psi_warning=settings.batch.psi_warning, windows=scorer.windows, window_notes=tuple(scorer.window_notes()),
     )  # fmt: skip
     _log_run(report, entry)
     return report
@@ -334,6 +342,7 @@ def _log_figures(report: BatchReport, entry: RunEntry) -> None:
     mlflow.log_params({
         "as_of": str(report.as_of), "sink": report.sink, "scope": entry.scope,
         **{f"{model}_version": version for model, version in report.versions.items()},
+        **{f"windows.{key}": days for key, days in report.windows.items()},
     })  # fmt: skip
     mlflow.log_metrics({
         "rows": report.rows, "seconds": report.seconds, "rows_per_second": report.rows / max(report.seconds, 1e-9),

@@ -58,7 +58,7 @@ def main() -> None:
         headers = {"Authorization": f"Bearer {key}"}
         answer = httpx.post(f"{base}/score", json=body, headers=headers, timeout=10).json()
         console.print(f"[bold]POST {base}/score[/] (by the CRM's own ids) -> model versions {answer['model_versions']}")
-        console.print(_table(answer["results"]))
+        console.print(_table(answer["results"], answer["windows"]))
         first = next((r for r in answer["results"] if r["known"]), None)
         if first is not None:
             console.print("the first answer in full:")
@@ -97,9 +97,12 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"the service was not ready after {READY_SECONDS} s: {reason}")
 
 
-def _table(results: list[dict[str, object]]) -> Table:
+def _table(results: list[dict[str, object]], windows: dict[str, int | None]) -> Table:
+    """The answers, each windowed score headed by the days it is over (the answer's `windows`)."""
     table = Table(title_justify="left")
-    for column in ("CRM id", "churn", "risk", "buys in 30 d", "next order", "12-month value", "RFM", "top reason"):
+    buys, value = f"buys in {windows['repurchase_days']} d", f"value in {windows['clv_days']} d"
+    for column in ("CRM id", f"churn ({windows['churn_days']} d)", "risk", buys, "next order", value, "RFM",
+                   "top reason"):  # fmt: skip
         table.add_column(column)
     for result in results:
         if not result["known"]:
@@ -110,9 +113,9 @@ def _table(results: list[dict[str, object]]) -> Table:
             str(result["source_customer_id"]),
             f"{result['churn_probability']:.0%}",
             str(result["churn_risk"]),
-            f"{result['repurchase_probability_30d']:.0%}",
+            f"{result['repurchase_probability']:.0%}",
             str(result["expected_next_order_date"]),
-            f"{result['predicted_clv_12m']:,.0f}",
+            f"{result['predicted_clv']:,.0f}",
             str(result["rfm_segment"]),
             str(reasons[0]["text"]) if reasons else "",  # type: ignore[index]
         )

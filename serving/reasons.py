@@ -6,19 +6,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from custlens.words import counted
 from features.catalog import RECENCY_FEATURES, feature
 
 Phrase = Callable[[float], str]
 
 
 def _days(value: float) -> str:
-    days = round(value)
-    return "1 day" if days == 1 else f"{days} days"
+    return counted(round(value), "day")
 
 
 def _count(value: float, one: str, many: str) -> str:
-    number = round(value)
-    return f"{number} {one if number == 1 else many}"
+    return counted(round(value), one, many)
 
 
 def _percent(value: float) -> str:

@@ -187,7 +187,9 @@ class Runtime:
         self.loaded = loaded
         self.reason = "ready"
         _settle_heap()
-        logger.info("serving models %s", scorer.versions)
+        logger.info("serving models %s, windows %s", scorer.versions, scorer.windows)
+        for note in scorer.window_notes():
+            logger.warning("%s", note)
         return loaded
 
     def reload_if_changed(self, force: bool = False) -> dict[str, Any]:
@@ -223,6 +225,7 @@ class Runtime:
         return {
             "models": {model: ref.as_dict() for model, ref in loaded.scorer.refs.items()},
             "feature_services": loaded.scorer.feature_services,
+            "windows": loaded.scorer.windows,
             "model_alias": self.settings.serving.model_alias,
             "loaded_at": loaded.loaded_at.isoformat(),
             "reload_poll_seconds": self.settings.serving.reload_poll_seconds,
@@ -329,6 +332,7 @@ def score(loaded: Loaded, asked: Sequence[Asked], reasons: bool, now: datetime |
         "as_of": as_of_text,
         "model_alias": scorer.refs["churn"].alias,
         "model_versions": scorer.versions,
+        "windows": scorer.windows,  # the days after `scored_at` each output is over, as trained
         "results": results,
     }
 

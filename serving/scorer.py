@@ -13,8 +13,13 @@ on it. What the Scorer asks for (`inputs`) is what its models read, and each mod
 load against its trees and against the FeatureService it names.
 
 Money is answered in the lake's business currency (features.lake.tables.lake_business): every row
-carries `currency` next to `predicted_clv_12m`, which is rounded to that currency's minor units
+carries `currency` next to `predicted_clv`, which is rounded to that currency's minor units
 (VND 0 decimals, USD 2), the same in the service's answers and the batch write-back.
+
+The outputs are named without a window (`repurchase_probability`, `predicted_clv`): windows are
+configurable, and each is stated beside the scores (`windows`: churn_days, repurchase_days,
+clv_days) as the served version was trained with it, read from the version, never from today's
+config; only a version that records none anywhere falls back to the config, and says so.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from custlens.errors import CustlensError
 from custlens.settings import ServingSettings, Settings
@@ -38,21 +44,27 @@ from features.lake.money import minor_units
 from features.lake.tables import lake_business
 from features.store import registered_services
 from serving.reasons import describe
+from training.frames import WINDOW_KEYS, ModelName, label_window
 from training.packaging import BUNDLE_FILE, SEGMENTS_FILE, ModelBundle, SegmentsBundle
 from training.tracking import connect, registered_name
 
 MODELS = ("churn", "repurchase", "clv", "segments")
+# The models whose output is over a window of days after the as-of date (the segments' is not).
+WINDOWED_MODELS = ("churn", "repurchase", "clv")
+# Where a version's window was read: its bundle (recorded since the outputs lost their window in
+# the name), the `label_window_days` parameter of its training run, or today's config (neither).
+WINDOW_FROM_MODEL, WINDOW_FROM_RUN, WINDOW_FROM_CONFIG = "model", "training run", "config"
 RISK_BANDS = ("low", "medium", "high")
 
 # What `score` returns per customer, in this order (plus `churn_reasons` when asked for).
 SCORE_COLUMNS = (
     "churn_probability",
     "churn_risk",
-    "repurchase_probability_30d",
+    "repurchase_probability",
     "expected_days_to_next_order",
     "expected_next_order_date",
-    "predicted_clv_12m",
-    "currency",  # of predicted_clv_12m: ISO 4217, or None when the lake never said
+    "predicted_clv",
+    "currency",  # of predicted_clv: ISO 4217, or None when the lake never said
     "rfm_segment",
     "behavioural_segment",
 )
@@ -68,6 +80,8 @@ class ModelRef:
     alias: str
     run_id: str | None
     feature_service: str
+    window_days: int | None = None  # the days after the as-of its output is over, as trained (segments: None)
+    window_from: str | None = None  # WINDOW_FROM_*: where window_days was read
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +91,8 @@ class ModelRef:
             "alias": self.alias,
             "run_id": self.run_id,
             "feature_service": self.feature_service,
+            "window_days": self.window_days,
+            "window_from": self.window_from,
         }
 
 
@@ -96,7 +112,7 @@ class Scorer:
         self.churn, self.repurchase, self.clv, self.segments = churn, repurchase, clv, segments
         self.refs = dict(refs)
         self.serving = serving
-        self.currency = currency  # what predicted_clv_12m is in: the lake's business currency
+        self.currency = currency  # what predicted_clv is in: the lake's business currency
         # One encoding serves every model that reads the same features with the same categories:
         # each model is scored on the matrix of the first bundle that encodes as it does.
         models = (churn, repurchase, clv)
@@ -137,7 +153,9 @@ class Scorer:
         for model, bundle in bundles.items():
             if services:
                 bundle.require_served(services)
-            refs[model] = ModelRef(**{**refs[model].as_dict(), "feature_service": bundle.feature_service})
+            window, window_from = _trained_window(client, settings, refs[model], bundle)
+            refs[model] = ModelRef(**{**refs[model].as_dict(), "feature_service": bundle.feature_service,
+                                      "window_days": window, "window_from": window_from})  # fmt: skip
         churn, repurchase, clv, segments = (bundles[model] for model in MODELS)
         assert isinstance(churn, ModelBundle) and isinstance(repurchase, ModelBundle) and isinstance(clv, ModelBundle)
         assert isinstance(segments, SegmentsBundle)
@@ -166,6 +184,24 @@ class Scorer:
     @property
     def feature_services(self) -> dict[str, str]:
         return {model: ref.feature_service for model, ref in self.refs.items()}
+
+    @property
+    def windows(self) -> dict[str, int | None]:
+        """{"churn_days", "repurchase_days", "clv_days"}: the days after the as-of date that churn,
+        the repurchase probability and the predicted value are over, as the served versions were
+        trained (None where a version was never given one)."""
+        return {f"{model}_days": self.refs[model].window_days if model in self.refs else None
+                for model in WINDOWED_MODELS}  # fmt: skip
+
+    def window_notes(self) -> list[str]:
+        """A sentence for each served version whose window is today's config's, not its own."""
+        return [
+            f"{ref.registered_model} version {ref.version} does not record its window: "
+            f"{ref.window_days} days is today's training.{WINDOW_KEYS[cast(ModelName, ref.model)]}; retrain it to "
+            "state its own"
+            for ref in self.refs.values()
+            if ref.window_from == WINDOW_FROM_CONFIG
+        ]
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -217,10 +253,10 @@ class Scorer:
         scored: dict[str, Any] = {
             "churn_probability": churn,
             "churn_risk": self.risk_band(churn),
-            "repurchase_probability_30d": repurchase,
+            "repurchase_probability": repurchase,
             "expected_days_to_next_order": days,
             "expected_next_order_date": _dates_after(as_of, days),
-            "predicted_clv_12m": np.round(clv, minor_units(self.currency)),
+            "predicted_clv": np.round(clv, minor_units(self.currency)),
             "currency": np.full(len(clv), self.currency, dtype=object),
             "rfm_segment": rfm,
             "behavioural_segment": behaviour,
@@ -297,6 +333,27 @@ def _download_bundle(ref: ModelRef, folder: Path) -> ModelBundle | SegmentsBundl
     if ref.model == "segments":
         return SegmentsBundle.load(found[0], origin)
     return ModelBundle.load(found[0], origin)
+
+
+def _trained_window(
+    client: MlflowClient, settings: Settings, ref: ModelRef, bundle: ModelBundle | SegmentsBundle
+) -> tuple[int | None, str | None]:
+    """The label window a version was trained with, and where it was read (WINDOW_FROM_*): its
+    bundle's; for a bundle saved before it recorded one, its training run's `label_window_days`;
+    for a version with neither, today's config."""
+    if not isinstance(bundle, ModelBundle):
+        return None, None
+    if "window_days" in bundle.meta:
+        return int(bundle.meta["window_days"]), WINDOW_FROM_MODEL
+    logged = None
+    if ref.run_id:
+        try:
+            logged = client.get_run(ref.run_id).data.params.get("label_window_days")
+        except MlflowException:
+            logged = None  # the run was deleted
+    if logged:
+        return int(logged), WINDOW_FROM_RUN
+    return label_window(settings, cast(ModelName, bundle.model)), WINDOW_FROM_CONFIG
 
 
 def _dates_after(as_of: datetime | date, days: np.ndarray) -> np.ndarray:

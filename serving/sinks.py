@@ -15,19 +15,23 @@ each existing file's), and a write of every kind a run makes, rolled back (SQL) 
 
 Columns added since the first release (ADDED_SCORE_COLUMNS, ADDED_MANIFEST_COLUMNS) reach sinks
 that were written before them: a SQL table gets them by ALTER TABLE ... ADD COLUMN at `check`, an
-older file reads them as NULL. Money is `predicted_clv_12m` in `currency` (the lake's business
-currency, ISO 4217; NULL for a lake that never recorded one), rounded to the currency's minor units.
+older file reads them as NULL. Columns renamed since (RENAMED_SCORE_COLUMNS) are renamed in a SQL
+table at `check`, in the same transaction, and read under today's names from an older file. Money
+is `predicted_clv` in `currency` (the lake's business currency, ISO 4217; NULL for a lake that never
+recorded one), rounded to the currency's minor units. The windows the scores are over (days after
+the as-of date) are each run's `windows` in the manifest, not part of the column names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -59,10 +63,10 @@ SCORES_SCHEMA = pa.schema([
     pa.field("as_of", pa.date32(), nullable=False),
     pa.field("churn_probability", pa.float64()),
     pa.field("churn_risk", pa.string()),
-    pa.field("repurchase_probability_30d", pa.float64()),
+    pa.field("repurchase_probability", pa.float64()),
     pa.field("expected_next_order_date", pa.date32()),
-    pa.field("predicted_clv_12m", pa.float64()),
-    pa.field("currency", pa.string()),  # of predicted_clv_12m
+    pa.field("predicted_clv", pa.float64()),
+    pa.field("currency", pa.string()),  # of predicted_clv
     pa.field("rfm_segment", pa.string()),
     pa.field("behavioural_segment", pa.string()),
     *(pa.field(name, pa.string()) for name in MODEL_VERSION_COLUMNS),
@@ -72,6 +76,10 @@ SCORE_COLUMNS = tuple(SCORES_SCHEMA.names)
 # Nullable columns an older sink may lack: added to its table, or read as NULL from its files.
 ADDED_SCORE_COLUMNS = ("currency",)
 assert all(SCORES_SCHEMA.field(name).nullable for name in ADDED_SCORE_COLUMNS)
+# Older names -> today's: the names used to state the default windows, which are configurable
+# (the windows a run's models were trained with are its manifest's `windows`).
+RENAMED_SCORE_COLUMNS = {"repurchase_probability_30d": "repurchase_probability", "predicted_clv_12m": "predicted_clv"}
+assert set(RENAMED_SCORE_COLUMNS.values()) <= set(SCORES_SCHEMA.names)
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
@@ -84,7 +92,10 @@ class RunEntry:
     reached `customer_scores`) until the next run starts and finds its process gone
     (`Sink.fail_killed_runs`): `host` and `pid` say which process ran it (NULL in runs from before
     they were recorded). `score_bins` holds each score's deciles and shares (JSON), what the next
-    run measures drift (PSI) against; `psi` the drift measured against the run before.
+    run measures drift (PSI) against; `psi` the drift measured against the run before. `windows`
+    (JSON: churn_days, repurchase_days, clv_days) says how many days after the as-of date churn, the
+    repurchase probability and the predicted value are over, as the run's models were trained (NULL
+    in runs from before it was recorded: those columns were named for the default windows then).
     """
 
     run_id: str
@@ -104,9 +115,16 @@ class RunEntry:
     error: str | None = None
     host: str | None = None
     pid: int | None = None
+    windows: str | None = None
 
     def bins(self) -> dict[str, Any]:
-        return dict(json.loads(self.score_bins)) if self.score_bins else {}
+        """Each score's bins, by today's name (a run from before a rename keyed them by the older)."""
+        bins = json.loads(self.score_bins) if self.score_bins else {}
+        return {RENAMED_SCORE_COLUMNS.get(score, score): value for score, value in bins.items()}
+
+    def window_days(self) -> dict[str, int | None]:
+        """{"churn_days", "repurchase_days", "clv_days"}; empty for a run from before they were recorded."""
+        return dict(json.loads(self.windows)) if self.windows else {}
 
 
 MANIFEST_SCHEMA = pa.schema([
@@ -124,9 +142,10 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("error", pa.string()),
     pa.field("host", pa.string()),
     pa.field("pid", pa.int64()),
+    pa.field("windows", pa.string()),
 ])  # fmt: skip
 assert tuple(MANIFEST_SCHEMA.names) == tuple(f.name for f in fields(RunEntry))
-ADDED_MANIFEST_COLUMNS = ("host", "pid")
+ADDED_MANIFEST_COLUMNS = ("host", "pid", "windows")
 assert all(MANIFEST_SCHEMA.field(name).nullable for name in ADDED_MANIFEST_COLUMNS)
 
 
@@ -370,13 +389,14 @@ class SqlSink(Sink):
         self._conn = self._engine = None
 
     def check(self) -> None:
-        """The tables (made if missing) checked against what custlens writes, columns added since
-        added, then one run's every statement on one probe row, rolled back to a savepoint: what
-        needs a privilege the sink's user lacks fails here. Nothing changes unless all of it passes."""
+        """The tables (made if missing) checked against what custlens writes, columns renamed since
+        renamed and columns added since added, then one run's every statement on one probe row,
+        rolled back to a savepoint: what needs a privilege the sink's user lacks fails here. Nothing
+        changes unless all of it passes."""
         conn = self._connect()
         with self._database_errors("cannot write to the sink"), conn.begin():
             _METADATA.create_all(conn)
-            _check_table(conn, SCORES, SCORES_SCHEMA, ADDED_SCORE_COLUMNS, self.uri)
+            _check_table(conn, SCORES, SCORES_SCHEMA, ADDED_SCORE_COLUMNS, self.uri, RENAMED_SCORE_COLUMNS)
             _check_table(conn, MANIFEST, MANIFEST_SCHEMA, ADDED_MANIFEST_COLUMNS, self.uri)
             with conn.begin_nested() as probe:
                 self._probe(conn)
@@ -529,12 +549,25 @@ class SqlSink(Sink):
                 conn.execute(sa.update(MANIFEST).where(still_running).values(status=entry.status, error=entry.error))
 
 
-def _check_table(conn: Connection, table: sa.Table, schema: pa.Schema, added: Sequence[str], uri: str) -> None:
+def _check_table(
+    conn: Connection,
+    table: sa.Table,
+    schema: pa.Schema,
+    added: Sequence[str],
+    uri: str,
+    renamed: Mapping[str, str] | None = None,
+) -> None:
     """Refuse a table that would fail a run, or hand back other values than custlens wrote: a
     missing column (except one of `added`, which is added: its rows get NULL), a column whose type
     reads back as another Python type, NOT NULL where custlens writes NULL, a NOT NULL column of its
-    own without a default, or a key other than custlens's."""
+    own without a default, or a key other than custlens's. A column under an older name of
+    `renamed` (old -> new) is renamed first, so it is checked, and kept, under today's name."""
     inspector = sa.inspect(conn)
+    older = _older_names([column["name"] for column in inspector.get_columns(table.name)], renamed or {})
+    for new, old in older.items():
+        conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME COLUMN {old} TO {new}")
+    if older:
+        inspector = sa.inspect(conn)  # a fresh one: an inspector caches what it read
     found = {column["name"]: column for column in inspector.get_columns(table.name)}
     missing = [column.name for column in table.columns if column.name not in found]
     foreign = [name for name in missing if name not in added]
@@ -572,6 +605,12 @@ def _check_table(conn: Connection, table: sa.Table, schema: pa.Schema, added: Se
     for name in missing:
         kind = table.c[name].type.compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+
+
+def _older_names(columns: Sequence[str], renamed: Mapping[str, str]) -> dict[str, str]:
+    """Today's name -> the older name it has in `columns`, for each column of `renamed` (old -> new)
+    present under its old name only."""
+    return {new: old for old, new in renamed.items() if old in columns and new not in columns}
 
 
 def _unique_keys(inspector: sa.Inspector, table: str) -> list[tuple[str, ...]]:
@@ -715,30 +754,33 @@ class FileSink(Sink):
             if self.kind == "parquet":
                 schema, first_rows = pq.read_schema(path), None
             else:
+                as_text = dict.fromkeys([*SCORE_COLUMNS, *RENAMED_SCORE_COLUMNS], pa.string())
                 reader = pa_csv.open_csv(
                     path, read_options=pa_csv.ReadOptions(block_size=1 << 16),
-                    convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(SCORE_COLUMNS, pa.string()),
-                                                          strings_can_be_null=True),
+                    convert_options=pa_csv.ConvertOptions(column_types=as_text, strings_can_be_null=True),
                 )  # fmt: skip
                 schema = reader.schema
                 first_rows = next(iter(reader), None)
         except pa.ArrowException as exc:
             problems.append(f"cannot be read as {self.kind} ({_first_line(exc)})")
         else:
-            missing = [name for name in SCORE_COLUMNS if name not in schema.names and name not in ADDED_SCORE_COLUMNS]
+            # today's name -> the file's (an older one, in a file written before a rename)
+            stored = {name: name for name in schema.names} | _older_names(schema.names, RENAMED_SCORE_COLUMNS)
+            missing = [name for name in SCORE_COLUMNS if name not in stored and name not in ADDED_SCORE_COLUMNS]
             if missing:
                 problems.append(f"has no column {', '.join(missing)}")
             for expected in SCORES_SCHEMA:
-                if expected.name not in schema.names or expected.name in missing:
+                if expected.name not in stored or expected.name in missing:
                     continue
-                if self.kind == "parquet" and schema.field(expected.name).type != expected.type:
-                    problems.append(f"has column {expected.name} as {schema.field(expected.name).type}, "
+                found = stored[expected.name]
+                if self.kind == "parquet" and schema.field(found).type != expected.type:
+                    problems.append(f"has column {found} as {schema.field(found).type}, "
                                     f"custlens writes {expected.type}")  # fmt: skip
                 elif first_rows is not None:
                     try:
-                        first_rows.column(expected.name).cast(expected.type)
+                        first_rows.column(found).cast(expected.type)
                     except pa.ArrowInvalid as exc:
-                        problems.append(f"has column {expected.name} that is not {expected.type} ({exc})")
+                        problems.append(f"has column {found} that is not {expected.type} ({exc})")
         if problems:
             raise CustlensError(
                 f"sink {self.uri}: {path} {'; '.join(problems)}: custlens did not write it like that. Move it "
@@ -747,19 +789,31 @@ class FileSink(Sink):
 
     # -- reading
 
-    def _read(self, path: Path, schema: pa.Schema) -> pa.Table:
-        """A file as `schema`; a scores file from before ADDED_SCORE_COLUMNS reads them as NULL."""
+    def _read(self, path: Path, schema: pa.Schema, renamed: Mapping[str, str] | None = None) -> pa.Table:
+        """A file as `schema`; a scores file from before ADDED_SCORE_COLUMNS reads them as NULL, one
+        from before a rename of `renamed` (old -> new) reads its older columns under today's names."""
+        older = _older_names(self._columns(path), renamed) if renamed else {}
+        stored = pa.schema([f.with_name(older.get(f.name, f.name)) for f in schema])
         if self.kind == "parquet":
-            return pq.read_table(path, schema=schema)  # absent columns come back NULL
-        return pa_csv.read_csv(
-            path,
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict(zip(schema.names, schema.types, strict=True)),
-                strings_can_be_null=True,
-                include_columns=schema.names,
-                include_missing_columns=True,
-            ),
-        ).cast(schema)
+            table = pq.read_table(path, schema=stored)  # absent columns come back NULL
+        else:
+            table = pa_csv.read_csv(
+                path,
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=dict(zip(stored.names, stored.types, strict=True)),
+                    strings_can_be_null=True,
+                    include_columns=stored.names,
+                    include_missing_columns=True,
+                ),
+            ).cast(stored)
+        return table.rename_columns(schema.names) if older else table
+
+    def _columns(self, path: Path) -> list[str]:
+        """The column names of a file: its Parquet schema, or its CSV header."""
+        if self.kind == "parquet":
+            return list(pq.read_schema(path).names)
+        with path.open(newline="", encoding="utf-8") as file:
+            return next(csv.reader(file), [])
 
     def runs(self) -> list[RunEntry]:
         done, _ = self._committed_pending()  # a commit killed between its renames: its scores are in
@@ -785,7 +839,7 @@ class FileSink(Sink):
         return sorted(date.fromisoformat(p.stem) for p in self.scores_dir.glob(f"*.{self.kind}"))
 
     def _scores_table(self, as_of: date) -> pa.Table:
-        return self._read(self._final(as_of), SCORES_SCHEMA)
+        return self._read(self._final(as_of), SCORES_SCHEMA, RENAMED_SCORE_COLUMNS)
 
     def scores(self, as_of: date | None = None) -> pd.DataFrame:
         days = [as_of] if as_of is not None else self.as_of_dates()

@@ -41,6 +41,7 @@ from sklearn.preprocessing import StandardScaler
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from custlens.words import counted
 from features.lake.tables import cutoff_instant, lake_end, table_path
 from features.snapshots import default_cutoffs, is_period_start
 from training import bootstrap
@@ -207,8 +208,8 @@ def _logistic_rfm(settings: Settings, orders: pd.DataFrame, holdout: Holdout, mo
         test_rows = holdout.rows(model)
         test = rfm_summary(orders, pd.Timestamp(cutoff_instant(holdout.cutoff)), pd.Index(test_rows["customer_id"]))
         predicted = np.asarray(fitted.predict_proba(_log_rfm(rfm_logistic_features(test)))[:, 1])
-        return Candidate(model, "logistic_rfm", "baseline", predicted,
-                         f"fitted on {len(rows):,} customers at {window.cutoff}, {window.days}-day window")  # fmt: skip
+        fitted_on = f"fitted on {counted(len(rows), 'customer')} at {window.cutoff}, {window.days}-day window"
+        return Candidate(model, "logistic_rfm", "baseline", predicted, fitted_on)
     return Candidate(model, "logistic_rfm", "baseline", None,
                      "no earlier cutoff has enough customers of both classes to fit it")  # fmt: skip
 
@@ -355,7 +356,7 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
                 else f"{holdout.horizon_days}-day windows"
             )
             candidates.append(Candidate(model, name, "learned", predicted,
-                                        f"trained on {len(counts):,} rows at {len(chosen)} cutoffs "
+                                        f"trained on {counted(len(counts), 'row')} at {counted(len(chosen), 'cutoff')} "
                                         f"{chosen[0].cutoff}..{chosen[-1].cutoff}, {spans}"))  # fmt: skip
     return candidates
 
@@ -485,10 +486,11 @@ class BacktestResult:
                           _range(row.estimate), versus)  # fmt: skip
         lines = []
         for model, counts in self.populations.items():
-            positives, negatives = SPECS[model].classes
+            positive, negative = SPECS[model].classes
             best = self.best_baselines.get(model, "-")
-            lines.append(f"{model}: {counts['customers']:,} customers, {counts['positives']:,} {positives}, "
-                         f"{counts['negatives']:,} {negatives}; best baseline {best}")  # fmt: skip
+            lines.append(f"{model}: {counted(counts['customers'], 'customer')}, "
+                         f"{counted(counts['positives'], positive)}, {counted(counts['negatives'], negative)}; "
+                         f"best baseline {best}")  # fmt: skip
         lines += [f"{c.model} {c.name}: {'not evaluated: ' if c.skipped else ''}{c.note}" for c in self.candidates]
         return Group(table, *lines)
 

@@ -1,6 +1,6 @@
-"""Labels from the lake, strictly after each cutoff: churn, 30-day repurchase (and the date of
-the next order), and 12-month net revenue. Features see data before a cutoff, labels data
-from it on: a label window is [cutoff, cutoff + N days).
+"""Labels from the lake, strictly after each cutoff, each over its configured window: churn,
+repurchase (and the date of the next order), and net revenue. Features see data before a cutoff,
+labels data from it on: a label window is [cutoff, cutoff + N days).
 
 Purchases are completed orders; revenue is net revenue (features.lake.tables.net_revenue_sql):
 completed orders minus the refunds (credit notes) dated in the window. A refund is never a

@@ -38,8 +38,9 @@ class ModelSpec:
     output: Output
     calibrated: bool  # Platt scaling fitted on the validation window
     baselines: tuple[str, ...]  # names in training.baselines.BASELINES, run (and gated) in this order
-    # The rows whose label is positive (a churner, a buyer) and the others, in words: what the data
-    # minimums count in each split (training.sufficiency).
+    # The rows whose label is positive (a churner, a buyer) and the others, one of each in words
+    # (custlens.words.counted makes the plural): what the data minimums count in each split
+    # (training.sufficiency).
     classes: tuple[str, str]
     label_is_no_order: bool = False  # the label is 1 when no order falls in its window (churn)
     timing: NextOrderTiming | None = None
@@ -87,7 +88,7 @@ SPECS: dict[ModelName, ModelSpec] = {
         output="probability",
         calibrated=True,
         baselines=("logistic_rfm", "bgnbd"),
-        classes=("churners", "non-churners"),
+        classes=("churner", "non-churner"),
         label_is_no_order=True,
     ),
     "repurchase": ModelSpec(
@@ -97,7 +98,7 @@ SPECS: dict[ModelName, ModelSpec] = {
         output="probability",
         calibrated=True,
         baselines=("bgnbd",),
-        classes=("buyers", "non-buyers"),
+        classes=("buyer", "non-buyer"),
         timing=NextOrderTiming(),
     ),
     "clv": ModelSpec(
@@ -107,7 +108,7 @@ SPECS: dict[ModelName, ModelSpec] = {
         output="predicted_value",
         calibrated=False,
         baselines=("bgnbd_gamma_gamma",),
-        classes=("buyers", "non-buyers"),
+        classes=("buyer", "non-buyer"),
         fit_floor=0.0,
     ),
 }

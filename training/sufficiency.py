@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from custlens.settings import TrainingSettings
+from custlens.words import counted
 from training.frames import CannotTrain, ModelFrame, SplitName
 from training.specs import ModelSpec
 
@@ -31,7 +32,7 @@ class SplitCount:
 class Sufficiency:
     """Rows, positives and negatives of each split, and why a split falls short (absent: enough)."""
 
-    classes: tuple[str, str]  # (positives, negatives) in words, e.g. ("churners", "non-churners")
+    classes: tuple[str, str]  # (positive, negative) in words, one of each: ("churner", "non-churner")
     counts: dict[SplitName, SplitCount]
     shortfalls: dict[SplitName, str]
 
@@ -48,13 +49,14 @@ class Sufficiency:
             if count.rows < minimums.min_split_rows:
                 minimum = minimums.min_split_rows
                 shortfalls[split] = (
-                    f"only {count.rows:,} rows in the {where[split]} (training.min_split_rows: {minimum})"
+                    f"only {counted(count.rows, 'row')} in the {where[split]} (training.min_split_rows: {minimum})"
                 )
                 continue
             fewest, name = min((count.positives, spec.classes[0]), (count.negatives, spec.classes[1]))
             if fewest < minimums.min_class_rows:
                 shortfalls[split] = (
-                    f"only {fewest:,} {name} in the {where[split]} (training.min_class_rows: {minimums.min_class_rows})"
+                    f"only {counted(fewest, name)} in the {where[split]} "
+                    f"(training.min_class_rows: {minimums.min_class_rows})"
                 )
         return cls(spec.classes, counts, shortfalls)
 
@@ -89,4 +91,7 @@ class Sufficiency:
     def describe(self, split: SplitName) -> str:
         """`1,204 rows: 312 churners, 892 non-churners`."""
         count = self.counts[split]
-        return f"{count.rows:,} rows: {count.positives:,} {self.classes[0]}, {count.negatives:,} {self.classes[1]}"
+        positive, negative = self.classes
+        return (
+            f"{counted(count.rows, 'row')}: {counted(count.positives, positive)}, {counted(count.negatives, negative)}"
+        )

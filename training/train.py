@@ -228,7 +228,8 @@ def train_model(
             features=list(train_x.columns),
             categories=categories,
             feature_service=frame.service,
-            meta={"test_cutoff": frame.split.test.isoformat()},
+            # the days after a cutoff its label is over: what its scores state, whatever the config says later
+            meta={"test_cutoff": frame.split.test.isoformat(), "window_days": spec.label_window(settings)},
         )
         if spec.calibrated and tunable:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)

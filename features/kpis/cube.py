@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
@@ -44,7 +45,7 @@ from features.lake.tables import (
 )
 
 CUBE_FILES = ("daily", "customer_daily", "customer_orders", "ticket_durations")
-# (sum of predicted 12-month value, customers) per group label, per grouping (None: ungrouped)
+# (sum of predicted value, customers) per group label, per grouping (None: ungrouped)
 PredictedSums = dict[str | None, dict[str, tuple[float, float]]]
 
 
@@ -122,10 +123,10 @@ def build_kpi_cube(settings: Settings) -> Path:
 
 def build_segment_cubes(settings: Settings, scores: pd.DataFrame, as_of: date) -> Path:
     """The KPI cubes by RFM segment and by behavioural segment, from one batch run's scores
-    (customer_id, rfm_segment, behavioural_segment, predicted_clv_12m): `custlens score` calls it
+    (customer_id, rfm_segment, behavioural_segment, predicted_clv): `custlens score` calls it
     after writing the scores. Every customer is grouped by their segment at `as_of`, for any period
     (segments describe who the customers are now, not who they were then)."""
-    columns = ["customer_id", *SEGMENT_GROUPINGS.values(), "predicted_clv_12m"]
+    columns = ["customer_id", *SEGMENT_GROUPINGS.values(), "predicted_clv"]
     missing = set(columns) - set(scores.columns)
     if missing:
         raise CustlensError(f"segment cubes need the score columns {sorted(missing)}")
@@ -284,14 +285,17 @@ def predicted_sums(settings: Settings, con: duckdb.DuckDBPyConnection | None = N
     groups: dict[str | None, str] = {None: f"'{ALL}'", "channel": "acquisition_channel", "city": "city",
               **{name: f"coalesce({column}, '{UNSCORED}')" for name, column in SEGMENT_GROUPINGS.items()}}  # fmt: skip
     customers = read_table_sql(table_path(settings, "customers"))
+    assignments = segment_dir(settings) / "assignments.parquet"
+    # written by a `custlens score` from before the outputs were named without a window
+    value = "predicted_clv" if "predicted_clv" in pq.read_schema(assignments).names else "predicted_clv_12m"
     con.execute(
         f"CREATE TEMP TABLE scored AS SELECT assignments.*, dims.city, dims.acquisition_channel "
-        f"FROM read_parquet({sql_literal(segment_dir(settings) / 'assignments.parquet')}) AS assignments "
+        f"FROM read_parquet({sql_literal(assignments)}) AS assignments "
         f"JOIN ({CUSTOMER_DIMS_SQL.format(customers=customers)}) AS dims "
-        "USING (customer_id) WHERE predicted_clv_12m IS NOT NULL"
+        f"USING (customer_id) WHERE {value} IS NOT NULL"
     )
     out: PredictedSums = {}
     for grouping, label_sql in groups.items():
-        rows = con.execute(f"SELECT {label_sql}, sum(predicted_clv_12m), count(*) FROM scored GROUP BY 1").fetchall()
+        rows = con.execute(f"SELECT {label_sql}, sum({value}), count(*) FROM scored GROUP BY 1").fetchall()
         out[grouping] = {str(label): (float(total), float(count)) for label, total, count in rows}
     return out

@@ -106,7 +106,7 @@ KPIS: tuple[KpiDefinition, ...] = (
          empty="no new customers in the period"),
     _kpi("historic_clv", "historic CLV", "money", "orders", "clv_revenue", "clv_customers"),
     _kpi("ltv_to_cac", "LTV:CAC", "ratio", "marketing_spend", "historic_clv", "cac"),
-    _kpi("predicted_clv", "predicted CLV (next 12 months)", "money", "orders", "predicted_clv_total",
+    _kpi("predicted_clv", "predicted CLV (over the CLV model's window)", "money", "orders", "predicted_clv_total",
          "scored_customers", empty="no batch scores for these customers yet; run `custlens score`"),
 )  # fmt: skip
 KPI_NAMES = tuple(definition.name for definition in KPIS)

@@ -55,7 +55,7 @@ def _from_cube(settings: Settings, folder: Path, meta: CubeMeta, question: Quest
 
 
 def _predicted_clv(settings: Settings, by: str | None, cache: KpiCache) -> dict[str, tuple[float, float]] | None:
-    """(sum of predicted 12-month value, customers) per group from the latest batch scores; None
+    """(sum of predicted value, customers) per group from the latest batch scores; None
     when there are none (or they were scored on an older lake) or the grouping is by period."""
     if by in PERIOD_GROUPINGS:
         return None

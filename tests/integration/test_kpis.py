@@ -42,7 +42,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Settings:
              rng.uniform(0, 5e6))
             for customer in customers if rng.random() < 0.9
         ],
-        columns=["customer_id", "rfm_segment", "behavioural_segment", "predicted_clv_12m"],
+        columns=["customer_id", "rfm_segment", "behavioural_segment", "predicted_clv"],
     )  # fmt: skip
     build_segment_cubes(settings, scores, DEFAULT_END)
     return settings

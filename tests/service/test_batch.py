@@ -40,7 +40,7 @@ from tests.support.databases import postgres_schema_url
 from tests.support.processes import wait_for
 from tests.support.run_holder import holding
 from tests.support.sinks import sink_runs
-from tests.support.trained import trained_project
+from tests.support.trained import on_own_tracking, trained_project
 from training.tracking import connect
 
 CHUNK_ROWS = 1_000  # the smallest allowed: several chunks even in the small project
@@ -51,18 +51,10 @@ RUN_COLUMNS = ["scoring_run_id"]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Settings:
     """The shared trained project, with a tracking store of our own: batch runs are recorded in it."""
-    shared = trained_project(tmp_path_factory, worker_id)
-    assert shared.training.tracking_uri is not None
-    copy = tmp_path_factory.mktemp("batch-mlruns") / "mlflow.db"
-    with (
-        sqlite3.connect(shared.training.tracking_uri.removeprefix("sqlite:///")) as source,
-        sqlite3.connect(copy) as to,
-    ):
-        source.backup(to)
-    return shared.model_copy(update={
-        "training": shared.training.model_copy(update={"tracking_uri": f"sqlite:///{copy}"}),
+    own = on_own_tracking(trained_project(tmp_path_factory, worker_id), tmp_path_factory.mktemp("batch-mlruns"))
+    return own.model_copy(update={
         # the shared project's data folder is read only here; test_kpi_segments_follow_the_scores copies it
-        "batch": shared.batch.model_copy(update={"chunk_rows": CHUNK_ROWS, "kpi_segments": False}),
+        "batch": own.batch.model_copy(update={"chunk_rows": CHUNK_ROWS, "kpi_segments": False}),
     })  # fmt: skip
 
 
@@ -131,7 +123,7 @@ def test_every_sink_holds_each_as_of_once_with_every_column(
     assert rows["churn_probability"].astype(float).between(0, 1).all()
     assert rows["rfm_segment"].notna().all() and rows["behavioural_segment"].notna().all()
     assert (rows["currency"] == "VND").all()  # the sample's shop; CLV in whole dong
-    clv = rows["predicted_clv_12m"].astype(float).to_numpy()
+    clv = rows["predicted_clv"].astype(float).to_numpy()
     np.testing.assert_array_equal(clv, np.round(clv))
     assert manifest(sink_uri) == [(first.run_id, SUCCEEDED, earlier), (second.run_id, SUCCEEDED, latest)]
 
@@ -275,7 +267,7 @@ def test_a_customer_gets_the_same_scores_online_and_in_batch(
 
     batch = read_sink(uri, latest).set_index("customer_id").loc[ids].reset_index()
     assert online["known"].all()
-    for column in ("churn_probability", "repurchase_probability_30d", "predicted_clv_12m"):
+    for column in ("churn_probability", "repurchase_probability", "predicted_clv"):
         np.testing.assert_array_equal(batch[column].to_numpy(float), online_scores[column].to_numpy(float))
     for column in ("churn_risk", "expected_next_order_date", "rfm_segment", "behavioural_segment"):
         assert batch[column].tolist() == online_scores[column].tolist(), column
@@ -481,7 +473,7 @@ def test_kpi_segments_follow_the_scores(project: Settings, cutoffs: tuple[date, 
     counts = latest.segment_counts["rfm_segment"]
     assert set(table.groups) - {"(none)"} <= set(counts)
     scored = read_sink(uri)
-    expected = scored["predicted_clv_12m"].mean()
+    expected = scored["predicted_clv"].mean()
     overall = kpis(settings, end - timedelta(days=89), end).get("predicted_clv")
     assert overall.value == pytest.approx(expected, rel=1e-9)
     earlier = score_customers(settings, cutoffs[0], uri)

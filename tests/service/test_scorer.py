@@ -118,13 +118,13 @@ def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Sc
     scores = scorer.score(known, NOW)
     for model, column, pyfunc_column in (
         ("churn", "churn_probability", "probability"),
-        ("repurchase", "repurchase_probability_30d", "probability"),
+        ("repurchase", "repurchase_probability", "probability"),
         ("repurchase", "expected_days_to_next_order", "expected_days_to_next_order"),
-        ("clv", "predicted_clv_12m", "predicted_value"),
+        ("clv", "predicted_clv", "predicted_value"),
     ):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name(model)}@champion")
         expected = pyfunc.predict(known[scorer.churn.features])[pyfunc_column].to_numpy()
-        if column == "predicted_clv_12m":  # money: in the currency's minor units
+        if column == "predicted_clv":  # money: in the currency's minor units
             expected = np.round(expected, minor_units(scorer.currency))
         np.testing.assert_allclose(scores[column].to_numpy(dtype=float), expected, rtol=1e-12, err_msg=model)
     segments = mlflow.pyfunc.load_model(f"models:/{registered_name('segments')}@champion")
@@ -142,9 +142,9 @@ def test_predicted_clv_is_in_the_lakes_currency_rounded_to_its_minor_units(
     # then every scored customer's CLV is in whole dong, and an unknown one has neither value nor unit
     assert scorer.currency == lake_business(project).currency == "VND"
     assert set(known["currency"]) == {"VND"}
-    clv = known["predicted_clv_12m"].to_numpy(dtype=float)
+    clv = known["predicted_clv"].to_numpy(dtype=float)
     np.testing.assert_array_equal(clv, np.round(clv))
-    assert unknown["currency"].isna().all() and unknown["predicted_clv_12m"].isna().all()
+    assert unknown["currency"].isna().all() and unknown["predicted_clv"].isna().all()
 
 
 def test_a_reordered_catalog_scores_the_registered_models_the_same(
@@ -194,8 +194,8 @@ def test_every_known_customer_gets_every_score(scorer: Scorer, features: pd.Data
     assert scores["customer_id"].tolist() == features["customer_id"].tolist()
     known = scores.iloc[:-1]
     assert known["churn_probability"].between(0, 1).all()
-    assert known["repurchase_probability_30d"].between(0, 1).all()
-    assert (known["predicted_clv_12m"] >= 0).all()
+    assert known["repurchase_probability"].between(0, 1).all()
+    assert (known["predicted_clv"] >= 0).all()
     assert known["churn_risk"].isin(["low", "medium", "high"]).all()
     assert known["rfm_segment"].notna().all() and known["behavioural_segment"].notna().all()
     assert all(d > NOW.date() or d == NOW.date() for d in known["expected_next_order_date"])

@@ -114,6 +114,7 @@ def test_known_ids_get_every_score_and_unknown_ids_none(client: TestClient, ids:
     assert answer.status_code == 200
     body = answer.json()
     assert set(body["model_versions"]) == set(MODELS) and body["model_alias"] == "champion"
+    assert set(body["windows"]) == {"churn_days", "repurchase_days", "clv_days"}
     first, nobody, second = body["results"]
     assert [first["customer_id"], nobody["customer_id"], second["customer_id"]] == [ids[0], "C-nobody", ids[1]]
     for known in (first, second):
@@ -121,7 +122,7 @@ def test_known_ids_get_every_score_and_unknown_ids_none(client: TestClient, ids:
         assert set(SCORE_COLUMNS) <= set(known) and 1 <= len(known["churn_reasons"]) <= 3
         assert 0 <= known["churn_probability"] <= 1 and known["churn_risk"] in ("low", "medium", "high")
         # money comes with its unit, in the unit's minor units (the sample's VND has none)
-        assert known["currency"] == "VND" and known["predicted_clv_12m"] == round(known["predicted_clv_12m"])
+        assert known["currency"] == "VND" and known["predicted_clv"] == round(known["predicted_clv"])
     assert nobody == {"customer_id": "C-nobody", "source": None, "source_customer_id": None, "known": False}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,18 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return settings
+
+
+def on_own_tracking(shared: Settings, folder: Path) -> Settings:
+    """The shared project with a copy of its tracking store in `folder`: runs, versions and aliases
+    made there leave the shared one as it is (new runs' artifacts go beside the shared ones)."""
+    assert shared.training.tracking_uri is not None
+    copy = folder / "mlflow.db"
+    with (
+        sqlite3.connect(shared.training.tracking_uri.removeprefix("sqlite:///")) as source,
+        sqlite3.connect(copy) as to,
+    ):
+        source.backup(to)
+    return shared.model_copy(
+        update={"training": shared.training.model_copy(update={"tracking_uri": f"sqlite:///{copy}"})}
+    )

@@ -42,6 +42,7 @@ from features.kpis import (
     kpi_period,
     kpis,
     kpis_direct,
+    segment_dir,
 )
 from features.kpis.arguments import EARLIEST_KPI_DAY, LATEST_KPI_DAY
 from features.lake.tables import Business, table_path, write_business
@@ -422,7 +423,7 @@ def test_new_scores_replace_the_predicted_values_in_the_cache(lake: Settings) ->
 
 
 def scores_of(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["customer_id", "rfm_segment", "behavioural_segment", "predicted_clv_12m"])
+    return pd.DataFrame(rows, columns=["customer_id", "rfm_segment", "behavioural_segment", "predicted_clv"])
 
 
 def test_grouping_by_segment_before_any_scoring_says_to_score(lake: Settings) -> None:
@@ -453,6 +454,18 @@ def test_kpis_by_segment_group_customers_by_their_latest_segment(lake: Settings)
     )
     for by in ("segment", "behaviour", None):
         assert kpis(lake, *MARCH, by=by) == kpis_direct(lake, *MARCH, by=by)
+
+
+def test_scores_kept_from_before_the_rename_still_give_the_predicted_value(lake: Settings) -> None:
+    # given the latest scores as a `custlens score` wrote them before the outputs lost their window
+    build_segment_cubes(lake, scores_of([("A", "Champions", "Loyal", 1000.0), ("B", "At risk", "Deal", 500.0)]),
+                        date(2024, 4, 1))  # fmt: skip
+    assignments = segment_dir(lake) / "assignments.parquet"
+    older = pd.read_parquet(assignments).rename(columns={"predicted_clv": "predicted_clv_12m"})
+    older.to_parquet(assignments, index=False)
+    # then the predicted value is read from the older column
+    assert kpis(lake, *MARCH).get("predicted_clv").value == 750.0
+    assert kpis(lake, *MARCH, by="segment").get("predicted_clv", "Champions").value == 1000.0
 
 
 def test_asking_before_the_cube_exists_says_how_to_build_it(tmp_path: Path) -> None:

@@ -1,19 +1,34 @@
-"""Money in scores, without a trained project: the Scorer answers predicted CLV in the lake's
-business currency, rounded to its minor units, and the /score answer carries the currency with
-each scored customer. The models are stand-ins that predict fixed numbers."""
+"""Money and windows in scores, without a trained project: the Scorer answers predicted CLV in the
+lake's business currency, rounded to its minor units, and the /score answer carries the currency
+with each scored customer; the answer and /metadata state the window each output is over, read
+from the served version (its bundle, else its training run, else today's config, said so). The
+models are stand-ins that predict fixed numbers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
+import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
-from custlens.settings import ServingSettings
-from serving.runtime import Asked, Loaded, score
-from serving.scorer import MODELS, ModelRef, Scorer
+from custlens.settings import ServingSettings, Settings, load_settings
+from serving.runtime import Asked, Loaded, Runtime, score
+from serving.scorer import (
+    MODELS,
+    WINDOW_FROM_CONFIG,
+    WINDOW_FROM_MODEL,
+    WINDOW_FROM_RUN,
+    ModelRef,
+    Scorer,
+    _trained_window,
+)
+from training.packaging import ModelBundle
 
 NOW = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 CLV = np.array([1_234_567.891, 37.425, 0.004])  # what the stand-in CLV model predicts, unrounded
@@ -53,9 +68,13 @@ class Segments:
             return np.full(len(rows["spend"]), "browsers", dtype=object)
 
 
+WINDOWS = {"churn": 90, "repurchase": 30, "clv": 242}  # what the stand-in versions were trained with
+
+
 def scorer(currency: str | None) -> Scorer:
     model: Any = Model()
-    refs = {name: ModelRef(name, f"custlens-{name}", "1", "champion", None, f"{name}_v1") for name in MODELS}
+    refs = {name: ModelRef(name, f"custlens-{name}", "1", "champion", None, f"{name}_v1", WINDOWS.get(name),
+                           WINDOW_FROM_MODEL if name in WINDOWS else None) for name in MODELS}  # fmt: skip
     return Scorer(model, model, model, Segments(), refs, ServingSettings(), currency)  # type: ignore[arg-type]
 
 
@@ -73,7 +92,7 @@ def features(known: Sequence[bool]) -> dict[str, np.ndarray]:
 def test_predicted_clv_is_rounded_to_the_currencys_minor_units(currency: str | None, expected: list[float]) -> None:
     scored = scorer(currency).score(features([True, True, True]), NOW)
 
-    assert scored["predicted_clv_12m"].tolist() == pytest.approx(expected, abs=1e-9)
+    assert scored["predicted_clv"].tolist() == pytest.approx(expected, abs=1e-9)
     assert scored["currency"].tolist() == [currency] * 3
 
 
@@ -81,7 +100,7 @@ def test_an_unknown_customer_gets_no_value_and_no_unit() -> None:
     scored = scorer("VND").score(features([True, False]), NOW)
 
     assert scored["currency"].tolist() == ["VND", None]
-    assert scored["predicted_clv_12m"].iloc[0] == 1_234_568.0 and np.isnan(scored["predicted_clv_12m"].iloc[1])
+    assert scored["predicted_clv"].iloc[0] == 1_234_568.0 and np.isnan(scored["predicted_clv"].iloc[1])
 
 
 class Online:
@@ -104,5 +123,88 @@ def test_the_score_answer_carries_the_currency_of_each_scored_customer() -> None
 
     first, nobody = score(loaded, asked, reasons=False, now=NOW)["results"]
 
-    assert (first["predicted_clv_12m"], first["currency"]) == (1_234_567.89, "USD")
+    assert (first["predicted_clv"], first["currency"]) == (1_234_567.89, "USD")
     assert "currency" not in nobody and nobody["known"] is False
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows
+
+
+def test_the_score_answer_states_each_outputs_window_beside_the_results() -> None:
+    loaded = Loaded(scorer("USD"), Online(), None, NOW)  # type: ignore[arg-type]
+
+    answer = score(loaded, [Asked("C0", None, None)], reasons=False, now=NOW)
+
+    assert answer["windows"] == {"churn_days": 90, "repurchase_days": 30, "clv_days": 242}
+    assert list(answer) == ["scored_at", "model_alias", "model_versions", "windows", "results"]
+    assert {"repurchase_probability", "predicted_clv"} <= set(answer["results"][0])
+    assert not [name for name in answer["results"][0] if name.endswith(("_30d", "_12m"))]
+
+
+def test_metadata_states_the_same_windows_and_where_each_was_read() -> None:
+    runtime = Runtime(load_settings())
+    runtime.loaded = Loaded(scorer("USD"), Online(), [], NOW)  # type: ignore[arg-type]
+
+    metadata = runtime.metadata()
+
+    assert metadata["windows"] == {"churn_days": 90, "repurchase_days": 30, "clv_days": 242}
+    assert metadata["models"]["clv"]["window_days"] == 242 and metadata["models"]["clv"]["window_from"] == "model"
+    assert metadata["models"]["segments"]["window_days"] is None
+
+
+def clv_bundle(meta: dict[str, Any]) -> ModelBundle:
+    rows = pd.DataFrame({"spend": np.arange(60, dtype=float)})
+    params = {"objective": "tweedie", "verbosity": -1, "min_data_in_leaf": 5}
+    booster = lgb.train(params, lgb.Dataset(rows, rows["spend"]), num_boost_round=2)
+    return ModelBundle(model="clv", booster=booster, features=["spend"], categories={}, meta=meta)
+
+
+class Tracking:
+    """An MLflow client that knows one training run and its parameters."""
+
+    def __init__(self, params: dict[str, str]) -> None:
+        self.params = params
+
+    def get_run(self, run_id: str) -> SimpleNamespace:
+        if run_id != "run-1":
+            raise MlflowException(f"Run '{run_id}' not found")
+        return SimpleNamespace(data=SimpleNamespace(params=self.params))
+
+
+CLV_REF = ModelRef("clv", "custlens-clv", "3", "champion", "run-1", "clv_v1")
+
+
+def config_saying(clv_window_days: int) -> Settings:
+    settings = load_settings()
+    return settings.model_copy(
+        update={"training": settings.training.model_copy(update={"clv_window_days": clv_window_days})}
+    )
+
+
+@pytest.mark.parametrize(
+    ("meta", "params", "ref", "expected"),
+    [
+        # the bundle records it (every version trained since): the config now says 365
+        ({"window_days": 242}, {"label_window_days": "365"}, CLV_REF, (242, WINDOW_FROM_MODEL)),
+        # a version from before: its training run logged it
+        ({}, {"label_window_days": "242"}, CLV_REF, (242, WINDOW_FROM_RUN)),
+        # a version whose run is gone: today's config, said so
+        ({}, {}, ModelRef("clv", "custlens-clv", "3", "champion", "run-deleted", "clv_v1"), (365, WINDOW_FROM_CONFIG)),
+    ],
+)
+def test_the_window_is_read_from_the_version_and_only_last_from_the_config(
+    meta: dict[str, Any], params: dict[str, str], ref: ModelRef, expected: tuple[int, str]
+) -> None:
+    window = _trained_window(Tracking(params), config_saying(365), ref, clv_bundle(meta))  # type: ignore[arg-type]
+    assert window == expected
+
+
+def test_a_window_from_todays_config_is_named_as_such() -> None:
+    stand_in = scorer("USD")
+    stand_in.refs["clv"] = ModelRef("clv", "custlens-clv", "3", "champion", None, "clv_v1", 365, WINDOW_FROM_CONFIG)
+
+    assert stand_in.window_notes() == [
+        "custlens-clv version 3 does not record its window: 365 days is today's training.clv_window_days; "
+        "retrain it to state its own"
+    ]

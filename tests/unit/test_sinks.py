@@ -1,9 +1,12 @@
 """The write-back sinks on hand-made chunks, without a trained project: every sink stores the
 currency of predicted CLV, and a sink written before that column existed takes new runs (SQL: the
-column is added; files: the old rows read it as NULL) without a traceback."""
+column is added; files: the old rows read it as NULL) without a traceback; one written before the
+outputs lost their window in the name migrates (SQL: the columns are renamed in the check's
+transaction; files: read under today's names)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -28,6 +31,7 @@ from serving.sinks import (
     MANIFEST_SCHEMA,
     MANIFEST_TABLE,
     MODEL_VERSION_COLUMNS,
+    RENAMED_SCORE_COLUMNS,
     RUNNING,
     SCORES,
     SCORES_SCHEMA,
@@ -48,7 +52,7 @@ def chunk(run_id: str, customers: dict[str, float], currency: str | None, as_of:
     count = len(customers)
     columns: dict[str, list[object]] = {name: [None] * count for name in SCORES_SCHEMA.names}
     columns.update(
-        customer_id=list(customers), as_of=[as_of] * count, predicted_clv_12m=list(customers.values()),
+        customer_id=list(customers), as_of=[as_of] * count, predicted_clv=list(customers.values()),
         currency=[currency] * count, scoring_run_id=[run_id] * count,
         **{name: ["1"] * count for name in MODEL_VERSION_COLUMNS},
     )  # fmt: skip
@@ -81,7 +85,7 @@ def read(uri: str) -> dict[str, tuple[float | None, str | None]]:
     finally:
         sink.close()
     assert list(frame.columns) == SCORES_SCHEMA.names
-    return {row.customer_id: (row.predicted_clv_12m, row.currency) for row in frame.itertuples()}
+    return {row.customer_id: (row.predicted_clv, row.currency) for row in frame.itertuples()}
 
 
 def a_sink(kind: str, tmp_path: Path) -> Iterator[str]:
@@ -149,6 +153,62 @@ def test_a_scores_file_from_before_the_currency_column_reads_it_as_null(kind: st
     run(uri, chunk("r", {"OLD": 9.0}, "USD"), scope="listed")
     # then the carried-over row has no currency, the new one has
     assert read(uri) == {"OLD": (9.0, "USD"), "KEPT": (6.0, None)}
+
+
+def test_a_sql_table_with_the_older_column_names_is_renamed_by_the_check_and_keeps_its_rows(
+    sql_sink_uri: str,
+) -> None:
+    # given a customer_scores table as custlens wrote it before the rename, holding one row
+    run(sql_sink_uri, chunk("r", {"OLD": 5.0}, "USD"))
+    engine = sql_engine(sql_sink_uri)
+    with engine.begin() as conn:
+        for old, new in RENAMED_SCORE_COLUMNS.items():
+            conn.exec_driver_sql(f"ALTER TABLE {SCORES_TABLE} RENAME COLUMN {new} TO {old}")
+    # when a new run of another as-of date writes to it
+    run(sql_sink_uri, chunk("r", {"NEW": 7.5}, "USD", as_of=date(2025, 2, 1)), as_of=date(2025, 2, 1))
+    # then the columns have today's names, and the old row its values under them
+    with engine.connect() as conn:
+        columns = [column["name"] for column in sa.inspect(conn).get_columns(SCORES_TABLE)]
+    engine.dispose()
+    assert set(RENAMED_SCORE_COLUMNS.values()) <= set(columns) and not set(RENAMED_SCORE_COLUMNS) & set(columns)
+    assert read(sql_sink_uri) == {"OLD": (5.0, "USD"), "NEW": (7.5, "USD")}
+
+
+def test_a_rename_by_a_check_that_then_refuses_the_table_is_rolled_back(sql_sink_uri: str) -> None:
+    # given a table under the older names that is also keyed on the customer alone
+    run(sql_sink_uri, chunk("r", {"OLD": 5.0}, "USD"))
+    engine = sql_engine(sql_sink_uri)
+    with engine.begin() as conn:
+        for old, new in RENAMED_SCORE_COLUMNS.items():
+            conn.exec_driver_sql(f"ALTER TABLE {SCORES_TABLE} RENAME COLUMN {new} TO {old}")
+        conn.exec_driver_sql(f"CREATE UNIQUE INDEX one_row_per_customer ON {SCORES_TABLE} (customer_id)")
+    # when the check refuses it
+    with pytest.raises(CustlensError, match=r"it is keyed on \(customer_id\)"):
+        run(sql_sink_uri, chunk("r", {"NEW": 7.5}, "USD"))
+    # then the table keeps its older names: nothing changed
+    with engine.connect() as conn:
+        columns = [column["name"] for column in sa.inspect(conn).get_columns(SCORES_TABLE)]
+    engine.dispose()
+    assert set(RENAMED_SCORE_COLUMNS) <= set(columns) and not set(RENAMED_SCORE_COLUMNS.values()) & set(columns)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_scores_file_with_the_older_column_names_reads_back_under_todays(kind: str, tmp_path: Path) -> None:
+    # given a file of an as-of date written before the rename
+    uri = f"{kind}:{tmp_path / 'scores'}"
+    run(uri, chunk("r", {"OLD": 5.0, "KEPT": 6.0}, "USD"))
+    path = tmp_path / "scores" / SCORES_TABLE / f"{AS_OF}.{kind}"
+    table = pq.read_table(path) if kind == "parquet" else pa_csv.read_csv(path)
+    older = {new: old for old, new in RENAMED_SCORE_COLUMNS.items()}
+    table = table.rename_columns([older.get(name, name) for name in table.column_names])
+    pq.write_table(table, path) if kind == "parquet" else pa_csv.write_csv(table, path)
+    # then it reads under today's names, with its values
+    assert read(uri) == {"OLD": (5.0, "USD"), "KEPT": (6.0, "USD")}
+    # and when listed customers of that date are scored again, the carried-over row keeps its value
+    run(uri, chunk("r", {"OLD": 9.0}, "USD"), scope="listed")
+    assert read(uri) == {"OLD": (9.0, "USD"), "KEPT": (6.0, "USD")}
+    rewritten = pq.read_schema(path).names if kind == "parquet" else pa_csv.read_csv(path).column_names
+    assert rewritten == SCORES_SCHEMA.names
 
 
 FORMULAS = ['=HYPERLINK("http://evil","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
@@ -547,3 +607,14 @@ def test_a_file_sink_commit_killed_between_its_renames_reads_as_what_it_reached(
     assert not list((tmp_path / "scores").glob(".*.pending"))
     assert [run.status for run in sink_runs(uri)][-1] == SUCCEEDED
     assert len(sink_runs(uri)) == 3
+
+
+def test_the_score_bins_of_a_run_from_before_the_rename_read_under_todays_names() -> None:
+    # given a run whose drift bins were keyed by the older names
+    bins = {"predicted_clv_12m": {"edges": [1.0], "shares": [0.5, 0.5]}, "churn_probability": None}
+    entry = RunEntry(run_id="r", as_of=AS_OF, status=SUCCEEDED, scope="all", started_at=datetime.now(UTC),
+                     churn_model_version="1", repurchase_model_version="1", clv_model_version="1",
+                     segments_model_version="1", score_bins=json.dumps(bins))  # fmt: skip
+    # then the next run compares its predicted_clv with them
+    assert entry.bins() == {"predicted_clv": bins["predicted_clv_12m"], "churn_probability": None}
+    assert entry.window_days() == {}  # and it states no windows: they were the configured ones then

@@ -60,7 +60,7 @@ def test_clv_counts_buyers_and_non_buyers() -> None:
 
     data = Sufficiency.of(SPECS["clv"], frame, TrainingSettings(min_split_rows=1, min_class_rows=1))
 
-    assert data.describe("train") == "4 rows: 1 buyers, 3 non-buyers"  # a net refund is no purchase
+    assert data.describe("train") == "4 rows: 1 buyer, 3 non-buyers"  # a net refund is no purchase
     assert data.reason("test") == "not promoted: only 0 buyers in the test window (training.min_class_rows: 1)"
     assert not data.measurable("test")
 
@@ -72,3 +72,17 @@ def test_an_empty_training_split_cannot_train() -> None:
 
     with pytest.raises(CannotTrain, match=r"not trained: only 0 rows in the training rows at 2025-01-01..2025-01-01 "):
         data.require_training()
+
+
+def test_a_count_of_one_reads_in_the_singular_and_others_in_the_plural() -> None:
+    frame = churn_frame(train=(300, 700), validation=(1, 1), test=(2, 1))
+
+    data = Sufficiency.of(SPECS["churn"], frame, TrainingSettings(min_split_rows=1))
+
+    assert data.describe("validation") == "2 rows: 1 churner, 1 non-churner"
+    assert data.describe("test") == "3 rows: 2 churners, 1 non-churner"
+    assert data.reason("test") == "not promoted: only 1 non-churner in the test window (training.min_class_rows: 30)"
+    assert Sufficiency.of(SPECS["churn"], churn_frame(train=(300, 700), validation=(1, 0), test=(2, 1)),
+                          TrainingSettings(min_split_rows=2)).reason("validation") == (
+        "not tuned: only 1 row in the validation window (training.min_split_rows: 2)"
+    )  # fmt: skip
