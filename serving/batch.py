@@ -57,7 +57,7 @@ class BatchReport:
     sink: str
     rows: int
     seconds: float
-    versions: dict[str, str]
+    versions: dict[str, str | None]  # None: no version to serve (its outputs are NULL)
     not_found: list[str]  # listed ids the snapshot and the CRM crosswalk do not know
     segment_counts: dict[str, dict[str, int]]
     migrations: list[Migration]  # empty when the sink held no earlier as-of date
@@ -67,6 +67,7 @@ class BatchReport:
     kpi_segments: str = ""  # what became of the KPI cubes by segment
     killed_runs: tuple[str, ...] = ()  # runs a killed process had left running, marked at the start
     as_of_why: str = ""  # which as-of was scored and why (features/asof.py)
+    unserved: dict[str, str] = field(default_factory=dict)  # models with no version to serve, and why
     # days after the as-of each output is over, as its model was trained (Scorer.windows), and a
     # note for each version that records none (its window is today's config's)
     windows: dict[str, int | None] = field(default_factory=dict)
@@ -79,13 +80,15 @@ class BatchReport:
         parts: list[RenderableType] = [
             f"[bold]custlens score[/]: {self.rows:,} customers at as-of {self.as_of} scored in {self.seconds:.1f} s "
             f"({self.rows / max(self.seconds, 1e-9):,.0f}/s) and written to {self.sink}",
-            "model versions: " + ", ".join(f"{model} v{version}" for model, version in self.versions.items())
+            "model versions: " + ", ".join(f"{model} v{version}" for model, version in self.versions.items()
+                                           if version is not None)
             + f"; scoring run {self.run_id}",
             "windows (days after the as-of date, as each model was trained): "
-            + ", ".join(f"{key.removesuffix('_days')} {days}" for key, days in self.windows.items()),
+            + ", ".join(f"{key.removesuffix('_days')} {'-' if d is None else d}" for key, d in self.windows.items()),
         ]  # fmt: skip
         if self.as_of_why:
             parts.append(self.as_of_why)
+        parts.extend(f"[yellow]{model}: {why}; its outputs are NULL[/]" for model, why in self.unserved.items())
         parts.extend(f"[yellow]{note}[/]" for note in self.window_notes)
         parts.extend(f"[yellow]{killed}[/]" for killed in self.killed_runs)
         if self.not_found:
@@ -229,6 +232,7 @@ def _run(
         segment_counts={column: sink.segment_counts(column, as_of) for column in SEGMENT_COLUMNS},
         migrations=migrations, previous_run_id=previous.run_id if previous else None, psi=psi,
         psi_warning=settings.batch.psi_warning, windows=scorer.windows, window_notes=tuple(scorer.window_notes()),
+        unserved=scorer.unserved,
     )  # fmt: skip
     _log_run(report, entry)
     return report
@@ -283,7 +287,7 @@ def _listed(snapshot: PackedSnapshot, ids: Sequence[str], crosswalk: CrmIds) -> 
 
 
 def _scores_table(
-    scores: pd.DataFrame, crm_ids: pa.Array, as_of: date, versions: dict[str, str], run_id: str
+    scores: pd.DataFrame, crm_ids: pa.Array, as_of: date, versions: dict[str, str | None], run_id: str
 ) -> pa.Table:
     count = len(scores)
 

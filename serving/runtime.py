@@ -201,9 +201,8 @@ class Runtime:
                 now = Scorer.registry_versions(self.settings)
                 if not force and before is not None and now == before:
                     return {"reloaded": False, "versions": before}
-                if any(version is None for version in now.values()):
-                    missing = sorted(model for model, version in now.items() if version is None)
-                    raise CustlensError(f"no @{self.settings.serving.model_alias} version of {', '.join(missing)}")
+                if all(version is None for version in now.values()):
+                    raise CustlensError(f"no @{self.settings.serving.model_alias} version of any model")
                 loaded = self.load()
             except Exception as exc:
                 self.last_reload_error = str(exc)
@@ -227,6 +226,7 @@ class Runtime:
             "feature_services": loaded.scorer.feature_services,
             "windows": loaded.scorer.windows,
             "model_alias": self.settings.serving.model_alias,
+            "unserved": loaded.scorer.unserved,
             "loaded_at": loaded.loaded_at.isoformat(),
             "reload_poll_seconds": self.settings.serving.reload_poll_seconds,
             "last_reload_error": self.last_reload_error,
@@ -330,8 +330,9 @@ def score(loaded: Loaded, asked: Sequence[Asked], reasons: bool, now: datetime |
     return {
         "scored_at": now.isoformat(),
         "as_of": as_of_text,
-        "model_alias": scorer.refs["churn"].alias,
+        "model_alias": scorer.alias,
         "model_versions": scorer.versions,
+        "unserved": scorer.unserved,  # models with no version to serve (their fields are null), and why
         "windows": scorer.windows,  # the days after `scored_at` each output is over, as trained
         "results": results,
     }

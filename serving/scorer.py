@@ -101,21 +101,26 @@ class Scorer:
 
     def __init__(
         self,
-        churn: ModelBundle,
-        repurchase: ModelBundle,
-        clv: ModelBundle,
-        segments: SegmentsBundle,
+        churn: ModelBundle | None,
+        repurchase: ModelBundle | None,
+        clv: ModelBundle | None,
+        segments: SegmentsBundle | None,
         refs: Mapping[str, ModelRef],
         serving: ServingSettings,
         currency: str | None = None,
+        unserved: Mapping[str, str] | None = None,
     ) -> None:
+        """A model given as None has no version to serve: its outputs are NULL, and `unserved`
+        says why (the other models still score)."""
         self.churn, self.repurchase, self.clv, self.segments = churn, repurchase, clv, segments
         self.refs = dict(refs)
         self.serving = serving
         self.currency = currency  # what predicted_clv is in: the lake's business currency
+        self.unserved = {model: (unserved or {}).get(model, "no version") for model in MODELS
+                         if getattr(self, model) is None}  # fmt: skip
         # One encoding serves every model that reads the same features with the same categories:
         # each model is scored on the matrix of the first bundle that encodes as it does.
-        models = (churn, repurchase, clv)
+        models = [bundle for bundle in (churn, repurchase, clv) if bundle is not None]
         self._encodes_as = {id(b): next(first for first in models if first.encoder.same_as(b.encoder)) for b in models}
 
     # -----------------------------------------------------------------------------------------
@@ -132,18 +137,18 @@ class Scorer:
         alias = alias or settings.serving.model_alias
         client = connect(settings)
         refs: dict[str, ModelRef] = {}
-        missing = []
+        unserved: dict[str, str] = {}
         for model in MODELS:
             name = registered_name(model)
             try:
                 version = client.get_model_version_by_alias(name, alias)
             except MlflowException:
-                missing.append(f"{name}@{alias}")
+                unserved[model] = f"no {name}@{alias} version (none trained, or none beat its baselines)"
                 continue
             refs[model] = ModelRef(model, name, str(version.version), alias, version.run_id, "")
-        if missing:
+        if not refs:
             raise CustlensError(
-                f"no registered version for {', '.join(missing)} in {mlflow.get_tracking_uri()}; "
+                f"no registered version for any model at @{alias} in {mlflow.get_tracking_uri()}; "
                 "run `custlens train all` first"
             )
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
@@ -156,10 +161,11 @@ class Scorer:
             window, window_from = _trained_window(client, settings, refs[model], bundle)
             refs[model] = ModelRef(**{**refs[model].as_dict(), "feature_service": bundle.feature_service,
                                       "window_days": window, "window_from": window_from})  # fmt: skip
-        churn, repurchase, clv, segments = (bundles[model] for model in MODELS)
-        assert isinstance(churn, ModelBundle) and isinstance(repurchase, ModelBundle) and isinstance(clv, ModelBundle)
-        assert isinstance(segments, SegmentsBundle)
-        return cls(churn, repurchase, clv, segments, refs, settings.serving, lake_business(settings).currency)
+        churn, repurchase, clv, segments = (bundles.get(model) for model in MODELS)
+        assert all(isinstance(b, ModelBundle) for b in (churn, repurchase, clv) if b is not None)
+        assert segments is None or isinstance(segments, SegmentsBundle)
+        return cls(churn, repurchase, clv, segments, refs, settings.serving,  # type: ignore[arg-type]
+                   lake_business(settings).currency, unserved)  # fmt: skip
 
     @staticmethod
     def registry_versions(settings: Settings, alias: str | None = None) -> dict[str, str | None]:
@@ -178,8 +184,13 @@ class Scorer:
     # What it needs and what it is
 
     @property
-    def versions(self) -> dict[str, str]:
-        return {model: ref.version for model, ref in self.refs.items()}
+    def versions(self) -> dict[str, str | None]:
+        """The served version of each model; None for one with none to serve."""
+        return {model: self.refs[model].version if model in self.refs else None for model in MODELS}
+
+    @property
+    def alias(self) -> str:
+        return next(iter(self.refs.values())).alias
 
     @property
     def feature_services(self) -> dict[str, str]:
@@ -207,7 +218,10 @@ class Scorer:
     def inputs(self) -> tuple[str, ...]:
         """Every feature some model or segment rule reads, in a fixed order: each model's own list
         (its bundle's), then the segments'."""
-        names = [*self.churn.features, *self.repurchase.features, *self.clv.features, *self.segments.inputs]
+        names = [name for bundle in (self.churn, self.repurchase, self.clv) if bundle is not None
+                 for name in bundle.features]  # fmt: skip
+        if self.segments is not None:
+            names.extend(self.segments.inputs)
         return tuple(dict.fromkeys(names))
 
     # -----------------------------------------------------------------------------------------
@@ -235,20 +249,23 @@ class Scorer:
         rows = columns if known.all() else {name: values[known] for name, values in columns.items()}
         matrices: dict[int, np.ndarray] = {}
 
-        def matrix(bundle: ModelBundle) -> np.ndarray:
+        def matrix(bundle: ModelBundle) -> np.ndarray:  # of a bundle that is served
             first = self._encodes_as[id(bundle)]
             if id(first) not in matrices:
                 matrices[id(first)] = first.encode(rows)
             return matrices[id(first)]
 
-        churn_x = matrix(self.churn)
-        churn = self.churn.scores(churn_x)["probability"]
-        repurchase_scores = self.repurchase.scores(matrix(self.repurchase))
-        repurchase = repurchase_scores["probability"]
-        days = repurchase_scores.get("expected_days_to_next_order", np.full(int(known.sum()), np.nan))
-        clv = self.clv.scores(matrix(self.clv))["predicted_value"]
-        rfm = self.segments.rfm.segment_array(rows)
-        behaviour = self.segments.behaviour.predict_array(rows)
+        scored_rows = int(known.sum())
+        nothing = np.full(scored_rows, np.nan)
+        churn_x = matrix(self.churn) if self.churn is not None else None
+        churn = self.churn.scores(churn_x)["probability"] if self.churn is not None and churn_x is not None else nothing
+        repurchase_scores = self.repurchase.scores(matrix(self.repurchase)) if self.repurchase is not None else {}
+        repurchase = repurchase_scores.get("probability", nothing)
+        days = repurchase_scores.get("expected_days_to_next_order", nothing)
+        clv = self.clv.scores(matrix(self.clv))["predicted_value"] if self.clv is not None else nothing
+        no_label = np.full(scored_rows, None, dtype=object)
+        rfm = self.segments.rfm.segment_array(rows) if self.segments is not None else no_label
+        behaviour = self.segments.behaviour.predict_array(rows) if self.segments is not None else no_label
 
         scored: dict[str, Any] = {
             "churn_probability": churn,
@@ -257,12 +274,14 @@ class Scorer:
             "expected_days_to_next_order": days,
             "expected_next_order_date": _dates_after(as_of, days),
             "predicted_clv": np.round(clv, minor_units(self.currency)),
-            "currency": np.full(len(clv), self.currency, dtype=object),
+            "currency": np.full(len(clv), self.currency if self.clv is not None else None, dtype=object),
             "rfm_segment": rfm,
             "behavioural_segment": behaviour,
         }
         if reasons:
-            scored["churn_reasons"] = self._reasons(rows, churn_x, scored["churn_risk"])
+            scored["churn_reasons"] = (
+                self._reasons(rows, churn_x, scored["churn_risk"]) if churn_x is not None else [[]] * scored_rows
+            )
         out = pd.DataFrame(scored, copy=False)
         if not known.all():
             out = _spread(out, known)
@@ -280,7 +299,7 @@ class Scorer:
         direction of the band (LightGBM's per-row contributions, in log-odds), each with the
         customer's value in plain words. A customer at medium or high risk gets what raises the
         risk first, one at low risk what keeps it low; the other direction only fills up."""
-        if not len(churn_x):
+        if not len(churn_x) or self.churn is None:
             return []
         per_feature = self.churn.contributions(churn_x)
         wanted = np.where(risk == "low", -1.0, 1.0)[:, None]

@@ -103,10 +103,10 @@ class RunEntry:
     status: str
     scope: str  # "all" customers of the snapshot, or "listed" ones (only those rows are replaced)
     started_at: datetime
-    churn_model_version: str
-    repurchase_model_version: str
-    clv_model_version: str
-    segments_model_version: str
+    churn_model_version: str | None  # None: no version to serve, its outputs NULL
+    repurchase_model_version: str | None
+    clv_model_version: str | None
+    segments_model_version: str | None
     rows: int | None = None
     finished_at: datetime | None = None
     seconds: float | None = None

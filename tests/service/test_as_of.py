@@ -6,7 +6,6 @@ request's time, and at the snapshot's own instant it gives the batch job's numbe
 from __future__ import annotations
 
 import math
-import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from features.snapshot_reader import load_packed_snapshot
 from serving.batch import score_customers
 from serving.runtime import Asked, Runtime, score
 from serving.sinks import SCORES_SCHEMA, open_sink
-from tests.support.trained import trained_project
+from tests.support.trained import on_own_tracking, trained_project
 
 # The batch columns that are model outputs (the rest say who, when and which versions)
 OUTPUTS = [
@@ -33,16 +32,9 @@ SAMPLE = 300
 
 
 def own_tracking(settings: Settings, folder: Path) -> Settings:
-    """`settings` over a copy of its tracking store: the batch job records runs in it."""
-    assert settings.training.tracking_uri is not None
-    copy = folder / "mlflow.db"
-    source_path = settings.training.tracking_uri.removeprefix("sqlite:///")
-    with sqlite3.connect(source_path) as source, sqlite3.connect(copy) as to:
-        source.backup(to)
-    return settings.model_copy(update={
-        "training": settings.training.model_copy(update={"tracking_uri": f"sqlite:///{copy}"}),
-        "batch": settings.batch.model_copy(update={"kpi_segments": False}),
-    })  # fmt: skip
+    """`settings` over a copy of its tracking store (the batch job records runs in it), no KPI cubes."""
+    copy = on_own_tracking(settings, folder)
+    return copy.model_copy(update={"batch": copy.batch.model_copy(update={"kpi_segments": False})})
 
 
 def batch_scores(settings: Settings, folder: Path) -> tuple[date, pd.DataFrame]:
