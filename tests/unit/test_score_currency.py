@@ -103,7 +103,17 @@ def test_an_unknown_customer_gets_no_value_and_no_unit() -> None:
     assert scored["predicted_clv"].iloc[0] == 1_234_568.0 and np.isnan(scored["predicted_clv"].iloc[1])
 
 
+class Freshness:
+    def data_end(self) -> datetime:
+        return NOW
+
+    def fresh(self, now: datetime) -> bool:
+        return True
+
+
 class Online:
+    freshness = Freshness()
+
     def features_columns(self, ids: Sequence[str], names: Sequence[str], now: datetime) -> dict[str, np.ndarray]:
         known = [customer_id != "C-nobody" for customer_id in ids]
         columns = features(known)
@@ -137,7 +147,7 @@ def test_the_score_answer_states_each_outputs_window_beside_the_results() -> Non
     answer = score(loaded, [Asked("C0", None, None)], reasons=False, now=NOW)
 
     assert answer["windows"] == {"churn_days": 90, "repurchase_days": 30, "clv_days": 242}
-    assert list(answer) == ["scored_at", "model_alias", "model_versions", "windows", "results"]
+    assert list(answer) == ["scored_at", "as_of", "model_alias", "model_versions", "unserved", "windows", "results"]
     assert {"repurchase_probability", "predicted_clv"} <= set(answer["results"][0])
     assert not [name for name in answer["results"][0] if name.endswith(("_30d", "_12m"))]
 
