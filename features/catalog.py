@@ -43,14 +43,17 @@ def _f(family: Family, kind: FeatureKind, *names_and_descriptions: tuple[str, st
 STORED_FEATURES: tuple[Feature, ...] = tuple(
     _f("purchases", "timestamp",
        ("first_order_at", "when the first completed order was placed"),
-       ("last_order_at", "when the last completed order was placed"))
+       ("last_order_at", "when the last completed order was placed"),
+       ("first_purchase_day_at", "00:00 UTC of the first purchase day (a UTC calendar day with a completed order)"),
+       ("last_purchase_day_at", "00:00 UTC of the last purchase day (a UTC calendar day with a completed order)"))
     + _f("purchases", "count",
          ("orders_30d", "completed orders in the last 30 days"),
          ("orders_90d", "completed orders in the last 90 days"),
          ("orders_365d", "completed orders in the last 365 days"),
          ("orders_lifetime", "completed orders ever"),
          ("categories_365d", "distinct product categories bought in the last 365 days"),
-         ("channels_365d", "distinct sales channels used in the last 365 days"))
+         ("channels_365d", "distinct sales channels used in the last 365 days"),
+         ("purchase_days_lifetime", "purchase days ever: UTC calendar days with at least one completed order"))
     + _f("purchases", "number",
          ("revenue_30d", "net revenue (completed orders minus refunds) in the last 30 days"),
          ("revenue_90d", "net revenue (completed orders minus refunds) in the last 90 days"),
@@ -63,7 +66,11 @@ STORED_FEATURES: tuple[Feature, ...] = tuple(
          ("cancellation_rate_365d", "cancelled orders / all orders (refunds are not orders), last 365 days"),
          ("discount_share_365d", "discount amount / gross amount of completed orders, last 365 days"),
          ("orders_trend_90d", "completed orders in the last 90 days minus the 90 days before"),
-         ("revenue_trend_90d", "net revenue (completed minus refunds) in the last 90 days minus the 90 days before"))
+         ("revenue_trend_90d", "net revenue (completed minus refunds) in the last 90 days minus the 90 days before"),
+         ("days_first_to_last_purchase_day", "days from the first to the last purchase day (BG/NBD's recency)"),
+         ("repeat_purchase_day_value",
+          "mean net revenue of the purchase days after the first, each refund netted into the latest purchase "
+          "day on or before it and a day worth 0 at least (Gamma-Gamma's monetary value); 0 without a repeat day"))
     + _f("engagement", "timestamp",
          ("last_engagement_at", "when the customer last did anything (session, open, click, app open, ...)"))
     + _f("engagement", "count",
@@ -121,11 +128,23 @@ STORED_FEATURES: tuple[Feature, ...] = tuple(
 # day of the request and not frozen at the day of the snapshot: name -> stored timestamp.
 RECENCY_FEATURES: dict[str, str] = {
     "days_since_first_order": "first_order_at",
+    "days_since_first_purchase_day": "first_purchase_day_at",  # BG/NBD's T
     "days_since_last_order": "last_order_at",
     "days_since_last_engagement": "last_engagement_at",
     "days_since_last_survey": "last_survey_at",
     "tenure_days": "signup_at",
 }
+
+
+# What the BTYD baselines read (training.baselines.btyd.rfm_summary_from_features): purchase days
+# (BG/NBD's frequency + 1), recency, T and the monetary value. Later than the v1 FeatureServices,
+# which do not read them (features/model_inputs.py).
+BTYD_SUMMARY_FEATURES: tuple[str, ...] = (
+    "purchase_days_lifetime",
+    "days_first_to_last_purchase_day",
+    "days_since_first_purchase_day",
+    "repeat_purchase_day_value",
+)
 
 
 def family_features(family: Family) -> tuple[Feature, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.catalog import RECENCY_FEATURES, STORED_FEATURES, feature
+from features.catalog import BTYD_SUMMARY_FEATURES, RECENCY_FEATURES, STORED_FEATURES, feature
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,13 @@ class ModelInputs:
 # The LightGBM models (churn, repurchase, CLV) read every stored count and number, the
 # request-time day counts, and the categories. Raw instants are left out: the day counts carry
 # them in a form that means the same at any date (they are inputs of the `recency` view only).
+# The BTYD summary came after version 1 of these services: reading it is a new version's change.
 TREE_INPUTS = ModelInputs(
-    numbers=tuple(f.name for f in STORED_FEATURES if f.kind in ("count", "number")) + tuple(RECENCY_FEATURES),
+    numbers=tuple(
+        name
+        for name in (*(f.name for f in STORED_FEATURES if f.kind in ("count", "number")), *RECENCY_FEATURES)
+        if name not in BTYD_SUMMARY_FEATURES
+    ),
     categories=tuple(f.name for f in STORED_FEATURES if f.kind == "category"),
 )
 

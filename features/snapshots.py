@@ -6,7 +6,9 @@ A cutoff D is the instant D 00:00 UTC; a snapshot uses only rows stamped strictl
 
 Revenue is net revenue (features.lake.tables.net_revenue_sql): completed orders minus refunds. A
 refund (a `returned` row with a negative amount, a credit note) lowers revenue in the window it is
-dated in, and is never an order: counts, first/last order and gaps are completed orders only.
+dated in, and is never an order: counts, first/last order and gaps are completed orders only. The
+BTYD summary (purchase days and the value of the repeat ones) nets each refund into the purchase day
+it most likely refunds instead, exactly as training.baselines.btyd.rfm_summary does.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ DAY_WINDOWS = (30, 90, 180, 365)
 # ---------------------------------------------------------------- the feature SQL, one query per family
 #
 # Placeholders: {<table>} reads a lake table; {cutoff} is the cutoff instant and {since_<N>d} the
-# instant N days before it (on Spark: parquet.`path`, TIMESTAMP literals; arg_max is max_by and
-# epoch_us is unix_micros). Each query ends with one row per customer of `population`, whose
-# columns are the family's features, named as in the catalog; the caller casts and orders them.
+# instant N days before it (on Spark: parquet.`path`, TIMESTAMP literals; arg_max is max_by, epoch_us
+# is unix_micros, and the ASOF JOIN is last(purchase_day, true) over the refunds and purchase days in
+# day order). A UTC day number is epoch_us(t) // 86400000000. Each query ends with one row per
+# customer of `population`, whose columns are the family's features, named as in the catalog; the
+# caller casts and orders them.
 
 POPULATION_SQL = """
 WITH ordered_before AS (
@@ -83,18 +87,27 @@ WITH orders_before AS (
            {net_revenue} AS net_revenue,
            status = 'completed' AS is_completed,
            status = 'returned' AND net_amount < 0 AS is_refund,
-           ordered_at >= {since_365d} AS in_365d
+           ordered_at >= {since_365d} AS in_365d,
+           epoch_us(ordered_at) // 86400000000 AS order_day  -- the UTC calendar day, as a day number
     FROM {orders}
     WHERE ordered_at < {cutoff}
 ),
-with_gaps AS (
-    -- days since the customer's previous completed order, on completed orders only
+in_order AS (
+    -- each completed order with the customer's previous and first completed ones
     SELECT *,
-           CASE WHEN is_completed THEN (
-               epoch_us(ordered_at)
-               - epoch_us(lag(ordered_at) OVER (PARTITION BY customer_id, is_completed ORDER BY ordered_at))
-           ) / 86400e6 END AS gap_days
+           lag(ordered_at) OVER completed AS previous_order_at,
+           first_value(ordered_at) OVER completed AS first_completed_at
     FROM orders_before
+    WINDOW completed AS (PARTITION BY customer_id, is_completed ORDER BY ordered_at)
+),
+with_gaps AS (
+    -- on completed orders: days since the previous one, and whether it is the first of its purchase
+    -- day (BTYD's: a UTC calendar day with a completed order) or on the customer's first
+    SELECT *,
+           CASE WHEN is_completed THEN (epoch_us(ordered_at) - epoch_us(previous_order_at)) / 86400e6 END AS gap_days,
+           is_completed AND order_day IS DISTINCT FROM epoch_us(previous_order_at) // 86400000000 AS opens_purchase_day,
+           is_completed AND order_day = epoch_us(first_completed_at) // 86400000000 AS on_first_purchase_day
+    FROM in_order
 ),
 per_customer AS (
     SELECT customer_id,
@@ -122,19 +135,54 @@ per_customer AS (
            count(*) FILTER (WHERE status = 'cancelled' AND in_365d) AS cancelled_365d,
            count(*) FILTER (WHERE in_365d AND NOT is_refund) AS all_orders_365d,
            sum(discount_amount) FILTER (WHERE is_completed AND in_365d) AS discount_365d,
-           sum(gross_amount) FILTER (WHERE is_completed AND in_365d) AS gross_365d
+           sum(gross_amount) FILTER (WHERE is_completed AND in_365d) AS gross_365d,
+           count(*) FILTER (WHERE opens_purchase_day) AS purchase_days_lifetime,
+           sum(net_amount) FILTER (WHERE is_completed AND NOT on_first_purchase_day) AS repeat_days_purchased
     FROM with_gaps
+    GROUP BY customer_id
+),
+refunds AS (
+    -- read from the lake, not from orders_before: a second reader of that would make DuckDB keep all of it
+    SELECT customer_id, epoch_us(ordered_at) // 86400000000 AS refund_day, net_amount AS refunded
+    FROM {orders}
+    WHERE ordered_at < {cutoff} AND status = 'returned' AND net_amount < 0
+),
+purchase_days_of_refunded_customers AS (
+    -- the purchase days (UTC day numbers) and what was bought on each, of the customers with a refund only
+    SELECT customer_id, epoch_us(ordered_at) // 86400000000 AS purchase_day, sum(net_amount) AS purchased,
+           purchase_day = min(purchase_day) OVER (PARTITION BY customer_id) AS is_first_purchase_day
+    FROM {orders}
+    WHERE ordered_at < {cutoff} AND status = 'completed' AND customer_id IN (SELECT customer_id FROM refunds)
+    GROUP BY customer_id, purchase_day
+),
+refunded_purchase_days AS (
+    -- each refund is netted into the customer's latest purchase day on or before its own day (the
+    -- order it most likely gives money back for); one before the first purchase day matches none
+    SELECT refunds.customer_id, is_first_purchase_day, purchased, sum(refunded) AS refunded
+    FROM refunds
+    ASOF JOIN purchase_days_of_refunded_customers AS days
+        ON refunds.customer_id = days.customer_id AND refunds.refund_day >= days.purchase_day
+    GROUP BY refunds.customer_id, days.purchase_day, is_first_purchase_day, purchased
+),
+refunds_taken_off_repeat_days AS (
+    -- a refund takes no more off a repeat purchase day than was bought on it: a day is worth 0 at least
+    SELECT customer_id, sum(greatest(refunded, -purchased)) AS taken_off
+    FROM refunded_purchase_days
+    WHERE NOT is_first_purchase_day
     GROUP BY customer_id
 )
 SELECT population.customer_id,
        first_order_at,
        last_order_at,
+       to_timestamp(epoch_us(first_order_at) // 86400000000 * 86400) AS first_purchase_day_at,
+       to_timestamp(epoch_us(last_order_at) // 86400000000 * 86400) AS last_purchase_day_at,
        coalesce(orders_30d, 0) AS orders_30d,
        coalesce(orders_90d, 0) AS orders_90d,
        coalesce(orders_365d, 0) AS orders_365d,
        coalesce(orders_lifetime, 0) AS orders_lifetime,
        coalesce(categories_365d, 0) AS categories_365d,
        coalesce(channels_365d, 0) AS channels_365d,
+       coalesce(purchase_days_lifetime, 0) AS purchase_days_lifetime,
        coalesce(revenue_30d, 0) AS revenue_30d,
        coalesce(revenue_90d, 0) AS revenue_90d,
        coalesce(revenue_365d, 0) AS revenue_365d,
@@ -147,9 +195,15 @@ SELECT population.customer_id,
        cancelled_365d / nullif(all_orders_365d, 0) AS cancellation_rate_365d,
        discount_365d / nullif(gross_365d, 0) AS discount_share_365d,
        coalesce(orders_90d, 0) - coalesce(orders_previous_90d, 0) AS orders_trend_90d,
-       coalesce(revenue_90d, 0) - coalesce(revenue_previous_90d, 0) AS revenue_trend_90d
+       coalesce(revenue_90d, 0) - coalesce(revenue_previous_90d, 0) AS revenue_trend_90d,
+       CAST(epoch_us(last_order_at) // 86400000000 - epoch_us(first_order_at) // 86400000000 AS DOUBLE)
+           AS days_first_to_last_purchase_day,
+       -- as in the BTYD summary: 0, not NULL, without a repeat day
+       coalesce((repeat_days_purchased + coalesce(taken_off, 0)) / nullif(purchase_days_lifetime - 1, 0), 0)
+           AS repeat_purchase_day_value
 FROM population
 LEFT JOIN per_customer USING (customer_id)
+LEFT JOIN refunds_taken_off_repeat_days USING (customer_id)
 """
 
 # What the customer did themselves: not what was sent to them, nor an SMS delivery report.

@@ -36,6 +36,7 @@ def _hours(value: float) -> str:
 _PHRASES: dict[str, Phrase] = {
     "days_since_last_order": lambda v: f"no order for {_days(v)}",
     "days_since_first_order": lambda v: f"first order {_days(v)} ago",
+    "days_since_first_purchase_day": lambda v: f"first purchase day {_days(v)} ago",
     "days_since_last_engagement": lambda v: f"no visit, open or click for {_days(v)}",
     "days_since_last_survey": lambda v: f"last survey answer {_days(v)} ago",
     "tenure_days": lambda v: f"customer for {_days(v)}",
@@ -45,6 +46,7 @@ _PHRASES: dict[str, Phrase] = {
     "orders_lifetime": lambda v: _count(v, "order", "orders") + " ever",
     "categories_365d": lambda v: _count(v, "product category", "product categories") + " bought in 12 months",
     "channels_365d": lambda v: _count(v, "sales channel", "sales channels") + " used in 12 months",
+    "purchase_days_lifetime": lambda v: "bought on " + _count(v, "day", "days") + " ever",
     "revenue_30d": lambda v: f"spent {_money(v)} in the last 30 days",
     "revenue_90d": lambda v: f"spent {_money(v)} in the last 90 days",
     "revenue_365d": lambda v: f"spent {_money(v)} in the last 12 months",
@@ -52,6 +54,8 @@ _PHRASES: dict[str, Phrase] = {
     "avg_order_value": lambda v: f"average order {_money(v)}",
     "mean_days_between_orders": lambda v: f"orders every {_days(v)} on average",
     "std_days_between_orders": lambda v: f"irregular buyer (gaps vary by {_days(v)})",
+    "days_first_to_last_purchase_day": lambda v: f"bought over {_days(v)} from first to last purchase",
+    "repeat_purchase_day_value": lambda v: f"spent {_money(v)} per repeat purchase day",
     "return_rate_365d": lambda v: f"returned {_percent(v)} of orders in 12 months",
     "cancellation_rate_365d": lambda v: f"cancelled {_percent(v)} of orders in 12 months",
     "discount_share_365d": lambda v: f"{_percent(v)} of spend was discount",
@@ -97,6 +101,8 @@ _PHRASES: dict[str, Phrase] = {
 _MISSING: dict[str, str] = {
     "days_since_last_order": "no completed order yet",
     "days_since_first_order": "no completed order yet",
+    "days_since_first_purchase_day": "no completed order yet",
+    "days_first_to_last_purchase_day": "no completed order yet",
     "days_since_last_engagement": "never visited, opened or clicked",
     "days_since_last_survey": "never answered a survey",
     "mean_days_between_orders": "fewer than two orders",

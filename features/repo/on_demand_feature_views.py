@@ -24,7 +24,8 @@ def _instants() -> list[FeatureView]:
     sources=[*_instants(), request],
     schema=[Field(name=name, dtype=Float64) for name in RECENCY_FEATURES],
     mode="pandas",
-    description="Days since the first/last order, last engagement, last survey, and tenure, at request time.",
+    description="Days since the first/last order, the first purchase day, last engagement, last survey, and "
+    "tenure, at request time.",
 )
 def recency(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast stores this function's source and runs it without this module's globals: import here.

@@ -17,7 +17,14 @@ import pytest
 
 from custlens.settings import FeastSettings, Settings
 from features import feast_format, layout
-from features.catalog import PACKED_LABELS, PACKED_NUMBERS, RECENCY_FEATURES, STORED_FEATURES
+from features.catalog import (
+    BTYD_SUMMARY_FEATURES,
+    PACKED_LABELS,
+    PACKED_NUMBERS,
+    RECENCY_FEATURES,
+    STORED_FEATURES,
+)
+from features.catalog import feature as catalog_feature
 from features.lake.tables import cutoff_instant
 from features.model_inputs import service_spec
 from features.online import OnlineFeatures, OnlineRows, materialize
@@ -146,11 +153,14 @@ def test_training_frame_takes_each_rows_snapshot_at_its_cutoff(sqlite_store: tup
     frame = training_frame(settings, entities, "churn_v1")
 
     assert list(frame["customer_id"]) == list(entities["customer_id"])
+    # what the service serves, and the instants its day counts are taken from
+    compared = [feature.name for feature in STORED_FEATURES if feature.name in frame.columns]
+    assert set(compared) >= set(service_spec("churn").inputs.names) - set(RECENCY_FEATURES)
     for _, row in frame.iterrows():
         cutoff = row["cutoff"].date()
         position = CUSTOMERS.index(row["customer_id"])
-        for feature in STORED_FEATURES:
-            assert same(values[cutoff][feature.name][position], row[feature.name]), feature.name
+        for name in compared:
+            assert same(values[cutoff][name][position], row[name]), name
 
 
 def test_training_frame_between_snapshots_sees_the_earlier_one_only(sqlite_store: tuple) -> None:
@@ -305,8 +315,30 @@ def test_online_and_offline_day_counts_agree_at_the_same_moment(sqlite_store: tu
 
     offline = training_frame(settings, entity_rows(CUSTOMERS[:10], [OCTOBER]), "churn_v1")
 
-    for name in RECENCY_FEATURES:
+    day_counts = [name for name in service_spec("churn").inputs.names if name in RECENCY_FEATURES]
+    assert "days_since_last_order" in day_counts
+    for name in day_counts:
         np.testing.assert_allclose(online[name].astype(float), offline[name].astype(float), equal_nan=True)
+
+
+def test_btyd_summary_features_are_the_same_offline_and_online_at_the_same_moment(sqlite_store: tuple) -> None:
+    # given the features the BTYD baselines read, which no model's service serves yet
+    settings, _ = sqlite_store
+    moment = cutoff_instant(OCTOBER)
+    refs = [
+        f"recency:{name}" if name in RECENCY_FEATURES else f"{catalog_feature(name).family}:{name}"
+        for name in BTYD_SUMMARY_FEATURES
+    ]
+    entities = pd.DataFrame({"customer_id": CUSTOMERS, "event_timestamp": pd.Timestamp(moment)})
+    entities[layout.REQUEST_TIME] = entities["event_timestamp"]
+    # when they are read from Feast's offline store (as a training frame) and from the online store
+    offline = feature_store(settings).get_historical_features(entity_df=entities, features=refs).to_df()
+    offline = offline.set_index("customer_id").loc[CUSTOMERS]
+    online = OnlineFeatures(settings).features_frame(CUSTOMERS, BTYD_SUMMARY_FEATURES, request_time=moment)
+    # then they are equal, the day count since the first purchase day included
+    for name in BTYD_SUMMARY_FEATURES:
+        np.testing.assert_allclose(online[name].astype(float), offline[name].astype(float), equal_nan=True, rtol=1e-12)
+    assert online["days_since_first_purchase_day"].notna().sum() > len(CUSTOMERS) / 2
 
 
 def test_online_frame_has_the_services_features_in_order(sqlite_store: tuple) -> None:

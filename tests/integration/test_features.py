@@ -1,5 +1,6 @@
 """The feature store end to end on a few thousand generated customers:
-generate -> ingest -> features build -> apply -> materialize -> training frames and online reads."""
+generate -> ingest -> features build -> apply -> materialize -> training frames and online reads,
+and the BTYD summary the baselines read from them."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from typer.testing import CliRunner
 
 from custlens.cli import app
 from custlens.settings import Settings, load_settings
-from features.catalog import PACKED_NUMBERS, RECENCY_FEATURES
+from features.catalog import BTYD_SUMMARY_FEATURES, PACKED_NUMBERS, RECENCY_FEATURES
 from features.lake.ingest import ingest
 from features.lake.tables import cutoff_instant
+from features.model_inputs import service_spec
 from features.online import OnlineFeatures, materialize
 from features.sample.generate import DEFAULT_END, generate
-from features.snapshot_reader import load_packed_snapshot
+from features.snapshot_reader import load_packed_snapshot, snapshot_features_frame
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions, entity_rows, training_frame
 from tests.support.business import SAMPLE_CONFIG
+from training.baselines.btyd import rfm_summary_from_features
 
 CUSTOMERS = 2_000
 TODAY = DEFAULT_END + timedelta(days=1)
@@ -97,5 +100,36 @@ def test_cli_online_prints_a_customer_with_day_counts(settings: Settings, monkey
     result = CliRunner().invoke(app, ["features", "online"])
 
     assert result.exit_code == 0, result.output
-    for name in ("days_since_last_order", *RECENCY_FEATURES):
+    day_counts = [name for name in service_spec("churn").inputs.names if name in RECENCY_FEATURES]
+    assert "days_since_last_order" in day_counts
+    for name in day_counts:  # the day counts churn_v1 reads, the service shown by default
         assert name in result.output
+
+
+def test_online_btyd_summary_is_the_snapshots_and_its_t_grows_with_the_request(settings: Settings) -> None:
+    # given the materialized latest snapshot, read online at its instant and ten days later
+    snapshot = load_packed_snapshot(settings)
+    at_snapshot = cutoff_instant(snapshot.cutoff)
+    ids = snapshot.customer_ids[::5]
+    batch = rfm_summary_from_features(snapshot_features_frame(snapshot, BTYD_SUMMARY_FEATURES, at_snapshot))
+    # the generated data ended a month before today: make it fresh, so that day counts go to the request
+    fresh = settings.model_copy(update={"features": settings.features.model_copy(update={"fresh_within_days": 3650})})
+    online = OnlineFeatures(fresh)
+    # when
+    then, later = (
+        rfm_summary_from_features(
+            online.features_columns(ids, BTYD_SUMMARY_FEATURES, at_snapshot + timedelta(days=days))
+        )
+        for days in (0, 10)
+    )
+    # then online at the snapshot's instant is the batch summary, and ten days later T is exactly 10 larger
+    pd.testing.assert_frame_equal(then, batch.loc[ids], check_exact=True)
+    bought = (then["T"] > 0).to_numpy()
+    assert bought.sum() > len(ids) / 2
+    np.testing.assert_array_equal((later["T"] - then["T"]).to_numpy(), np.where(bought, 10.0, 0.0))
+    pd.testing.assert_frame_equal(later.drop(columns="T"), then.drop(columns="T"), check_exact=True)
+    # while stale data is answered as of its end: the same T, whatever the request's time
+    stale = rfm_summary_from_features(
+        OnlineFeatures(settings).features_columns(ids, BTYD_SUMMARY_FEATURES, at_snapshot + timedelta(days=10))
+    )
+    pd.testing.assert_frame_equal(stale, then, check_exact=True)

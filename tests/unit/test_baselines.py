@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.baselines.btyd import BetaGeo, GammaGamma, rfm_summary
+from training.baselines.btyd import BetaGeo, GammaGamma, rfm_summary, rfm_summary_from_features
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
 TRUE_BG = {"r": 0.8, "alpha": 40.0, "a": 0.9, "b": 2.5}
@@ -244,3 +244,25 @@ def test_gamma_gamma_fit_recovers_the_parameters_it_was_simulated_with() -> None
     assert fitted.p == pytest.approx(TRUE_GG["p"], rel=0.15)
     assert fitted.q == pytest.approx(TRUE_GG["q"], rel=0.05)
     assert fitted.v == pytest.approx(TRUE_GG["v"], rel=0.15)
+
+
+def test_summary_from_feature_columns_has_rfm_summarys_types_and_zeros_for_the_unknown() -> None:
+    # given packed columns as the online reader gives them: a repeat buyer, a one-day buyer, a
+    # customer who never completed an order, and an id the store does not know (all NULL)
+    nan = float("nan")
+    columns = {
+        "customer_id": np.array(["repeat", "once", "never", "unknown"], dtype=object),
+        "purchase_days_lifetime": np.array([3.0, 1.0, 0.0, nan]),
+        "days_first_to_last_purchase_day": np.array([131.0, 0.0, nan, nan]),
+        "days_since_first_purchase_day": np.array([173.5, 16.0, nan, nan]),
+        "repeat_purchase_day_value": np.array([60.0, 0.0, 0.0, nan]),
+    }
+    # when
+    summary = rfm_summary_from_features(columns)
+    # then
+    assert summary.index.name == "customer_id"
+    assert summary.dtypes.to_dict() == {"frequency": np.dtype("int64"), "recency": np.dtype("float64"),
+                                        "T": np.dtype("float64"), "monetary_value": np.dtype("float64")}  # fmt: skip
+    assert summary.loc["repeat"].to_dict() == {"frequency": 2, "recency": 131.0, "T": 173.5, "monetary_value": 60.0}
+    assert summary.loc["once"].to_dict() == {"frequency": 0, "recency": 0.0, "T": 16.0, "monetary_value": 0.0}
+    assert (summary.loc[["never", "unknown"]] == 0).all(axis=None)

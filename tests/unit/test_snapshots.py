@@ -5,7 +5,7 @@ every family file with the exact Parquet types, and the default cutoffs."""
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,11 @@ from rich.console import Console
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.asof import live_as_of
-from features.catalog import FAMILIES, Family, family_features
+from features.catalog import BTYD_SUMMARY_FEATURES, FAMILIES, Family, family_features
+from features.lake.tables import cutoff_instant
+from features.snapshot_reader import load_packed_snapshot, snapshot_features_frame
 from features.snapshots import build_snapshots, default_cutoffs, family_dir, snapshot_path
+from training.baselines.btyd import rfm_summary, rfm_summary_from_features
 
 CUTOFF = date(2024, 7, 1)  # the instant 2024-07-01 00:00 UTC; "last 30 days" starts 2024-06-01 00:00
 TS = pa.timestamp("us", tz="UTC")
@@ -309,6 +312,99 @@ def test_zero_denominators_give_null_rates_not_zero(settings: Settings) -> None:
     assert e["bounce_rate_90d"] is None  # no sessions
     assert e["cart_abandonment_rate_90d"] is None  # no carts
     assert e["sms_delivery_rate_90d"] is None  # no SMS sent
+
+
+# ---------------------------------------------------------------- the BTYD summary (purchase days)
+
+
+def btyd_rows() -> dict[str, Rows]:
+    """K: three purchase days (two orders on the first), each refund netted into a different one,
+    the last refunded beyond its purchase; P: a refund before its first purchase day; L: three
+    orders on one day; M: a cancelled order only; N: no order."""
+    return dict(
+        customers=[customer(name) for name in "KLMNP"],
+        orders=[
+            order("K", "2024-01-10 10:00", "100"),
+            order("K", "2024-01-10 18:00", "50"),  # the same UTC day: one purchase day of 150
+            order("K", "2024-01-12 09:00", "-30", status="returned"),  # into 01-10: 120
+            order("K", "2024-03-01 09:00", "200"),
+            order("K", "2024-03-05 09:00", "-80", status="returned"),  # into 03-01 (the latest before): 120
+            order("K", "2024-05-20 12:00", "60"),
+            order("K", "2024-05-20 08:00", "-100", status="returned"),  # same day, earlier hour: 60 - 100 -> 0
+            order("K", "2024-06-01 09:00", "500", status="cancelled"),
+            order("K", "2024-06-02 09:00", "70", status="returned"),  # sent back in full: no purchase day
+            order("K", "2024-07-01 00:00", "999"),  # at the cutoff: not yet
+            order("K", "2024-07-02 00:00", "-120", status="returned"),
+            order("P", "2024-02-01 09:00", "-40", status="returned"),  # before any purchase day: left out
+            order("P", "2024-03-01 09:00", "100"),
+            order("P", "2024-04-01 23:59", "200"),
+            order("L", "2024-06-15 01:00", "10"),
+            order("L", "2024-06-15 12:00", "20"),
+            order("L", "2024-06-15 23:59", "30"),
+            order("M", "2024-05-01 09:00", "80", status="cancelled"),
+        ],
+    )  # fmt: skip
+
+
+def test_purchase_days_are_utc_days_with_a_completed_order(settings: Settings) -> None:
+    # given K's completed orders on 2024-01-10 (two), 2024-03-01 and 2024-05-20, and L's three on one day
+    snapshot = build(write_lake(settings, **btyd_rows()))
+    k, l_, m = (features_of(snapshot, "purchases", name) for name in "KLM")
+    # then K bought on three days from 2024-01-10 to 2024-05-20 (131 days), L on one
+    assert (k["purchase_days_lifetime"], k["days_first_to_last_purchase_day"]) == (3, 131.0)
+    assert (k["first_purchase_day_at"], k["last_purchase_day_at"]) == (at("2024-01-10 00:00"), at("2024-05-20 00:00"))
+    assert (l_["purchase_days_lifetime"], l_["days_first_to_last_purchase_day"]) == (1, 0.0)
+    assert l_["first_purchase_day_at"] == l_["last_purchase_day_at"] == at("2024-06-15 00:00")
+    # and a cancelled order makes no purchase day
+    assert (m["purchase_days_lifetime"], m["first_purchase_day_at"], m["days_first_to_last_purchase_day"]) == (
+        0, None, None,
+    )  # fmt: skip
+
+
+def test_repeat_purchase_day_value_nets_each_refund_into_its_purchase_day(settings: Settings) -> None:
+    # given K's repeat days 2024-03-01 (200, refund 80 four days later) and 2024-05-20 (60, refund 100)
+    snapshot = build(write_lake(settings, **btyd_rows()))
+    k, p = features_of(snapshot, "purchases", "K"), features_of(snapshot, "purchases", "P")
+    # then they are worth 120 and 0 (not -40): 60 on average; the first day's refund is not a repeat's
+    assert k["repeat_purchase_day_value"] == 60.0
+    # P's refund before its first purchase day has no day to reduce: its one repeat day is worth 200
+    assert (p["purchase_days_lifetime"], p["repeat_purchase_day_value"]) == (2, 200.0)
+
+
+def test_repeat_purchase_day_value_is_zero_without_a_repeat_day(settings: Settings) -> None:
+    snapshot = build(write_lake(settings, **btyd_rows()))
+    assert [features_of(snapshot, "purchases", name)["repeat_purchase_day_value"] for name in "LMN"] == [0, 0, 0]
+
+
+def test_summary_from_the_features_is_rfm_summary_of_the_orders(settings: Settings) -> None:
+    # given the snapshot of the BTYD lake, read as the batch job reads it
+    build(write_lake(settings, **btyd_rows()))
+    snapshot = load_packed_snapshot(settings, CUTOFF)
+    frame = snapshot_features_frame(snapshot, BTYD_SUMMARY_FEATURES, cutoff_instant(CUTOFF))
+    # when
+    from_features = rfm_summary_from_features(frame)
+    # then it is what the baselines compute from the orders, customer for customer
+    orders = pd.read_parquet(settings.lake_dir / "orders.parquet")
+    from_orders = rfm_summary(orders, pd.Timestamp(cutoff_instant(CUTOFF)), population=from_features.index)
+    pd.testing.assert_frame_equal(from_features, from_orders)
+    assert from_features.loc["K"].to_dict() == {"frequency": 2, "recency": 131.0, "T": 173.0, "monetary_value": 60.0}
+    assert (from_features.loc[["M", "N"]] == 0).all(axis=None)  # never completed an order: all zeros
+
+
+def test_summary_read_later_has_t_grown_by_the_days_since_the_snapshot(settings: Settings) -> None:
+    # given the snapshot read at its cutoff and ten days later
+    build(write_lake(settings, **btyd_rows()))
+    snapshot = load_packed_snapshot(settings, CUTOFF)
+    frames = [
+        snapshot_features_frame(snapshot, BTYD_SUMMARY_FEATURES, cutoff_instant(CUTOFF) + timedelta(days=days))
+        for days in (0, 10)
+    ]
+
+    # when
+    at_cutoff, later = (rfm_summary_from_features(frame) for frame in frames)
+    # then the buyers' T is ten days larger (never-buyers stay at 0), and nothing else moved
+    assert list(later["T"] - at_cutoff["T"]) == [10.0 if name in "KLP" else 0.0 for name in at_cutoff.index]
+    pd.testing.assert_frame_equal(later.drop(columns="T"), at_cutoff.drop(columns="T"))
 
 
 # ---------------------------------------------------------------- engagement

@@ -20,7 +20,7 @@ with parameters and predictions that agree with lifetimes' on the same simulated
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +29,13 @@ from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from custlens.errors import CustlensError
+from features.catalog import BTYD_SUMMARY_FEATURES
 
 _LOG_BOUNDS = (-12.0, 12.0)  # keeps exp(log-parameter) finite while the optimizer explores
+
+# The catalog features the summary is read from, in the order: purchase days (frequency + 1),
+# recency, T (a day count at request time) and monetary value.
+_PURCHASE_DAYS, _RECENCY, _T, _MONETARY_VALUE = BTYD_SUMMARY_FEATURES
 
 
 def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, population: pd.Index | None = None) -> pd.DataFrame:
@@ -84,6 +89,30 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, population: pd.Index
         population = pd.Index(before["customer_id"].unique())
     summary = summary.reindex(pd.Index(population, name="customer_id"), fill_value=0)
     return summary.astype({"frequency": "int64", "recency": "float64", "T": "float64", "monetary_value": "float64"})
+
+
+def rfm_summary_from_features(features: pd.DataFrame | Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """`rfm_summary` read from the feature pipeline instead of orders: a features frame or dict of
+    numpy columns (`snapshot_features_frame`, `OnlineFeatures.features_columns`) holding
+    `customer_id` and the catalog's BTYD_SUMMARY_FEATURES. At a snapshot's cutoff it is
+    rfm_summary(orders, cutoff) of those customers; at a later request time T has grown with it,
+    as days_since_last_order does. A customer without a completed order (no purchase day, or an id
+    the store does not know: NULL) gets all zeros, as there."""
+    purchase_days = np.nan_to_num(np.asarray(features[_PURCHASE_DAYS], dtype="float64"))
+    bought = purchase_days > 0
+
+    def of_buyers(name: str) -> np.ndarray:
+        return np.where(bought, np.asarray(features[name], dtype="float64"), 0.0)
+
+    return pd.DataFrame(
+        {
+            "frequency": np.where(bought, purchase_days - 1, 0).astype("int64"),
+            "recency": of_buyers(_RECENCY),
+            "T": of_buyers(_T),
+            "monetary_value": of_buyers(_MONETARY_VALUE),
+        },
+        index=pd.Index(np.asarray(features["customer_id"]), name="customer_id"),
+    )
 
 
 def _net_of_refunds(revenue_per_day: pd.Series, refunds: pd.DataFrame) -> pd.Series:
