@@ -304,6 +304,44 @@ def train(
     console.print(f"MLflow: {tracking_uri(settings)}; open the UI with `make mlflow-ui` (http://127.0.0.1:5000)")
 
 
+@app.command("models")
+@user_errors_exit_cleanly
+def models_command(config: ConfigOption = None) -> None:
+    """List each registered model's versions: kind, aliases, primary test metric and promotion decision."""
+    from training.registry import model_versions
+    from training.train import MODELS
+
+    listed = model_versions(_settings(config), MODELS)
+    if not listed:
+        raise CustlensError("no registered model yet; run custlens train first")
+    table = Table(title="custlens models", expand=False)
+    for column in ("model", "version", "kind", "aliases", "test metric"):
+        table.add_column(column)
+    for row in listed:
+        table.add_row(row.model, row.version, row.kind, ", ".join(f"@{alias}" for alias in row.aliases) or "-",
+                      row.metric_shown())  # fmt: skip
+    console.print(table)
+    for row in listed:
+        console.print(f"{row.model} v{row.version}: {row.decision}", highlight=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def promote(
+    model: Annotated[str, typer.Argument(help="churn, repurchase, clv or segments.")],
+    version: Annotated[str, typer.Argument(help="The registered version to serve (see custlens models).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, recorded on the version with who and when.")],
+    config: ConfigOption = None,
+) -> None:
+    """Set @champion on a version by hand; the reason, who and when become version tags."""
+    from training.registry import promote as promote_version
+    from training.train import MODELS
+
+    row = promote_version(_settings(config), model, version, reason, MODELS)
+    console.print(f"{row.model} v{row.version} is @champion ({row.kind}, {row.metric_shown()}), promoted by hand; "
+                  "the Scorer and the service load it at their next reload", highlight=False)  # fmt: skip
+
+
 @app.command()
 @user_errors_exit_cleanly
 def backtest(

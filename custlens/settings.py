@@ -318,11 +318,38 @@ class TrainingSettings(_Section):
         "parallel tests) two threads on two cores ran 20x slower than one, so one is the safe default.",
     )
     promotion_margin: float = Field(
-        0.002, ge=0.0, description="A new model must beat the champion's test metric by at least this much."
+        0.002,
+        ge=0.0,
+        description="A new model is promoted only if the lower bound of the 95% paired-bootstrap "
+        "interval of (model - incumbent) on its primary test metric exceeds this, against the champion and "
+        "every baseline.",
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=10, description="Bootstrap resamples of the test customers behind the promotion gate's intervals."
+    )
+    guard_tolerance: float = Field(
+        0.1,
+        ge=0.0,
+        description="A guard metric (log loss, calibration error; CLV's MAE) is materially worse "
+        "when the lower bound of its paired interval of (model - incumbent) exceeds this share of the "
+        "incumbent's value: the model is then not promoted.",
+    )
+    clv_total_band: tuple[float, float] = Field(
+        (0.8, 1.25),
+        description="A CLV model is promoted only if its total predicted over total actual test "
+        "revenue is within this band.",
     )
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default: SQLite store and artifacts in mlruns/ at the project root."
     )
+
+    @field_validator("clv_total_band")
+    @classmethod
+    def _band_holds_one(cls, band: tuple[float, float]) -> tuple[float, float]:
+        low, high = band
+        if not 0 < low <= 1 <= high:
+            raise ValueError(f"[{low}, {high}] must hold 1 (a total right on the actual) with a low above 0")
+        return band
 
 
 class ServingSettings(_Section):

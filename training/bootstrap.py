@@ -98,6 +98,19 @@ def log_loss(actual: np.ndarray, predicted: np.ndarray, counts: np.ndarray) -> n
     return _mean(-(actual * np.log(p) + (1 - actual) * np.log(1 - p)), counts)
 
 
+def calibration_error(actual: np.ndarray, predicted: np.ndarray, counts: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Expected calibration error (training.evaluation's): |labels - predictions| summed within each of
+    `bins` equal-count bins of the prediction, over the rows. The bins are those of the whole sample;
+    a resample reweights their rows."""
+    p = _probabilities(predicted)
+    order = np.argsort(p, kind="stable")
+    starts = np.array([part[0] for part in np.array_split(np.arange(len(p)), bins) if len(part)])
+    weights = counts[:, order]
+    labels = np.add.reduceat(weights * actual[order], starts, axis=1)
+    predictions = np.add.reduceat(weights * p[order], starts, axis=1)
+    return np.abs(labels - predictions).sum(axis=1) / weights.sum(axis=1)
+
+
 def normalized_gini(actual: np.ndarray, predicted: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Gini of the revenue ranking by prediction over that of the perfect ranking; a customer drawn
     c times is c adjacent rows of the ranking."""

@@ -96,12 +96,3 @@ def decile_errors(actual: np.ndarray, predicted: np.ndarray) -> list[float]:
     frame["decile"] = pd.qcut(frame["predicted"].rank(method="first", ascending=False), 10, labels=False)
     grouped = frame.groupby("decile")
     return [float(v) for v in (grouped["predicted"].mean() - grouped["actual"].mean()).to_numpy()]
-
-
-def beats(candidate: dict[str, float], reference: dict[str, float], model: str, margin: float) -> bool:
-    """Whether `candidate` is better than `reference` on the model's primary metric by `margin`."""
-    key, larger_is_better = PRIMARY_METRIC[model]
-    if key not in reference or not np.isfinite(reference[key]):
-        return True
-    difference = candidate[key] - reference[key]
-    return difference >= margin if larger_is_better else -difference >= margin

@@ -1,22 +1,34 @@
 """The model registry: a trained bundle logged and registered as a new version, the current
-@champion re-scored on a run's test rows, the promotion gate, and the aliases. A version becomes
-@champion because it beat its baselines and the champion on the same test rows by the configured
-margin; a version that did not becomes @challenger, so it can still be compared. The MLflow
-connection and the registered names belong to `training.tracking`."""
+@champion re-scored on a run's test rows, the promotion gate, the aliases, and the versions as
+`custlens models` lists them and `custlens promote` sets them by hand. A version becomes @champion
+because, on the same test rows, the 95% paired-bootstrap interval of its gain over the champion
+and over every baseline lies above the configured margin and no guard metric is materially worse;
+a version that did not becomes @challenger, so it can still be compared. The MLflow connection and
+the registered names belong to `training.tracking`."""
 
 from __future__ import annotations
 
+import getpass
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import mlflow
+import numpy as np
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
+from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from custlens.settings import Settings
-from training.evaluation import PRIMARY_METRIC, beats
+from custlens.errors import CustlensError
+from custlens.settings import Settings, TrainingSettings
+from training import bootstrap
+from training.evaluation import PRIMARY_METRIC
 from training.frames import CATEGORY_FEATURES, ModelFrame, feature_matrix
 from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
 from training.specs import ModelSpec
@@ -71,51 +83,247 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn")]
 
 
-def champion_metrics(settings: Settings, spec: ModelSpec, frame: ModelFrame) -> tuple[str | None, dict[str, float]]:
-    """The current champion re-scored on this run's test rows: a fair comparison on the same window.
-    (None, {}) when the model has no champion yet."""
+def champion_predictions(
+    settings: Settings, spec: ModelSpec, frame: ModelFrame
+) -> tuple[str | None, np.ndarray | None]:
+    """The current champion re-scored on this run's test rows, one score per row: a fair, paired
+    comparison on the same window. (None, None) when the model has no champion yet."""
     client = connect(settings)
     name = registered_name(spec.name)
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        return None, {}
+        return None, None
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=folder)
         bundle = ModelBundle.load(next(Path(local).rglob(BUNDLE_FILE)))
-    test = frame.part("test")
-    return str(version.version), spec.test_metrics(spec.labels(test), spec.scores(bundle.predict(test)))
+    return str(version.version), spec.scores(bundle.predict(frame.part("test")))
+
+
+# What a candidate must not be materially worse on than any incumbent, by the kind of score.
+GUARDS: dict[str, tuple[str, ...]] = {
+    "probability": ("test_log_loss", "test_calibration_error"),
+    "predicted_value": ("test_mae",),
+}
+_BOOTSTRAPPED: dict[str, bootstrap.WeightedMetric] = {
+    **{key: metric for key, (metric, _) in (bootstrap.CLASSIFIER_METRICS | bootstrap.VALUE_METRICS).items()},
+    "test_calibration_error": bootstrap.calibration_error,
+}
+TOTAL_RATIO = "test_total_ratio"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison of the gate. `primary`: (candidate - incumbent) on the primary metric, passed
+    when its interval's low is above the margin; `guard`: (candidate - incumbent) / incumbent on a
+    guard metric (lower is better), failed when its low is above the tolerance; `band`: the
+    candidate's total ratio (its interval alone), passed when the value is within the band."""
+
+    kind: Literal["primary", "guard", "band"]
+    metric: str  # test_auc, test_log_loss, test_total_ratio
+    against: str  # the incumbent: a baseline's name or `champion v3`; empty for the band
+    value: float
+    low: float
+    high: float
+    passed: bool
+    bound: str  # the margin `0.002`, the tolerance `+10%`, the band `[0.80, 1.25]`
+
+    @property
+    def rule(self) -> str:
+        """What passing takes: `> 0.002` (the interval's low), `<= +10%` (its low), `in [0.80, 1.25]`."""
+        return {"primary": ">", "guard": "<=", "band": "in"}[self.kind] + f" {self.bound}"
+
+    @property
+    def name(self) -> str:
+        return self.metric.removeprefix("test_").replace("_", " ")
+
+    @property
+    def key(self) -> str:
+        """MLflow key: gate_diff_vs_bgnbd, gate_log_loss_diff_vs_champion, gate_total_ratio."""
+        against = "champion" if self.against.startswith("champion") else self.against
+        if self.kind == "primary":
+            return f"gate_diff_vs_{against}"
+        if self.kind == "guard":
+            return f"gate_{self.metric.removeprefix('test_')}_diff_vs_{against}"
+        return f"gate_{self.metric.removeprefix('test_')}"
+
+    def shown(self) -> str:
+        """`+0.0123 [+0.0050, +0.0190]`, `+12% [+8%, +16%]`, `1.29 [1.20, 1.38]`."""
+        if self.kind == "guard":
+            return f"{self.value:+.0%} [{self.low:+.0%}, {self.high:+.0%}]"
+        if self.kind == "band":
+            return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}]"
+        return f"{self.value:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+    def sentence(self) -> str:
+        """What the check found, in words, with its 95% interval."""
+        versus = self.against if self.against.startswith("champion") else f"baseline {self.against}"
+        if self.kind == "primary":
+            found = "above" if self.passed else "not above"
+            lower = f"the 95% interval's lower bound is {found} the margin {self.bound}"
+            return f"{self.name} {self.shown()} vs {versus}: {lower}"
+        if self.kind == "guard":
+            found = "within" if self.passed else "materially worse, the 95% interval's lower bound beyond"
+            return f"{self.name} {self.shown()} vs {versus}: {found} the tolerance {self.bound}"
+        found = "within" if self.passed else "outside"
+        return f"total predicted / actual revenue {self.shown()}: {found} training.clv_total_band {self.bound}"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promoted: bool
+    decision: str  # `promoted: ...` or `not promoted: ...`, the reason in words
+    checks: list[Check] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """Each check's value and interval: gate_diff_vs_bgnbd, gate_diff_vs_bgnbd_ci_low, ..."""
+        logged: dict[str, float] = {}
+        for check in self.checks:
+            logged |= {check.key: check.value, f"{check.key}_ci_low": check.low, f"{check.key}_ci_high": check.high}
+        return {key: value for key, value in logged.items() if np.isfinite(value)}
+
+    def tags(self) -> dict[str, str]:
+        """`promotion` (the decision) and one tag per check: `pass: +0.0123 [+0.0050, +0.0190] > 0.002`."""
+        checks = {
+            check.key: f"{'pass' if check.passed else 'fail'}: {check.shown()} {check.rule}" for check in self.checks
+        }
+        return {"promotion": self.decision, **checks}
 
 
 def decide(
-    model: str,
-    metrics: dict[str, float],
-    champion_version: str | None,
-    champion: dict[str, float],
-    baselines: dict[str, dict[str, float]],
-    margin: float,
-) -> tuple[bool, str]:
-    """The gate: (promoted, the reason in words). A candidate must beat every baseline (ties pass)
-    and, when there is one, the champion by at least `margin` on the model's primary metric."""
-    key, _ = PRIMARY_METRIC[model]
-    for name, baseline in baselines.items():
-        if not beats(metrics, baseline, model, 0.0):
-            return False, f"not promoted: {key} {metrics[key]:.4f} does not beat baseline {name} ({baseline[key]:.4f})"
-    if champion_version is None:
-        return True, f"promoted: first model, {key} {metrics[key]:.4f}, beats every baseline"
-    if not beats(metrics, champion, model, margin):
-        return False, (
-            f"not promoted: {key} {metrics[key]:.4f} vs champion v{champion_version} {champion[key]:.4f} "
-            f"on the same test rows (margin {margin})"
-        )
+    spec: ModelSpec,
+    actual: np.ndarray,
+    candidate: np.ndarray,
+    incumbents: dict[str, np.ndarray],
+    training: TrainingSettings,
+) -> GateDecision:
+    """The gate, on the same test rows for everyone: promoted only if, against every incumbent (each
+    baseline in the spec's order, then `champion vN` when there is one), the lower bound of the 95%
+    paired-bootstrap interval of (candidate - incumbent) on the primary metric exceeds
+    `training.promotion_margin`, no guard metric is materially worse (`training.guard_tolerance`),
+    and a CLV model's total is within `training.clv_total_band`. Every predictor is measured on the
+    same resamples of the customers (one row each in a test window), seeded by `training.seed`."""
+    resamples, seed = training.bootstrap_resamples, training.seed
+
+    def draws(metric: str, predicted: np.ndarray) -> np.ndarray:
+        return bootstrap.bootstrap(_BOOTSTRAPPED[metric], actual, predicted, resamples, seed)
+
+    checks: list[Check] = []
+    primary, larger_is_better = PRIMARY_METRIC[spec.name]
+    sign = 1.0 if larger_is_better else -1.0
+    margin, tolerance = training.promotion_margin, training.guard_tolerance
+    ours = {metric: draws(metric, candidate) for metric in (primary, *GUARDS[spec.output])}
+    point = spec.test_metrics(actual, candidate)
+    for against, predicted in incumbents.items():
+        theirs = spec.test_metrics(actual, predicted)
+        gain = sign * (ours[primary] - draws(primary, predicted))
+        low, high = bootstrap.interval(gain)
+        checks.append(Check("primary", primary, against, sign * (point[primary] - theirs[primary]), low, high,
+                            low > margin, f"{margin:g}"))  # fmt: skip
+        for metric in GUARDS[spec.output]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                base = theirs[metric]
+                low, high = (bound / base for bound in bootstrap.interval(ours[metric] - draws(metric, predicted)))
+                # a guard that cannot be measured (an incumbent of 0 error) does not block: NaN is not above
+                checks.append(Check("guard", metric, against, (point[metric] - base) / base, low, high,
+                                    not low > tolerance, f"{tolerance:+.0%}"))  # fmt: skip
+    if spec.output == "predicted_value":
+        low_band, high_band = training.clv_total_band
+        ratio = point[TOTAL_RATIO]
+        low, high = bootstrap.interval(draws(TOTAL_RATIO, candidate))
+        checks.append(Check("band", TOTAL_RATIO, "", ratio, low, high, bool(low_band <= ratio <= high_band),
+                            f"[{low_band:.2f}, {high_band:.2f}]"))  # fmt: skip
+    return GateDecision(all(check.passed for check in checks), _decision(checks, primary, margin), checks)
+
+
+def _decision(checks: list[Check], primary: str, margin: float) -> str:
+    failed = [check for check in checks if not check.passed]
+    if failed:
+        also = [f"{check.name} vs {check.against}" if check.against else check.name for check in failed[1:]]
+        return f"not promoted: {failed[0].sentence()}" + (f"; also failed: {', '.join(also)}" if also else "")
+    gains = [check for check in checks if check.kind == "primary"]
+    name = primary.removeprefix("test_").replace("_", " ")
+    if not gains:
+        return f"promoted: no baseline or champion to beat on {name}"
+    closest = min(gains, key=lambda check: check.low)
+    guards = sorted({check.name for check in checks if check.kind != "primary"})
+    held = f"; {', '.join(guards)} within bounds" if guards else ""
     return (
-        True,
-        f"promoted: {key} {metrics[key]:.4f} beats champion v{champion_version} ({champion[key]:.4f}) by >= {margin}",
+        f"promoted: {name} beats every incumbent by more than {margin:g} with 95% confidence "
+        f"(closest: {closest.against} {closest.shown()}){held}"
     )
 
 
-def set_alias(settings: Settings, model: str, version: str, promoted: bool, decision: str) -> None:
-    """@champion for a version that passed the gate, @challenger for one that did not; the reason as a tag."""
+def set_alias(settings: Settings, model: str, version: str, promoted: bool, decision: str,
+              gate: dict[str, str] | None = None) -> None:  # fmt: skip
+    """@champion for a version that passed the gate, @challenger for one that did not; the reason as a
+    tag, and the gate's checks (GateDecision.tags) beside it."""
     client = connect(settings)
     client.set_registered_model_alias(registered_name(model), CHAMPION if promoted else CHALLENGER, version)
-    client.set_model_version_tag(registered_name(model), version, "promotion", decision)
+    for key, value in {**(gate or {}), "promotion": decision}.items():
+        client.set_model_version_tag(registered_name(model), version, key, value)
+
+
+# Who set @champion by hand, when and why: version tags beside the gate's `promotion`.
+PROMOTED_BY, PROMOTED_AT, PROMOTION_REASON = "promoted_by", "promoted_at", "promotion_reason"
+KIND_TAG = "kind"  # learned or baseline; a version without it is a learned model
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """One registered version as `custlens models` lists it."""
+
+    model: str
+    version: str
+    kind: str
+    aliases: tuple[str, ...]
+    metric: str  # the primary test metric's key
+    value: float  # its value on the version's run (NaN when the run did not measure it)
+    decision: str  # the gate's `promotion` tag, and who promoted it by hand, when and why
+
+    def metric_shown(self) -> str:
+        """`auc 0.7812`, `normalized_gini -` when the run did not measure it."""
+        return f"{self.metric.removeprefix('test_')} {'-' if np.isnan(self.value) else f'{self.value:.4f}'}"
+
+    @classmethod
+    def of(cls, client: MlflowClient, model: str, version: ModelVersion) -> VersionSummary:
+        key, _ = PRIMARY_METRIC[model]
+        metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+        tags = version.tags
+        decision = tags.get("promotion", "-")
+        if PROMOTED_BY in tags:
+            decision += (f"; @{CHAMPION} by hand by {tags[PROMOTED_BY]} at {tags.get(PROMOTED_AT, '?')}: "
+                         f"{tags.get(PROMOTION_REASON, '')}")  # fmt: skip
+        return cls(model, str(version.version), tags.get(KIND_TAG, "learned"), tuple(sorted(version.aliases)), key,
+                   metrics.get(key, float("nan")), decision)  # fmt: skip
+
+
+def model_versions(settings: Settings, models: Sequence[str]) -> list[VersionSummary]:
+    """Every registered version of these models, newest first within each model."""
+    client = connect(settings)
+    listed = []
+    for model in models:
+        found = client.search_model_versions(f"name = '{registered_name(model)}'")
+        for version in sorted(found, key=lambda v: int(v.version), reverse=True):
+            listed.append(VersionSummary.of(client, model, version))
+    return listed
+
+
+def promote(settings: Settings, model: str, version: str, reason: str, models: Sequence[str]) -> VersionSummary:
+    """Set @champion on a version by hand, with the reason, who and when as version tags: the audit
+    trail of a promotion the gate did not make. An unknown model or version is a CustlensError."""
+    if model not in models:
+        raise CustlensError(f"unknown model {model!r}; choose from {', '.join(models)}")
+    if not reason.strip():
+        raise CustlensError("--reason is empty; say why this version should be served")
+    client = connect(settings)
+    name = registered_name(model)
+    existing = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+    if version not in existing:
+        listed = ", ".join(existing) if existing else "none yet; run custlens train first"
+        raise CustlensError(f"{name} has no version {version!r}; its versions: {listed} (see custlens models)")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    for key, value in {PROMOTED_BY: getpass.getuser(), PROMOTED_AT: stamp, PROMOTION_REASON: reason}.items():
+        client.set_model_version_tag(name, version, key, value)
+    return VersionSummary.of(client, model, client.get_model_version(name, version))

@@ -5,6 +5,7 @@ What differs between models is read from their spec (training.specs), never from
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
@@ -37,6 +39,8 @@ from training.tuning import UNTUNED, base_params, datasets, fit_lightgbm, tune, 
 
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
 MODELS: tuple[str, ...] = (*SPECS, "segments")
+CANDIDATE = "candidate"  # the model just trained, among the predictors of the test rows
+TEST_PREDICTIONS = "test_predictions.parquet"  # artifact of each run: the test rows and every predictor's score
 
 
 @dataclass
@@ -50,6 +54,7 @@ class ModelResult:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     data: Sufficiency | None = None  # rows, positives, negatives per split (supervised models)
+    gate: list[registry.Check] = field(default_factory=list)  # the promotion gate's checks, when it ran
     skipped: bool = False  # not trained: `decision` says why
 
 
@@ -239,33 +244,54 @@ def train_model(
 
         metrics: dict[str, float] = {}
         baseline_metrics: dict[str, dict[str, float]] = {}
+        predictions: dict[str, np.ndarray] = {}  # every predictor's scores of the test rows, the model's first
         if data.measurable("test"):
             scores = bundle.predict(test)
-            predicted = spec.scores(scores)
-            metrics = spec.test_metrics(test_y, predicted)
+            predictions[CANDIDATE] = spec.scores(scores)
+            metrics = spec.test_metrics(test_y, predictions[CANDIDATE])
             if spec.timing is not None:
                 metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
             mlflow.log_metrics(metrics)
-            _log_figures(spec, bundle, test_x, test_y, predicted)
-            baseline_metrics = _run_baselines(spec, frame, baselines or {})
+            _log_figures(spec, bundle, test_x, test_y, predictions[CANDIDATE])
+            baseline_metrics, baseline_predictions = _run_baselines(spec, frame, baselines or {})
+            predictions |= baseline_predictions
             metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
             if "oracle_gap_closed" in metrics:
                 mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
 
         say(f"[bold]{model}[/]: registering the model")
         version = registry.register(model, bundle, test if len(test) else train)
+        if predictions:
+            champion_version, champion_predicted = registry.champion_predictions(settings, spec, frame)
+            if champion_version is not None and champion_predicted is not None:
+                predictions[f"champion v{champion_version}"] = champion_predicted
+                champion_metrics = spec.test_metrics(test_y, champion_predicted)
+                mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if np.isfinite(v)})
+            _log_test_predictions(spec, test, predictions)
         if data.enough("test"):
-            champion_version, champion_metrics = registry.champion_metrics(settings, spec, frame)
-            promoted, decision = registry.decide(model, metrics, champion_version, champion_metrics,
-                                                 baseline_metrics, settings.training.promotion_margin)  # fmt: skip
-            if champion_metrics:
-                mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if k.startswith("test_")})
+            say(f"[bold]{model}[/]: promotion gate ({settings.training.bootstrap_resamples} bootstrap resamples)")
+            incumbents = {name: scores for name, scores in predictions.items() if name != CANDIDATE}
+            gate = registry.decide(spec, test_y, predictions[CANDIDATE], incumbents, settings.training)
+            mlflow.log_metrics(gate.metrics())
         else:
-            promoted, decision = False, data.reason("test")
-        registry.set_alias(settings, model, version, promoted, decision)
-        mlflow.set_tag("promotion", decision)
-    return ModelResult(model, run.info.run_id, version, metrics, promoted, decision, baseline_metrics,
-                       time.perf_counter() - started, data)  # fmt: skip
+            gate = registry.GateDecision(False, data.reason("test"))
+        registry.set_alias(settings, model, version, gate.promoted, gate.decision, gate.tags())
+        mlflow.set_tags(gate.tags())
+    return ModelResult(model, run.info.run_id, version, metrics, gate.promoted, gate.decision, baseline_metrics,
+                       time.perf_counter() - started, data, gate.checks)  # fmt: skip
+
+
+def _log_test_predictions(spec: ModelSpec, test: pd.DataFrame, predictions: dict[str, np.ndarray]) -> None:
+    """The test rows with every predictor's score (`candidate`, each baseline, `champion vN`) as
+    `test_predictions.parquet`: what a data scientist needs for a paired test of their own."""
+    table = pd.DataFrame({"customer_id": test["customer_id"].to_numpy(), "cutoff": test["cutoff"].to_numpy(),
+                          "label": spec.labels(test)})  # fmt: skip
+    for name, scores in predictions.items():
+        table[name.replace(" ", "_")] = scores
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / TEST_PREDICTIONS
+        table.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path))
 
 
 def _skipped(settings: Settings, spec: ModelSpec, reason: str, data: Sufficiency | None, started: float) -> ModelResult:
@@ -318,18 +344,22 @@ def _oracle_metrics(
     }
 
 
-def _run_baselines(spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Baseline]) -> dict[str, dict[str, float]]:
-    """Each baseline as its own (nested) run with the same metric keys as the model."""
-    results = {}
+def _run_baselines(
+    spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Baseline]
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """Each baseline as its own (nested) run with its fitted parameters and the same metric keys as
+    the model; returns each one's metrics and its predictions of the test rows."""
+    metrics, predictions = {}, {}
     test_y = spec.labels(frame.part("test"))
     for name, baseline in baselines.items():
         with mlflow.start_run(run_name=f"{spec.name} baseline: {name}", nested=True):
             mlflow.set_tags({"model": spec.name, "kind": "baseline", "baseline": name})
-            predicted = baseline(frame)
-            metrics = spec.test_metrics(test_y, predicted)
-            mlflow.log_metrics(metrics)
-            results[name] = metrics
-    return results
+            fitted = baseline(frame)
+            mlflow.log_params(fitted.params)
+            metrics[name] = spec.test_metrics(test_y, fitted.predicted)
+            mlflow.log_metrics(metrics[name])
+            predictions[name] = fitted.predicted
+    return metrics, predictions
 
 
 SEGMENTS_SERVICE = "segments_v1"
@@ -406,32 +436,61 @@ def train_all(settings: Settings, models: Sequence[str], console: Console | None
 
 
 def render(results: list[ModelResult]) -> Group:
+    """The summary of `custlens train`, readable at 80 columns: each model's test metric, best
+    baseline and alias; the promotion gate's checks with their intervals; the oracle (sample data
+    only); the data per split; and each decision in words."""
     table = Table(title="custlens train", expand=False)
-    for column in ("model", "version", "test metric", "baseline", "oracle", "gap closed", "observable",
-                   "closed (obs.)", "alias", "seconds"):  # fmt: skip
-        table.add_column(column)
+    for column in ("model", "v", "test metric", "baseline", "alias", "s"):
+        table.add_column(column, no_wrap=column == "test metric")
     for result in results:
         key, _ = PRIMARY_METRIC[result.model]
         best = max((m[key] for m in result.baselines.values()), default=float("nan"))
-        oracle = result.metrics.get(f"oracle_{key}", float("nan"))
-        closed = result.metrics.get("oracle_gap_closed", float("nan"))
-        observable = result.metrics.get(f"oracle_observable_{key}", float("nan"))
-        closed_observable = result.metrics.get("oracle_observable_gap_closed", float("nan"))
         table.add_row(
             result.model,
             result.version,
             f"{key.removeprefix('test_')} {_number(result.metrics.get(key, float('nan')))}",
             _number(best),
-            _number(oracle),
-            _share(closed),
-            _number(observable),
-            _share(closed_observable),
             "skipped" if result.skipped else CHAMPION if result.promoted else CHALLENGER,
             f"{result.seconds:.0f}",
         )
+    gated = [result for result in results if result.gate]
+    oracles = [line for result in results if (line := _oracle_line(result))]
     decisions = [_decision(result) for result in results]
     counted = [result for result in results if result.data is not None]
-    return Group(table, *([_data_table(counted)] if counted else []), *decisions)
+    return Group(table, *([_gate_table(gated)] if gated else []), *oracles,
+                 *([_data_table(counted)] if counted else []), *decisions)  # fmt: skip
+
+
+def _gate_table(results: list[ModelResult]) -> Table:
+    """Under each model, one row per check (marked passed or failed): the primary metric's gain and
+    each guard's relative change against each incumbent, CLV's total ratio, with the 95%
+    paired-bootstrap interval and what passing takes (on its lower bound; the band on the value)."""
+    table = Table(title="promotion gate: 95% paired-bootstrap intervals", expand=False, box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True)  # fmt: skip
+    for column in ("check", "vs", "value [95% interval]", "needs"):
+        table.add_column(column, no_wrap=True)
+    for result in results:
+        table.add_row(f"[bold]{result.model} v{result.version}[/]")
+        for check in result.gate:
+            short = check.name.removesuffix(" error")  # calibration: the column stays narrow
+            mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
+            table.add_row(f"{mark} {short}", check.against, check.shown(), check.rule.removeprefix("in "))
+    return table
+
+
+def _oracle_line(result: ModelResult) -> str:
+    """`churn: oracle auc 0.8512, gap closed 61%; observable oracle 0.8301, closed 74%`, on
+    generated sample data (its truth is known); empty otherwise."""
+    key, _ = PRIMARY_METRIC[result.model]
+    if f"oracle_{key}" not in result.metrics:
+        return ""
+    metrics = result.metrics
+    return (
+        f"{result.model}: oracle {key.removeprefix('test_')} {_number(metrics[f'oracle_{key}'])}, "
+        f"gap closed {_share(metrics.get('oracle_gap_closed', float('nan')))}; observable oracle "
+        f"{_number(metrics.get(f'oracle_observable_{key}', float('nan')))}, "
+        f"closed {_share(metrics.get('oracle_observable_gap_closed', float('nan')))}"
+    )
 
 
 def _decision(result: ModelResult) -> str:

@@ -16,21 +16,23 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import SecretStr
 from rich.console import Console
+from typer.testing import CliRunner
 
+from custlens.cli import app
 from custlens.settings import Settings, load_settings
 from features.lake.ingest import ingest
 from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
 from tests.support.business import SAMPLE_CONFIG
-from training.evaluation import beats
+from tests.support.trained import on_own_tracking as shared_tracking_copy
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
 from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS
 from training.sufficiency import Sufficiency
 from training.tracking import connect, experiment_name, registered_name
-from training.train import MIN_SEGMENT_STABILITY, ModelResult, render, train_all
+from training.train import MIN_SEGMENT_STABILITY, TEST_PREDICTIONS, ModelResult, render, train_all
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +52,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
                 update={
                     "trials": 4,
                     "timeout_seconds": 120,
+                    "bootstrap_resamples": 200,
                     "tracking_uri": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
                 }
             ),
@@ -86,8 +89,10 @@ def test_every_model_is_registered_and_the_first_good_one_is_champion(settings: 
         # the first version of a model has no champion to beat: its baselines (or stability) decide
         if model == "segments":
             assert result.promoted == (result.metrics["test_stability_across_seeds"] >= MIN_SEGMENT_STABILITY)
-        else:
-            assert result.promoted == all(beats(result.metrics, b, model, 0.0) for b in result.baselines.values())
+        else:  # every baseline is an incumbent of the gate, each with its interval
+            assert {check.against for check in result.gate} - {""} == set(result.baselines), model
+            assert result.promoted == all(check.passed for check in result.gate), model
+            assert versions[0].tags["gate_diff_vs_" + SPECS[model].baselines[0]].startswith(("pass: ", "fail: "))
         holder, other = (CHAMPION, CHALLENGER) if result.promoted else (CHALLENGER, CHAMPION)
         assert (alias_version(client, model, holder), alias_version(client, model, other)) == ("1", None), model
         assert result.decision.startswith("promoted:" if result.promoted else "not promoted:"), model
@@ -169,6 +174,44 @@ def test_retraining_on_the_same_data_does_not_replace_the_champion(settings: Set
         assert "champion_test_auc" not in logged
 
 
+def test_each_run_logs_its_gate_its_test_predictions_and_its_baselines_fitted_parameters(
+    settings: Settings, first: dict
+) -> None:
+    client = connect(settings)
+    churn = first["churn"]
+    run = client.get_run(churn.run_id)
+    for baseline in ("logistic_rfm", "bgnbd"):
+        assert (
+            run.data.metrics[f"gate_diff_vs_{baseline}_ci_low"] < run.data.metrics[f"gate_diff_vs_{baseline}_ci_high"]
+        )
+        assert f"gate_calibration_error_diff_vs_{baseline}" in run.data.metrics
+    assert run.data.tags["promotion"] == churn.decision
+
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=churn.run_id, artifact_path=TEST_PREDICTIONS))
+    predictions = pd.read_parquet(folder)
+    test = build_model_frame(settings, "churn").part("test")
+    assert list(predictions.columns) == ["customer_id", "cutoff", "label", "candidate", "logistic_rfm", "bgnbd"]
+    assert len(predictions) == len(test) and predictions["customer_id"].tolist() == test["customer_id"].tolist()
+
+    experiment = client.get_experiment_by_name(experiment_name("clv"))
+    (gg,) = client.search_runs([experiment.experiment_id], "tags.baseline = 'bgnbd_gamma_gamma'")
+    assert {"r", "alpha", "a", "b", "p", "q", "gamma"} <= set(gg.data.params)
+    assert float(gg.data.params["r"]) > 0 and float(gg.data.params["gamma"]) > 0
+
+
+def test_the_summary_shows_each_gate_check_with_its_interval_at_80_columns(first: dict) -> None:
+    summary = Console(record=True, width=80)
+
+    summary.print(render(list(first.values())))
+
+    printed = summary.export_text()
+    assert "promotion gate: 95% paired-bootstrap intervals" in printed
+    assert "calibration error" in printed and "total ratio" in printed
+    assert "oracle auc" in printed  # generated sample data: the oracle is known, in a line of its own
+    # fewer, wider columns: no interval is folded over two lines
+    assert all(check.shown() in printed for result in first.values() for check in result.gate)
+
+
 def test_no_training_or_validation_label_reaches_the_test_window(settings: Settings) -> None:
     for model in ("churn", "repurchase", "clv"):
         frame = build_model_frame(settings, model)
@@ -240,3 +283,27 @@ def test_snapshots_before_the_first_order_leave_a_model_skipped_not_crashed(sett
 
     assert clv.skipped
     assert clv.decision.startswith("skipped: not trained: only 0 rows in the training rows at ")
+
+
+def test_promote_by_hand_sets_the_champion_with_who_when_and_why_and_models_lists_it(
+    settings: Settings, first: dict, tmp_path: Path
+) -> None:
+    own = shared_tracking_copy(settings, tmp_path)  # the module's versions, in a store of its own
+    runner = CliRunner()
+    config = tmp_path / "custlens.yaml"
+    config.write_text(f"data_dir: {own.data_dir}\ntraining:\n  tracking_uri: {own.training.tracking_uri}\n")
+
+    promoted = runner.invoke(app, ["promote", "repurchase", "1", "--reason", "reviewed by hand", "-c", str(config)])
+    unknown = runner.invoke(app, ["promote", "repurchase", "9", "--reason", "why not", "-c", str(config)])
+    listed = runner.invoke(app, ["models", "-c", str(config)], env={"COLUMNS": "250"})
+
+    assert promoted.exit_code == 0, promoted.output
+    version = connect(own).get_model_version(registered_name("repurchase"), "1")
+    assert "champion" in version.aliases
+    assert version.tags["promotion_reason"] == "reviewed by hand" and version.tags["promoted_by"]
+    assert version.tags["promoted_at"].startswith("20")
+    assert unknown.exit_code == 2 and "custlens-repurchase has no version '9'; its versions: 1" in unknown.output
+    assert listed.exit_code == 0, listed.output
+    assert "repurchase v1: " in listed.output and "by hand by" in listed.output
+    assert all(f"{model} v1:" in listed.output for model in MODELS)
+    assert "learned" in listed.output and "@champion" in listed.output

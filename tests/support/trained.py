@@ -31,7 +31,12 @@ def project_settings(root: Path) -> Settings:
             "pii_salt": SecretStr("test-salt"),
             "api_keys": SecretStr("test-key,other-key"),
             "training": base.training.model_copy(
-                update={"trials": 2, "timeout_seconds": 60, "tracking_uri": f"sqlite:///{root / 'mlruns/mlflow.db'}"}
+                update={
+                    "trials": 2,
+                    "timeout_seconds": 60,
+                    "bootstrap_resamples": 200,
+                    "tracking_uri": f"sqlite:///{root / 'mlruns/mlflow.db'}",
+                }
             ),
             "serving": base.serving.model_copy(update={"reload_poll_seconds": 0.0}),
         }

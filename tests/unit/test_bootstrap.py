@@ -61,3 +61,12 @@ def test_interval_covers_the_middle_95_percent_and_ignores_undefined_resamples()
     values = np.r_[np.arange(1000, dtype=float), np.nan]
     low, high = bootstrap.interval(values)
     assert low == pytest.approx(24.975) and high == pytest.approx(974.025)
+
+
+def test_calibration_error_with_counts_of_one_is_the_evaluations_and_a_resample_reweights_its_bins() -> None:
+    ones = np.ones((1, CUSTOMERS))
+    assert bootstrap.calibration_error(LABELS, PROBABILITIES, ones)[0] == pytest.approx(
+        classifier_metrics(LABELS, PROBABILITIES)["test_calibration_error"], rel=1e-12
+    )
+    resampled = bootstrap.calibration_error(LABELS, PROBABILITIES, _counts())
+    assert resampled.shape == (3,) and ((resampled >= 0) & (resampled <= 1)).all()

@@ -29,6 +29,8 @@ DOCUMENTED: dict[tuple[str, ...], set[str]] = {
     ("features", "materialize"): {"--as-of", "--full", "--config"},
     ("features", "online"): {"customer_ids", "--service", "--config"},
     ("train",): {"models", "--trials", "--timeout", "--config"},
+    ("models",): {"--config"},
+    ("promote",): {"model", "version", "--reason", "--config"},
     ("backtest",): {"--cutoff", "--horizon", "--format", "--baselines-only", "--trials", "--resamples", "--config"},
     ("score",): {"--as-of", "--sink", "--customers", "--config"},
     ("serve",): {"--host", "--port", "--workers", "--config"},

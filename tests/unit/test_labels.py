@@ -17,7 +17,7 @@ from custlens.settings import Settings
 from features import layout
 from features.catalog import FAMILIES
 from features.lake.tables import lake_end
-from training.evaluation import beats, classifier_metrics, normalized_gini, value_metrics
+from training.evaluation import classifier_metrics, normalized_gini, value_metrics
 from training.frames import CannotTrain, grid_cutoffs, is_validation_customer, longest_window, model_split, plan_split
 from training.labels import compute_labels
 from training.specs import SPECS
@@ -282,14 +282,6 @@ def test_value_metrics_report_totals_and_ten_decile_errors() -> None:
 
     assert metrics["test_total_ratio"] == pytest.approx(2.0)
     assert len([k for k in metrics if k.startswith("test_decile_")]) == 10
-
-
-def test_a_candidate_must_beat_the_champion_by_the_margin() -> None:
-    champion = {"test_auc": 0.80}
-
-    assert beats({"test_auc": 0.81}, champion, "churn", margin=0.005)
-    assert not beats({"test_auc": 0.802}, champion, "churn", margin=0.005)
-    assert beats({"test_auc": 0.5}, {}, "churn", margin=0.005)  # no champion yet
 
 
 def test_a_window_too_long_for_a_gap_trains_on_the_cutoffs_before_validation() -> None:

@@ -93,8 +93,9 @@ def test_bgnbd_predicts_no_purchase_for_churn_and_a_purchase_for_repurchase(sett
         ModelFrame("repurchase", split, "repurchase_v1", rows)
     )
 
-    assert ((churn > 0) & (churn < 1)).all()
-    np.testing.assert_allclose(churn + repurchase, 1.0)
+    assert ((churn.predicted > 0) & (churn.predicted < 1)).all()
+    np.testing.assert_allclose(churn.predicted + repurchase.predicted, 1.0)
+    assert set(churn.params) == {"r", "alpha", "a", "b"} and churn.params == repurchase.params  # one fit, logged
 
 
 @pytest.mark.parametrize("module", ["train.py", "registry.py", "baselines/__init__.py"])

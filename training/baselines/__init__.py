@@ -1,11 +1,13 @@
 """The baselines a model must beat, by the names its spec lists (training.specs): BG/NBD (churn,
 repurchase), BG/NBD x Gamma-Gamma (CLV) and a logistic regression on recency, frequency and
 monetary value (churn). Each is built for one model and maps the model's training frame to
-predictions of the same quantity for its test rows. The BG/NBD and Gamma-Gamma math is in `btyd`."""
+predictions of the same quantity for its test rows, with the parameters it fitted (logged on the
+baseline's run so a reviewer can check them). The BG/NBD and Gamma-Gamma math is in `btyd`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,8 +21,15 @@ from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_s
 from training.frames import ModelFrame, cutoff_of
 from training.specs import ModelSpec
 
-# A model's training frame -> predictions for its test rows.
-Baseline = Callable[[ModelFrame], np.ndarray]
+
+@dataclass(frozen=True)
+class Fitted:
+    predicted: np.ndarray  # one per test row, the same quantity as the model's score
+    params: dict[str, float]  # what the fit found: BG/NBD's r, alpha, a, b; Gamma-Gamma's p, q, gamma; ...
+
+
+# A model's training frame -> predictions for its test rows and the fitted parameters.
+Baseline = Callable[[ModelFrame], Fitted]
 # How a baseline is made for one model: the settings hold the lake and the label windows.
 BaselineFactory = Callable[[Settings, ModelSpec], Baseline]
 
@@ -37,11 +46,15 @@ def _rfm(rows: pd.DataFrame) -> np.ndarray:
 def logistic_rfm(settings: Settings, spec: ModelSpec) -> Baseline:
     """The label's probability from a logistic regression on RFM features, fitted on the training rows."""
 
-    def predict(frame: ModelFrame) -> np.ndarray:
+    def predict(frame: ModelFrame) -> Fitted:
         train, test = frame.part("train"), frame.part("test")
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         model.fit(_rfm(train), train[spec.label].astype(int).to_numpy())
-        return np.asarray(model.predict_proba(_rfm(test))[:, 1])
+        regression = model[-1]
+        # on standardized inputs (log1p of orders and revenue): comparable across features
+        params = {f"coef_{name}": float(c) for name, c in zip(RFM_COLUMNS, regression.coef_[0], strict=True)}
+        params["intercept"] = float(regression.intercept_[0])
+        return Fitted(np.asarray(model.predict_proba(_rfm(test))[:, 1]), params)
 
     return predict
 
@@ -60,10 +73,11 @@ def bgnbd(settings: Settings, spec: ModelSpec) -> Baseline:
     """BG/NBD's P(no purchase in the label window), or its complement when the label is a purchase."""
     window = spec.label_window(settings)
 
-    def predict(frame: ModelFrame) -> np.ndarray:
+    def predict(frame: ModelFrame) -> Fitted:
         everyone, test = _summaries(settings, frame)
-        none = BetaGeo.fit(everyone).prob_no_purchase(test, window)
-        return np.asarray(none if spec.label_is_no_order else 1.0 - none)
+        bg = BetaGeo.fit(everyone)
+        none = bg.prob_no_purchase(test, window)
+        return Fitted(np.asarray(none if spec.label_is_no_order else 1.0 - none), asdict(bg))
 
     return predict
 
@@ -72,9 +86,11 @@ def bgnbd_gamma_gamma(settings: Settings, spec: ModelSpec) -> Baseline:
     """Expected net revenue in the label window: BG/NBD's purchases times Gamma-Gamma's order value."""
     window = spec.label_window(settings)
 
-    def predict(frame: ModelFrame) -> np.ndarray:
+    def predict(frame: ModelFrame) -> Fitted:
         everyone, test = _summaries(settings, frame)
-        return expected_revenue(BetaGeo.fit(everyone), GammaGamma.fit(everyone), test, days=window)
+        bg, gg = BetaGeo.fit(everyone), GammaGamma.fit(everyone)
+        # Gamma-Gamma's scale v is the paper's gamma
+        return Fitted(expected_revenue(bg, gg, test, days=window), {**asdict(bg), "p": gg.p, "q": gg.q, "gamma": gg.v})
 
     return predict
 
