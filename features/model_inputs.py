@@ -94,6 +94,12 @@ class ServiceSpec:
     inputs: ModelInputs
 
 
+# What the servable baselines read (training/baselines/servable.py): BG/NBD and Gamma-Gamma the
+# BTYD summary, logistic RFM its four RFM features.
+BASELINE_RFM_FEATURES: tuple[str, ...] = ("days_since_last_order", "orders_365d", "revenue_365d", "tenure_days")
+BASELINE_INPUTS = ModelInputs(numbers=tuple(dict.fromkeys((*BTYD_SUMMARY_FEATURES, *BASELINE_RFM_FEATURES))))
+BASELINE_SERVICE = "baselines_v1"
+
 SERVICE_SPECS: tuple[ServiceSpec, ...] = (
     ServiceSpec("churn", "churn_v1", "Features of the churn model, version 1.", TREE_INPUTS),
     ServiceSpec("repurchase", "repurchase_v1", "Features of the repurchase model, version 1.", TREE_INPUTS),
@@ -104,6 +110,9 @@ SERVICE_SPECS: tuple[ServiceSpec, ...] = (
         # Support and satisfaction name clusters ("Support-heavy") even though they are not clustered on.
         "Features the RFM segments and behavioural clusters are computed from, version 1.",
         SEGMENT_INPUTS,
+    ),
+    ServiceSpec(
+        "baselines", BASELINE_SERVICE, "Features the servable BTYD and RFM baselines read, version 1.", BASELINE_INPUTS
     ),
 )
 

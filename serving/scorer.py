@@ -44,11 +44,13 @@ from features.lake.money import minor_units
 from features.lake.tables import lake_business
 from features.store import registered_services
 from serving.reasons import describe
+from training.baselines.servable import BaselineBundle, load_bundle
 from training.frames import WINDOW_KEYS, ModelName, label_window
 from training.packaging import BUNDLE_FILE, SEGMENTS_FILE, ModelBundle, SegmentsBundle
 from training.tracking import connect, registered_name
 
 MODELS = ("churn", "repurchase", "clv", "segments")
+Served = ModelBundle | BaselineBundle  # what scores churn, repurchase or CLV: learned or a baseline
 # The models whose output is over a window of days after the as-of date (the segments' is not).
 WINDOWED_MODELS = ("churn", "repurchase", "clv")
 # Where a version's window was read: its bundle (recorded since the outputs lost their window in
@@ -101,9 +103,9 @@ class Scorer:
 
     def __init__(
         self,
-        churn: ModelBundle | None,
-        repurchase: ModelBundle | None,
-        clv: ModelBundle | None,
+        churn: Served | None,
+        repurchase: Served | None,
+        clv: Served | None,
         segments: SegmentsBundle | None,
         refs: Mapping[str, ModelRef],
         serving: ServingSettings,
@@ -162,7 +164,7 @@ class Scorer:
             refs[model] = ModelRef(**{**refs[model].as_dict(), "feature_service": bundle.feature_service,
                                       "window_days": window, "window_from": window_from})  # fmt: skip
         churn, repurchase, clv, segments = (bundles.get(model) for model in MODELS)
-        assert all(isinstance(b, ModelBundle) for b in (churn, repurchase, clv) if b is not None)
+        assert all(isinstance(b, ModelBundle | BaselineBundle) for b in (churn, repurchase, clv) if b is not None)
         assert segments is None or isinstance(segments, SegmentsBundle)
         return cls(churn, repurchase, clv, segments, refs, settings.serving,  # type: ignore[arg-type]
                    lake_business(settings).currency, unserved)  # fmt: skip
@@ -249,7 +251,7 @@ class Scorer:
         rows = columns if known.all() else {name: values[known] for name, values in columns.items()}
         matrices: dict[int, np.ndarray] = {}
 
-        def matrix(bundle: ModelBundle) -> np.ndarray:  # of a bundle that is served
+        def matrix(bundle: Served) -> np.ndarray:  # of a bundle that is served
             first = self._encodes_as[id(bundle)]
             if id(first) not in matrices:
                 matrices[id(first)] = first.encode(rows)
@@ -301,6 +303,8 @@ class Scorer:
         risk first, one at low risk what keeps it low; the other direction only fills up."""
         if not len(churn_x) or self.churn is None:
             return []
+        if not self.churn.explains:  # a baseline: no per-feature contributions to give
+            return [[] for _ in range(len(churn_x))]
         per_feature = self.churn.contributions(churn_x)
         wanted = np.where(risk == "low", -1.0, 1.0)[:, None]
         rank = np.abs(per_feature) + np.where(per_feature * wanted > 0, _PRIMARY, 0.0)
@@ -338,7 +342,7 @@ def risk_band(churn: np.ndarray, medium: float, high: float) -> np.ndarray:
     return bands
 
 
-def _download_bundle(ref: ModelRef, folder: Path) -> ModelBundle | SegmentsBundle:
+def _download_bundle(ref: ModelRef, folder: Path) -> Served | SegmentsBundle:
     try:
         local = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{ref.registered_model}/{ref.version}", dst_path=str(folder)))  # fmt: skip
@@ -351,17 +355,19 @@ def _download_bundle(ref: ModelRef, folder: Path) -> ModelBundle | SegmentsBundl
     origin = f"{ref.registered_model} version {ref.version}"
     if ref.model == "segments":
         return SegmentsBundle.load(found[0], origin)
-    return ModelBundle.load(found[0], origin)
+    return load_bundle(found[0], origin)
 
 
 def _trained_window(
-    client: MlflowClient, settings: Settings, ref: ModelRef, bundle: ModelBundle | SegmentsBundle
+    client: MlflowClient, settings: Settings, ref: ModelRef, bundle: Served | SegmentsBundle
 ) -> tuple[int | None, str | None]:
     """The label window a version was trained with, and where it was read (WINDOW_FROM_*): its
     bundle's; for a bundle saved before it recorded one, its training run's `label_window_days`;
     for a version with neither, today's config."""
-    if not isinstance(bundle, ModelBundle):
+    if isinstance(bundle, SegmentsBundle):
         return None, None
+    if isinstance(bundle, BaselineBundle):
+        return bundle.window_days, WINDOW_FROM_MODEL
     if "window_days" in bundle.meta:
         return int(bundle.meta["window_days"]), WINDOW_FROM_MODEL
     logged = None

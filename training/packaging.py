@@ -122,6 +122,10 @@ class ModelBundle:
     def name(self) -> str:
         return self.origin or f"the {self.model} model"
 
+    # what a Scorer asks of any model it serves (a baseline's answers differ: serving.scorer)
+    kind = "learned"
+    explains = True  # per-feature contributions: churn reasons
+
     def check(self) -> None:
         """The trees read exactly `features` in this order, and code categories as `categories`."""
         for role, booster in (("trees", self.booster), ("timing trees", self.timing_booster)):

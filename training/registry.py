@@ -28,6 +28,7 @@ from mlflow.types import ColSpec, Schema
 from custlens.errors import CustlensError
 from custlens.settings import Settings, TrainingSettings
 from training import bootstrap
+from training.baselines.servable import BASELINE_KIND, BaselineBundle, BaselineModel
 from training.evaluation import PRIMARY_METRIC
 from training.frames import CATEGORY_FEATURES, ModelFrame, feature_matrix
 from training.packaging import BUNDLE_FILE, CustlensModel, ModelBundle, SegmentsBundle, SegmentsModel
@@ -70,6 +71,27 @@ def register_segments(bundle: SegmentsBundle, example: pd.DataFrame) -> str:
     return str(info.registered_model_version)
 
 
+def register_baseline(bundle: BaselineBundle, example: pd.DataFrame) -> str:
+    """Log a fitted baseline as the active run's pyfunc model and register it as a version of its
+    model's registered model (tags kind=baseline, flavour), so it can be the @champion served."""
+    # the test frame of a model need not hold what its baseline reads (the BTYD summary): zeros then
+    example = pd.DataFrame({name: pd.to_numeric(example[name], errors="coerce") if name in example else 0.0
+                            for name in bundle.features}, index=example.index[:5]).astype("float64")  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        path = bundle.save(Path(folder), BUNDLE_FILE)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=BaselineModel(), artifacts={"bundle": str(path)},
+            signature=ModelSignature(Schema([ColSpec("double", name, required=False) for name in bundle.features]),
+                                     infer_signature(example, bundle.predict(example)).outputs),
+            input_example=example, pip_requirements=requirements(), registered_model_name=registered_name(bundle.model),
+        )  # fmt: skip
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()  # the tracking and registry URIs `connect` set
+    for key, value in {"kind": BASELINE_KIND, "flavour": bundle.flavour}.items():
+        client.set_model_version_tag(registered_name(bundle.model), version, key, value)
+    return version
+
+
 def input_schema(bundle: ModelBundle) -> Schema:
     """Numbers as optional doubles, categories as optional strings: written out, not inferred from a
     few example rows (a category NULL in all of them would be inferred as a double)."""
@@ -84,20 +106,64 @@ def requirements() -> list[str]:
 
 
 def champion_predictions(
-    settings: Settings, spec: ModelSpec, frame: ModelFrame
+    settings: Settings, spec: ModelSpec, frame: ModelFrame, baselines: dict[str, np.ndarray] | None = None
 ) -> tuple[str | None, np.ndarray | None]:
     """The current champion re-scored on this run's test rows, one score per row: a fair, paired
-    comparison on the same window. (None, None) when the model has no champion yet."""
+    comparison on the same window. A baseline champion is its flavour refitted on this run's data
+    (`baselines`: each baseline's scores of the test rows), the baseline the run itself measured.
+    (None, None) when the model has no champion yet."""
     client = connect(settings)
     name = registered_name(spec.name)
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None, None
+    if version.tags.get("kind") == BASELINE_KIND:
+        flavour = version.tags.get("flavour", "")
+        return (str(version.version), baselines[flavour]) if baselines and flavour in baselines else (None, None)
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=folder)
         bundle = ModelBundle.load(next(Path(local).rglob(BUNDLE_FILE)))
     return str(version.version), spec.scores(bundle.predict(frame.part("test")))
+
+
+def serve_best_baseline(
+    settings: Settings,
+    spec: ModelSpec,
+    servables: dict[str, BaselineBundle],
+    baselines: dict[str, dict[str, float]],
+    champion: dict[str, float] | None,
+    test: pd.DataFrame,
+) -> str:
+    """After a candidate lost the gate: the best baseline (primary metric on the test rows) becomes
+    @champion, registered as a version of the same model, unless the current champion is a learned
+    version at least as good on these rows (it keeps serving). Returns what serves, in words."""
+    key, _ = PRIMARY_METRIC[spec.name]
+    measured = {name: metrics[key] for name, metrics in baselines.items() if np.isfinite(metrics.get(key, np.nan))}
+    if not measured:
+        return ""
+    best = max(measured, key=lambda name: measured[name])
+    client = connect(settings)
+    name = registered_name(spec.name)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    learned = current is not None and current.tags.get("kind") != BASELINE_KIND
+    if learned and champion is not None and champion.get(key, -np.inf) >= measured[best]:
+        assert current is not None
+        return (f"the champion v{current.version} keeps serving ({key} {champion[key]:.4f} >= best baseline "
+                    f"{best} {measured[best]:.4f} on these test rows)")  # fmt: skip
+    bundle = servables[best]
+    with mlflow.start_run(run_name=f"{spec.name} baseline: {best} (served)", nested=True):
+        mlflow.set_tags({"model": spec.name, "kind": BASELINE_KIND, "baseline": best})
+        mlflow.log_metrics(baselines[best])
+        version = register_baseline(bundle, test)
+    decision = (f"champion: baseline {best} ({key} {measured[best]:.4f}), the best on the test rows; no learned "
+                "version passed the gate")  # fmt: skip
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promotion", decision)
+    return f"v{version} serves: baseline {best} ({key} {measured[best]:.4f}) is @champion"
 
 
 # What a candidate must not be materially worse on than any incumbent, by the kind of score.

@@ -28,6 +28,7 @@ from custlens.settings import Settings
 from features.lake.tables import table_path
 from training import plots, registry
 from training.baselines import Baseline, baselines_for
+from training.baselines.servable import BaselineBundle
 from training.evaluation import PRIMARY_METRIC
 from training.frames import CATEGORY_FEATURES, CannotTrain, ModelFrame, ModelName, build_model_frame, feature_matrix
 from training.packaging import ModelBundle, SegmentsBundle
@@ -56,6 +57,7 @@ class ModelResult:
     data: Sufficiency | None = None  # rows, positives, negatives per split (supervised models)
     gate: list[registry.Check] = field(default_factory=list)  # the promotion gate's checks, when it ran
     skipped: bool = False  # not trained: `decision` says why
+    served: str = ""  # when the candidate lost: which version serves instead (a baseline, or the champion kept)
 
 
 def _calibration(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
@@ -245,6 +247,7 @@ def train_model(
         metrics: dict[str, float] = {}
         baseline_metrics: dict[str, dict[str, float]] = {}
         predictions: dict[str, np.ndarray] = {}  # every predictor's scores of the test rows, the model's first
+        servables: dict[str, BaselineBundle] = {}  # each baseline's fit, as a model that can serve
         if data.measurable("test"):
             scores = bundle.predict(test)
             predictions[CANDIDATE] = spec.scores(scores)
@@ -253,7 +256,7 @@ def train_model(
                 metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
             mlflow.log_metrics(metrics)
             _log_figures(spec, bundle, test_x, test_y, predictions[CANDIDATE])
-            baseline_metrics, baseline_predictions = _run_baselines(spec, frame, baselines or {})
+            baseline_metrics, baseline_predictions, servables = _run_baselines(spec, frame, baselines or {})
             predictions |= baseline_predictions
             metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
             if "oracle_gap_closed" in metrics:
@@ -261,8 +264,9 @@ def train_model(
 
         say(f"[bold]{model}[/]: registering the model")
         version = registry.register(model, bundle, test if len(test) else train)
+        champion_metrics: dict[str, float] | None = None  # the current champion's on these test rows
         if predictions:
-            champion_version, champion_predicted = registry.champion_predictions(settings, spec, frame)
+            champion_version, champion_predicted = registry.champion_predictions(settings, spec, frame, predictions)
             if champion_version is not None and champion_predicted is not None:
                 predictions[f"champion v{champion_version}"] = champion_predicted
                 champion_metrics = spec.test_metrics(test_y, champion_predicted)
@@ -277,8 +281,12 @@ def train_model(
             gate = registry.GateDecision(False, data.reason("test"))
         registry.set_alias(settings, model, version, gate.promoted, gate.decision, gate.tags())
         mlflow.set_tags(gate.tags())
+        served = ""
+        if not gate.promoted and servables:
+            served = registry.serve_best_baseline(settings, spec, servables, baseline_metrics, champion_metrics,
+                                                  test)  # fmt: skip
     return ModelResult(model, run.info.run_id, version, metrics, gate.promoted, gate.decision, baseline_metrics,
-                       time.perf_counter() - started, data, gate.checks)  # fmt: skip
+                       time.perf_counter() - started, data, gate.checks, served=served)  # fmt: skip
 
 
 def _log_test_predictions(spec: ModelSpec, test: pd.DataFrame, predictions: dict[str, np.ndarray]) -> None:
@@ -346,10 +354,10 @@ def _oracle_metrics(
 
 def _run_baselines(
     spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Baseline]
-) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], dict[str, BaselineBundle]]:
     """Each baseline as its own (nested) run with its fitted parameters and the same metric keys as
-    the model; returns each one's metrics and its predictions of the test rows."""
-    metrics, predictions = {}, {}
+    the model; returns each one's metrics, its predictions of the test rows and its servable fit."""
+    metrics, predictions, servables = {}, {}, {}
     test_y = spec.labels(frame.part("test"))
     for name, baseline in baselines.items():
         with mlflow.start_run(run_name=f"{spec.name} baseline: {name}", nested=True):
@@ -359,7 +367,8 @@ def _run_baselines(
             metrics[name] = spec.test_metrics(test_y, fitted.predicted)
             mlflow.log_metrics(metrics[name])
             predictions[name] = fitted.predicted
-    return metrics, predictions
+            servables[name] = fitted.servable
+    return metrics, predictions, servables
 
 
 SEGMENTS_SERVICE = "segments_v1"
@@ -498,7 +507,8 @@ def _decision(result: ModelResult) -> str:
         return f"{result.model}: {result.decision}"
     untuned = result.data is not None and not result.data.enough("validation")
     note = f" ({result.data.reason('validation')}: fixed parameters, uncalibrated)" if result.data and untuned else ""
-    return f"{result.model} v{result.version}: {result.decision}{note}"
+    served = f"\n{result.model}: {result.served}" if result.served else ""
+    return f"{result.model} v{result.version}: {result.decision}{note}{served}"
 
 
 def _data_table(results: list[ModelResult]) -> Table:

@@ -16,8 +16,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from custlens.settings import Settings
+from features.catalog import BTYD_SUMMARY_FEATURES
 from features.lake.tables import table_path
+from features.model_inputs import BASELINE_SERVICE
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary
+from training.baselines.servable import RFM_COLUMNS, BaselineBundle, rfm_matrix
 from training.frames import ModelFrame, cutoff_of
 from training.specs import ModelSpec
 
@@ -26,6 +29,7 @@ from training.specs import ModelSpec
 class Fitted:
     predicted: np.ndarray  # one per test row, the same quantity as the model's score
     params: dict[str, float]  # what the fit found: BG/NBD's r, alpha, a, b; Gamma-Gamma's p, q, gamma; ...
+    servable: BaselineBundle  # the same fit as a model the Scorer can serve
 
 
 # A model's training frame -> predictions for its test rows and the fitted parameters.
@@ -33,28 +37,34 @@ Baseline = Callable[[ModelFrame], Fitted]
 # How a baseline is made for one model: the settings hold the lake and the label windows.
 BaselineFactory = Callable[[Settings, ModelSpec], Baseline]
 
-RFM_COLUMNS = ("days_since_last_order", "orders_365d", "revenue_365d", "tenure_days")
 
-
-def _rfm(rows: pd.DataFrame) -> np.ndarray:
-    values = rows[list(RFM_COLUMNS)].apply(pd.to_numeric, errors="coerce").astype(float)
-    values["orders_365d"] = np.log1p(values["orders_365d"].clip(lower=0))
-    values["revenue_365d"] = np.log1p(values["revenue_365d"].clip(lower=0))
-    return values.fillna(values.median()).to_numpy()
+def _columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {name: pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype="float64") for name in RFM_COLUMNS}
 
 
 def logistic_rfm(settings: Settings, spec: ModelSpec) -> Baseline:
-    """The label's probability from a logistic regression on RFM features, fitted on the training rows."""
+    """The label's probability from a logistic regression on RFM features, fitted on the training
+    rows (missing values filled with the training rows' medians, for the test rows too)."""
 
     def predict(frame: ModelFrame) -> Fitted:
         train, test = frame.part("train"), frame.part("test")
+        nothing = {name: np.nan for name in RFM_COLUMNS}
+        raw_train = rfm_matrix(_columns(train), nothing)
+        medians = {name: float(np.nanmedian(raw_train[:, j])) if np.isfinite(raw_train[:, j]).any() else 0.0
+                   for j, name in enumerate(RFM_COLUMNS)}  # fmt: skip
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        model.fit(_rfm(train), train[spec.label].astype(int).to_numpy())
-        regression = model[-1]
+        model.fit(rfm_matrix(_columns(train), medians), train[spec.label].astype(int).to_numpy())
+        scaler, regression = model[0], model[-1]
         # on standardized inputs (log1p of orders and revenue): comparable across features
         params = {f"coef_{name}": float(c) for name, c in zip(RFM_COLUMNS, regression.coef_[0], strict=True)}
         params["intercept"] = float(regression.intercept_[0])
-        return Fitted(np.asarray(model.predict_proba(_rfm(test))[:, 1]), params)
+        servable = BaselineBundle(
+            model=spec.name, flavour="logistic_rfm", window_days=spec.label_window(settings),
+            features=list(RFM_COLUMNS), feature_service=BASELINE_SERVICE,
+            params={"medians": medians, "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+                    "coef": regression.coef_[0].tolist(), "intercept": float(regression.intercept_[0])},
+        )  # fmt: skip
+        return Fitted(np.asarray(model.predict_proba(rfm_matrix(_columns(test), medians))[:, 1]), params, servable)
 
     return predict
 
@@ -77,7 +87,9 @@ def bgnbd(settings: Settings, spec: ModelSpec) -> Baseline:
         everyone, test = _summaries(settings, frame)
         bg = BetaGeo.fit(everyone)
         none = bg.prob_no_purchase(test, window)
-        return Fitted(np.asarray(none if spec.label_is_no_order else 1.0 - none), asdict(bg))
+        servable = BaselineBundle(model=spec.name, flavour="bgnbd", window_days=window, params=asdict(bg),
+                                  features=list(BTYD_SUMMARY_FEATURES), feature_service=BASELINE_SERVICE)  # fmt: skip
+        return Fitted(np.asarray(none if spec.label_is_no_order else 1.0 - none), asdict(bg), servable)
 
     return predict
 
@@ -90,7 +102,11 @@ def bgnbd_gamma_gamma(settings: Settings, spec: ModelSpec) -> Baseline:
         everyone, test = _summaries(settings, frame)
         bg, gg = BetaGeo.fit(everyone), GammaGamma.fit(everyone)
         # Gamma-Gamma's scale v is the paper's gamma
-        return Fitted(expected_revenue(bg, gg, test, days=window), {**asdict(bg), "p": gg.p, "q": gg.q, "gamma": gg.v})
+        servable = BaselineBundle(model=spec.name, flavour="bgnbd_gamma_gamma", window_days=window,
+                                  params={**asdict(bg), **asdict(gg)}, features=list(BTYD_SUMMARY_FEATURES),
+                                  feature_service=BASELINE_SERVICE)  # fmt: skip
+        return Fitted(expected_revenue(bg, gg, test, days=window), {**asdict(bg), "p": gg.p, "q": gg.q, "gamma": gg.v},
+                      servable)  # fmt: skip
 
     return predict
 
