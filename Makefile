@@ -65,7 +65,7 @@ serve: $(STAMP)
 
 # The MLflow UI over the embedded default's tracking store (runs, trials, baselines, registry).
 mlflow-ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(or $(CUSTLENS_DATA_DIR),data))/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf data .pytest_cache

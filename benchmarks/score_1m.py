@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--naive-customers", type=int, nargs=2, default=[5_000, 20_000],
                         help="two subset sizes the naive path is measured at, then extrapolated")  # fmt: skip
     parser.add_argument("--source", type=Path, default=PROJECT_ROOT / "data", help="a trained project's data dir")
-    parser.add_argument("--mlruns", type=Path, default=PROJECT_ROOT / "mlruns" / "mlflow.db")
+    parser.add_argument("--mlruns", type=Path, default=PROJECT_ROOT / "data" / "mlruns" / "mlflow.db")
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / "bench-out" / "score", help="scratch (wiped)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)

@@ -212,7 +212,7 @@ def features_build(
     config: ConfigOption = None,
 ) -> None:
     """Compute per-customer feature snapshots from the lake, from data strictly before each cutoff."""
-    from features.snapshots import build_default_snapshots, build_snapshots
+    from features.snapshots import build_default_snapshots, build_snapshots, snapshot_warnings
 
     settings = _settings(config)
     if as_of:
@@ -220,6 +220,8 @@ def features_build(
     else:
         report = build_default_snapshots(settings, console=console)
     console.print(report.render())
+    for warning in snapshot_warnings(settings, report):
+        console.print(f"[yellow]{warning}[/]")
 
 
 @features_app.command("apply")

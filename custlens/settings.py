@@ -340,7 +340,7 @@ class TrainingSettings(_Section):
         "revenue is within this band.",
     )
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; default: SQLite store and artifacts in mlruns/ at the project root."
+        None, description="MLflow tracking URI; default: SQLite store and artifacts in <data_dir>/mlruns/."
     )
 
     @field_validator("clv_total_band")

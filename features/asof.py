@@ -126,6 +126,13 @@ def resolve_snapshot(settings: Settings, requested: date | None, available: Sequ
                 f"no feature snapshot at {requested}; snapshots exist at {_listed(available)} "
                 f"(build another with `custlens features build --as-of {requested}`)"
             )
+        try:
+            live = live_as_of(settings)
+        except CustlensError:
+            return requested, f"as of {requested} (--as-of)"
+        if requested > live.day:
+            return requested, (f"as of {requested} (--as-of), after the as-of the data gives, {live.day} ({live.why}): "
+                               "its days have no data")  # fmt: skip
         return requested, f"as of {requested} (--as-of)"
     try:
         live = live_as_of(settings)
@@ -133,7 +140,7 @@ def resolve_snapshot(settings: Settings, requested: date | None, available: Sequ
         return available[-1], f"as of {available[-1]} (the latest snapshot; no lake to date the data by)"
     if live.day not in available:
         stale = after_data_end(available, live)
-        note = f"; {_listed(stale)} lie after it (an earlier setting) and are not used" if stale else ""
+        note = f"; later snapshots ({_listed(stale)}) are not used in its place" if stale else ""
         raise CustlensError(
             f"no feature snapshot at the as-of {live.day} ({live.why}){note}; run `custlens features build` "
             f"(or pass --as-of one of {_listed(available)})"

@@ -191,6 +191,15 @@ def _settle_side_files(settings: Settings, generation: str | None) -> None:
             stale.unlink(missing_ok=True)
 
 
+def materialized_cutoff(settings: Settings) -> date | None:
+    """The snapshot the online store was last switched to (its digests say), None if never."""
+    path = _digest_path(settings)
+    if not path.exists():
+        return None
+    cutoff = (pq.read_schema(path).metadata or {}).get(b"cutoff")
+    return date.fromisoformat(cutoff.decode()) if cutoff else None
+
+
 def _previous_digests(path: Path) -> dict[str, int] | None:
     """The customers the last generation written held, and their digests; None if unknown."""
     if not path.exists():

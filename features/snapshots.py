@@ -446,6 +446,13 @@ class SnapshotReport:
 def default_cutoffs(settings: Settings, live: AsOf | None = None) -> list[date]:
     """Month starts (or Mondays) over the lake's order history, the latest `features.max_cutoffs`
     of them, plus the live as-of (today for fresh data, else the end of the data); sorted and unique."""
+    cutoffs = set(grid(settings)[-settings.features.max_cutoffs :])
+    cutoffs.add((live or live_as_of(settings)).day)
+    return sorted(cutoffs)
+
+
+def grid(settings: Settings) -> list[date]:
+    """Every month start (or Monday) strictly after the first order, up to the day after the last."""
     first_order, last_order = _order_span(settings)
     periodic: list[date] = []
     if first_order is not None and last_order is not None:
@@ -457,9 +464,7 @@ def default_cutoffs(settings: Settings, live: AsOf | None = None) -> list[date]:
         while day <= last_day:
             periodic.append(day)
             day = _next_period_start(day, every)
-    cutoffs = set(periodic[-settings.features.max_cutoffs :])
-    cutoffs.add((live or live_as_of(settings)).day)
-    return sorted(cutoffs)
+    return periodic
 
 
 def remove_snapshots_after(settings: Settings, day: date) -> tuple[date, ...]:
@@ -529,6 +534,38 @@ def build_default_snapshots(settings: Settings, console: Console | None = None) 
     removed = remove_snapshots_after(settings, live.day)
     report = build_snapshots(settings, default_cutoffs(settings, live), console=console)
     return replace(report, as_of=live.line(), removed=removed)
+
+
+def snapshot_warnings(settings: Settings, report: SnapshotReport) -> list[str]:
+    """What a build leaves for the user to know: cutoffs asked for after the as-of (they describe
+    days the data does not reach), and an online store still serving a snapshot just removed."""
+    from features.online import materialized_cutoff
+
+    warnings: list[str] = []
+    try:
+        live = live_as_of(settings)
+    except CustlensError:
+        return warnings
+    later = [day for day in report.cutoffs if day > live.day]
+    if later:
+        warnings.append(
+            f"{', '.join(map(str, later))}: after the as-of {live.day} ({live.why}): such a snapshot describes days "
+            "the data does not reach; `custlens features build` without --as-of removes it"
+        )
+    served = materialized_cutoff(settings)
+    periodic = grid(settings)
+    if report.as_of and len(periodic) > settings.features.max_cutoffs:
+        kept = periodic[-settings.features.max_cutoffs]
+        warnings.append(
+            f"features.max_cutoffs = {settings.features.max_cutoffs} keeps the latest of {len(periodic)} grid cutoffs: "
+            f"none before {kept} (the history starts {periodic[0]}); raise it to train on all of them"
+        )
+    if served is not None and served in report.removed:
+        warnings.append(
+            f"the online store still serves the removed snapshot {served}: run `custlens features materialize` "
+            f"to serve {live.day}"
+        )
+    return warnings
 
 
 def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Console | None = None) -> SnapshotReport:

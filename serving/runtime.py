@@ -37,7 +37,7 @@ from features.kpis import (
 )
 from features.kpis import kpis as compute_kpis
 from features.lake.tables import CrmIds, crosswalk_path
-from features.online import OnlineFeatures
+from features.online import OnlineFeatures, materialized_cutoff
 from serving.scorer import SCORE_COLUMNS, Scorer
 
 logger = logging.getLogger("custlens.serving")
@@ -187,7 +187,10 @@ class Runtime:
         self.loaded = loaded
         self.reason = "ready"
         _settle_heap()
-        logger.info("serving models %s, windows %s", scorer.versions, scorer.windows)
+        counted = "fresh data: day counts to each request's time" if online.freshness.fresh(datetime.now(UTC)) else (
+            "answered as of the snapshot")
+        logger.info("serving models %s, windows %s, on the feature snapshot %s (%s)", scorer.versions, scorer.windows,
+                    materialized_cutoff(self.settings), counted)  # fmt: skip
         for note in scorer.window_notes():
             logger.warning("%s", note)
         return loaded
@@ -231,6 +234,7 @@ class Runtime:
             "reload_poll_seconds": self.settings.serving.reload_poll_seconds,
             "last_reload_error": self.last_reload_error,
             "online_store": self.settings.feast.online_store,
+            "feature_snapshot": None if (served := materialized_cutoff(self.settings)) is None else served.isoformat(),
             "data_end": None if (end := loaded.online.freshness.data_end()) is None else end.isoformat(),
             "data_fresh": loaded.online.freshness.fresh(datetime.now(UTC)),
             "fresh_within_days": self.settings.features.fresh_within_days,

@@ -102,6 +102,11 @@ def load_holdout(settings: Settings, cutoff: date, horizon_days: int) -> Holdout
     """The holdout's labels; an error that says what fits when the horizon runs past the data end."""
     end = lake_end(settings)
     start = cutoff_instant(cutoff)
+    if start >= end:
+        raise CustlensError(
+            f"--cutoff {cutoff} is after the data end ({end.date() - timedelta(days=1)}): a holdout needs data "
+            "after its cutoff; choose an earlier --cutoff"
+        )
     if start + timedelta(days=horizon_days) > end:
         longest = max((end - start).days, 0)
         raise CustlensError(

@@ -124,6 +124,9 @@ def champion_predictions(
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=folder)
         bundle = ModelBundle.load(next(Path(local).rglob(BUNDLE_FILE)))
+    window = spec.label_window(settings)
+    if int(bundle.meta.get("window_days", window)) != window:
+        return None, None  # it predicts another window: no comparison on these labels means anything
     return str(version.version), spec.scores(bundle.predict(frame.part("test")))
 
 
@@ -164,6 +167,33 @@ def serve_best_baseline(
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "promotion", decision)
     return f"v{version} serves: baseline {best} ({key} {measured[best]:.4f}) is @champion"
+
+
+def serve_history_baseline(settings: Settings, spec: ModelSpec, reason: str) -> str:
+    """For a model the data cannot train, with no champion: its BTYD baseline fitted on the whole
+    history becomes @champion (registered as a version), so the model still serves. Returns what
+    serves, in words ("" when nothing can)."""
+    from training.baselines import fit_on_history
+
+    client = connect(settings)
+    name = registered_name(spec.name)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        return f"the champion v{current.version} keeps serving"
+    except MlflowException:
+        pass
+    bundle = fit_on_history(settings, spec)
+    if bundle is None:
+        return ""
+    with mlflow.start_run(run_name=f"{spec.name} baseline: {bundle.flavour} (served)", nested=True):
+        mlflow.set_tags({"model": spec.name, "kind": BASELINE_KIND, "baseline": bundle.flavour})
+        mlflow.log_params({key: value for key, value in bundle.params.items() if isinstance(value, float)})
+        version = register_baseline(bundle, pd.DataFrame(index=range(3)))
+    decision = (f"champion: baseline {bundle.flavour} fitted on the whole history ({bundle.window_days}-day window, "
+                f"not evaluated on a test window): the learned model cannot train ({reason})")  # fmt: skip
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promotion", decision)
+    return f"v{version} serves: baseline {bundle.flavour}, fitted on the whole history, is @champion"
 
 
 # What a candidate must not be materially worse on than any incumbent, by the kind of score.

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from custlens.runs import RunOwner
-from custlens.settings import PROJECT_ROOT, Settings
+from custlens.settings import Settings
 
 EXPERIMENT_PREFIX = "custlens"
 HOST_TAG, PID_TAG = "custlens.host", "custlens.pid"
@@ -26,7 +26,10 @@ PARENT_TAG = "mlflow.parentRunId"
 
 
 def tracking_uri(settings: Settings) -> str:
-    return settings.training.tracking_uri or f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
+    """The configured tracking URI, or a SQLite store under the data folder: each data folder
+    (`CUSTLENS_DATA_DIR`) has its own runs, registered models and champions, so the models of one
+    business never serve another's customers."""
+    return settings.training.tracking_uri or f"sqlite:///{settings.data_dir.resolve() / 'mlruns' / 'mlflow.db'}"
 
 
 def _artifact_root(uri: str) -> str | None:

@@ -309,8 +309,9 @@ def _skipped(settings: Settings, spec: ModelSpec, reason: str, data: Sufficiency
     with start_run(f"{spec.name} lightgbm") as run:
         mlflow.set_tags({"model": spec.name, "kind": "lightgbm", "skipped": reason, **(data.tags() if data else {})})
         mlflow.log_params({"label_window_days": spec.label_window(settings), **(data.params() if data else {})})
+        served = registry.serve_history_baseline(settings, spec, reason)
     return ModelResult(spec.name, run.info.run_id, "-", {}, False, f"skipped: {reason}",
-                       seconds=time.perf_counter() - started, data=data, skipped=True)  # fmt: skip
+                       seconds=time.perf_counter() - started, data=data, skipped=True, served=served)  # fmt: skip
 
 
 def _oracle_metrics(
@@ -504,7 +505,7 @@ def _oracle_line(result: ModelResult) -> str:
 
 def _decision(result: ModelResult) -> str:
     if result.skipped:
-        return f"{result.model}: {result.decision}"
+        return f"{result.model}: {result.decision}" + (f"\n{result.model}: {result.served}" if result.served else "")
     untuned = result.data is not None and not result.data.enough("validation")
     note = f" ({result.data.reason('validation')}: fixed parameters, uncalibrated)" if result.data and untuned else ""
     served = f"\n{result.model}: {result.served}" if result.served else ""

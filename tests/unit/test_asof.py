@@ -72,7 +72,8 @@ def test_commands_use_the_as_of_snapshot_never_a_later_or_earlier_one(settings: 
     # given only a stale wall-clock snapshot and an older one
     build_snapshots(settings, [date(2011, 11, 1), date(2026, 12, 1)])
     # then the default is refused, naming the as-of and the ignored snapshot
-    with pytest.raises(CustlensError, match=r"no feature snapshot at the as-of 2011-12-10 .*2026-12-01 lie after it"):
+    refused = r"no feature snapshot at the as-of 2011-12-10 .*later snapshots \(2026-12-01\) are not used"
+    with pytest.raises(CustlensError, match=refused):
         resolve_snapshot(settings, None, snapshot_cutoffs(settings))
     # an explicit --as-of is taken as asked
     assert resolve_snapshot(settings, date(2011, 11, 1), snapshot_cutoffs(settings)) == (
@@ -82,6 +83,9 @@ def test_commands_use_the_as_of_snapshot_never_a_later_or_earlier_one(settings: 
     build_snapshots(settings, [date(2011, 12, 10)])
     day, why = resolve_snapshot(settings, None, snapshot_cutoffs(settings))
     assert day == date(2011, 12, 10) and "the end of the data" in why
+    # asked for by hand, the snapshot after the data end is used, and the line says what it is
+    day, why = resolve_snapshot(settings, date(2026, 12, 1), snapshot_cutoffs(settings))
+    assert day == date(2026, 12, 1) and "after the as-of the data gives, 2011-12-10" in why
 
 
 def test_freshness_reads_the_data_end_again_when_the_lake_changes(settings: Settings) -> None:
@@ -93,3 +97,12 @@ def test_freshness_reads_the_data_end_again_when_the_lake_changes(settings: Sett
     write_lake(settings, orders=[order("A", "2010-12-01 08:26", "10"), order("B", "2011-12-19 10:00", "5")])
     os.utime(orders, (orders.stat().st_atime, orders.stat().st_mtime + 5))
     assert freshness.fresh(now)
+
+
+def test_a_build_says_what_it_leaves_wrong(settings: Settings) -> None:
+    from features.snapshots import snapshot_warnings
+
+    # a snapshot asked for after the as-of is built, with a warning
+    report = build_snapshots(settings, [date(2026, 12, 1)])
+    (warning,) = snapshot_warnings(settings, report)
+    assert warning.startswith("2026-12-01: after the as-of 2011-12-10")

@@ -15,9 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.catalog import BTYD_SUMMARY_FEATURES
-from features.lake.tables import table_path
+from features.lake.tables import lake_end, table_path
 from features.model_inputs import BASELINE_SERVICE
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary
 from training.baselines.servable import RFM_COLUMNS, BaselineBundle, rfm_matrix
@@ -69,13 +70,16 @@ def logistic_rfm(settings: Settings, spec: ModelSpec) -> Baseline:
     return predict
 
 
+def _orders(settings: Settings) -> pd.DataFrame:
+    """What the BTYD summary reads of the lake's orders."""
+    columns = ["customer_id", "ordered_at", "status", "net_amount"]
+    return pd.read_parquet(table_path(settings, "orders"), columns=columns)
+
+
 def _summaries(settings: Settings, frame: ModelFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The history of everyone who bought before the test cutoff (to fit on) and of the test rows.
     No label is read: the fit sees only orders before the test cutoff."""
-    orders = pd.read_parquet(
-        table_path(settings, "orders"), columns=["customer_id", "ordered_at", "status", "net_amount"]
-    )
-    everyone = rfm_summary(orders, cutoff_of(frame.split.test))
+    everyone = rfm_summary(_orders(settings), cutoff_of(frame.split.test))
     return everyone, everyone.reindex(frame.part("test")["customer_id"].to_numpy()).fillna(0.0)
 
 
@@ -121,3 +125,22 @@ BASELINES: dict[str, BaselineFactory] = {
 def baselines_for(settings: Settings, spec: ModelSpec) -> dict[str, Baseline]:
     """The baselines the spec names, in its order (the gate reports the first one not beaten)."""
     return {name: BASELINES[name](settings, spec) for name in spec.baselines}
+
+
+def fit_on_history(settings: Settings, spec: ModelSpec) -> BaselineBundle | None:
+    """The model's BTYD baseline fitted on every order of the lake, for a model the data cannot
+    train (its window does not fit the history): BG/NBD and Gamma-Gamma extrapolate to any window,
+    as the published models do. None when the spec has no BTYD baseline or the fit finds nothing."""
+    flavour = next((name for name in ("bgnbd_gamma_gamma", "bgnbd") if name in spec.baselines), None)
+    if flavour is None:
+        return None
+    everyone = rfm_summary(_orders(settings), pd.Timestamp(lake_end(settings)))
+    try:
+        params = asdict(BetaGeo.fit(everyone))
+        if flavour == "bgnbd_gamma_gamma":
+            params |= asdict(GammaGamma.fit(everyone))
+    except CustlensError:
+        return None
+    return BaselineBundle(model=spec.name, flavour=flavour, window_days=spec.label_window(settings), params=params,
+                          features=list(BTYD_SUMMARY_FEATURES), feature_service=BASELINE_SERVICE,
+                          meta={"fitted_on": "every order before the data end; not evaluated on a test window"})
