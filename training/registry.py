@@ -87,7 +87,7 @@ def register_baseline(bundle: BaselineBundle, example: pd.DataFrame) -> str:
         )  # fmt: skip
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()  # the tracking and registry URIs `connect` set
-    for key, value in {"kind": BASELINE_KIND, "flavour": bundle.flavour}.items():
+    for key, value in {"kind": BASELINE_KIND, "flavour": bundle.flavour, "fit": bundle.fit_digest()}.items():
         client.set_model_version_tag(registered_name(bundle.model), version, key, value)
     return version
 
@@ -158,8 +158,10 @@ def serve_best_baseline(
         return (f"the champion v{current.version} keeps serving ({key} {champion[key]:.4f} >= best baseline "
                     f"{best} {measured[best]:.4f} on these test rows)")  # fmt: skip
     bundle = servables[best]
+    if current is not None and current.tags.get("fit") == bundle.fit_digest():
+        return f"v{current.version} keeps serving: the same baseline fit"
     with mlflow.start_run(run_name=f"{spec.name} baseline: {best} (served)", nested=True):
-        mlflow.set_tags({"model": spec.name, "kind": BASELINE_KIND, "baseline": best})
+        mlflow.set_tags({"model": spec.name, "served_baseline": best})
         mlflow.log_metrics(baselines[best])
         version = register_baseline(bundle, test)
     decision = (f"champion: baseline {best} ({key} {measured[best]:.4f}), the best on the test rows; no learned "
@@ -186,7 +188,7 @@ def serve_history_baseline(settings: Settings, spec: ModelSpec, reason: str) -> 
     if bundle is None:
         return ""
     with mlflow.start_run(run_name=f"{spec.name} baseline: {bundle.flavour} (served)", nested=True):
-        mlflow.set_tags({"model": spec.name, "kind": BASELINE_KIND, "baseline": bundle.flavour})
+        mlflow.set_tags({"model": spec.name, "served_baseline": bundle.flavour})
         mlflow.log_params({key: value for key, value in bundle.params.items() if isinstance(value, float)})
         version = register_baseline(bundle, pd.DataFrame(index=range(3)))
     decision = (f"champion: baseline {bundle.flavour} fitted on the whole history ({bundle.window_days}-day window, "

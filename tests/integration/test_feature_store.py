@@ -139,7 +139,9 @@ def test_first_apply_registers_every_view_and_service(tmp_path: Path) -> None:
     assert {view.name for view in store.list_feature_views()} >= {
         "purchases", "engagement", "voice", "support", "profile", "customer_vector",
     }
-    assert {s.name for s in store.list_feature_services()} == {"churn_v1", "repurchase_v1", "clv_v1", "segments_v1"}
+    assert {s.name for s in store.list_feature_services()} == {
+        "churn_v1", "repurchase_v1", "clv_v1", "segments_v1", "baselines_v1"
+    }
     assert any("customer_vector" in change for change in result.changes)
 
 

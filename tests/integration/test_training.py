@@ -26,6 +26,7 @@ from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
 from tests.support.business import SAMPLE_CONFIG
 from tests.support.trained import on_own_tracking as shared_tracking_copy
+from training.evaluation import PRIMARY_METRIC
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
 from training.registry import CHALLENGER, CHAMPION
@@ -84,7 +85,8 @@ def test_every_model_is_registered_and_the_first_good_one_is_champion(settings: 
 
     for model in MODELS:
         result = first[model]
-        versions = client.search_model_versions(f"name = '{registered_name(model)}'")
+        found = client.search_model_versions(f"name = '{registered_name(model)}'")
+        versions = [v for v in found if v.tags.get("kind") != "baseline"]
         assert [str(v.version) for v in versions] == ["1"], model
         # the first version of a model has no champion to beat: its baselines (or stability) decide
         if model == "segments":
@@ -93,8 +95,15 @@ def test_every_model_is_registered_and_the_first_good_one_is_champion(settings: 
             assert {check.against for check in result.gate} - {""} == set(result.baselines), model
             assert result.promoted == all(check.passed for check in result.gate), model
             assert versions[0].tags["gate_diff_vs_" + SPECS[model].baselines[0]].startswith(("pass: ", "fail: "))
-        holder, other = (CHAMPION, CHALLENGER) if result.promoted else (CHALLENGER, CHAMPION)
-        assert (alias_version(client, model, holder), alias_version(client, model, other)) == ("1", None), model
+        if result.promoted:
+            assert (alias_version(client, model, CHAMPION), alias_version(client, model, CHALLENGER)) == ("1", None)
+        elif model != "segments":
+            # it lost: the best baseline serves, registered as version 2 of the same model
+            assert alias_version(client, model, CHALLENGER) == "1", model
+            champion = client.get_model_version_by_alias(registered_name(model), CHAMPION)
+            assert (str(champion.version), champion.tags["kind"]) == ("2", "baseline"), model
+            best = max(result.baselines, key=lambda name: result.baselines[name][PRIMARY_METRIC[model][0]])
+            assert champion.tags["flavour"] == best and f"v2 serves: baseline {best}" in result.served, model
         assert result.decision.startswith("promoted:" if result.promoted else "not promoted:"), model
         assert versions[0].tags["promotion"] == result.decision, model
         assert client.get_run(result.run_id).data.tags["promotion"] == result.decision, model
@@ -157,21 +166,22 @@ def test_churn_probability_rises_when_the_last_order_recedes(settings: Settings,
 
 def test_retraining_on_the_same_data_does_not_replace_the_champion(settings: Settings, first: dict) -> None:
     had_champion = first["churn"].promoted
+    client = connect(settings)
+    champion_before = alias_version(client, "churn", CHAMPION)  # v1, or the baseline that serves instead
 
     (again,) = train_all(settings, ["churn"])
 
-    client = connect(settings)
-    assert again.version == "2" and not again.promoted
-    assert alias_version(client, "churn", CHALLENGER) == "2"
-    assert alias_version(client, "churn", CHAMPION) == ("1" if had_champion else None)
+    assert not again.promoted
+    assert alias_version(client, "churn", CHALLENGER) == again.version
+    # the same champion: a learned one keeps its place, a baseline refitted on the same data is the same fit
+    assert alias_version(client, "churn", CHAMPION) == champion_before
+    assert again.served == ("" if had_champion else f"v{champion_before} keeps serving: the same baseline fit")
     # refused by the champion when there is one (no gain of the margin on the same data), else by a baseline again
     assert ("champion v1" in again.decision) == had_champion
     assert ("baseline" in again.decision) != had_champion
     logged = client.get_run(again.run_id).data.metrics
     if had_champion:  # v1 re-scored on the same test rows gives v1's own test metric
         assert logged["champion_test_auc"] == pytest.approx(first["churn"].metrics["test_auc"])
-    else:
-        assert "champion_test_auc" not in logged
 
 
 def test_each_run_logs_its_gate_its_test_predictions_and_its_baselines_fitted_parameters(
@@ -267,7 +277,10 @@ def test_a_model_below_the_data_minimums_is_fitted_untuned_and_not_promoted(sett
     assert run.data.tags["data_validation"].startswith("not tuned: only")
     assert run.data.params["negatives_test"] == str(counts["test"].negatives)
     assert "validation_loss" not in run.data.metrics and "test_auc" in run.data.metrics  # measured, not gated
-    assert alias_version(client, "churn", CHALLENGER) == "1" and alias_version(client, "churn", CHAMPION) is None
+    assert alias_version(client, "churn", CHALLENGER) == "1"
+    # something still serves: the best baseline on the (small) test window, as a version of its own
+    champion = client.get_model_version_by_alias(registered_name("churn"), CHAMPION)
+    assert (str(champion.version), champion.tags["kind"]) == ("2", "baseline")
 
 
 def test_snapshots_before_the_first_order_leave_a_model_skipped_not_crashed(settings: Settings, tmp_path: Path) -> None:

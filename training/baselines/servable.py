@@ -9,6 +9,7 @@ churn reasons.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -114,6 +115,11 @@ class BaselineBundle:
         _require_served(services, self.features, self.name, self.feature_service)
 
     # -- storage ----------------------------------------------------------------------------------
+
+    def fit_digest(self) -> str:
+        """A short digest of what it is (flavour, window, parameters, inputs): equal fits, equal digests."""
+        state = json.dumps([self.flavour, self.window_days, self.params, self.features], sort_keys=True)
+        return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
 
     def state(self) -> dict[str, Any]:
         return {
