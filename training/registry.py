@@ -302,9 +302,10 @@ def model_versions(settings: Settings, models: Sequence[str]) -> list[VersionSum
     client = connect(settings)
     listed = []
     for model in models:
-        found = client.search_model_versions(f"name = '{registered_name(model)}'")
-        for version in sorted(found, key=lambda v: int(v.version), reverse=True):
-            listed.append(VersionSummary.of(client, model, version))
+        name = registered_name(model)
+        found = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'")), reverse=True)
+        for version in found:  # asked one by one: search_model_versions leaves out the aliases
+            listed.append(VersionSummary.of(client, model, client.get_model_version(name, str(version))))
     return listed
 
 

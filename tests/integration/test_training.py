@@ -3,6 +3,7 @@ runs with nested trials and baselines, the registry and the @champion gate, and 
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -306,4 +307,5 @@ def test_promote_by_hand_sets_the_champion_with_who_when_and_why_and_models_list
     assert listed.exit_code == 0, listed.output
     assert "repurchase v1: " in listed.output and "by hand by" in listed.output
     assert all(f"{model} v1:" in listed.output for model in MODELS)
-    assert "learned" in listed.output and "@champion" in listed.output
+    assert "learned" in listed.output
+    assert re.search(r"repurchase\s*│\s*1\s*│\s*learned\s*│\s*@champion", listed.output), listed.output
