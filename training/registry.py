@@ -323,6 +323,8 @@ def promote(settings: Settings, model: str, version: str, reason: str, models: S
         listed = ", ".join(existing) if existing else "none yet; run custlens train first"
         raise CustlensError(f"{name} has no version {version!r}; its versions: {listed} (see custlens models)")
     client.set_registered_model_alias(name, CHAMPION, version)
+    if CHALLENGER in client.get_model_version(name, version).aliases:  # the one it is, not both
+        client.delete_registered_model_alias(name, CHALLENGER)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {PROMOTED_BY: getpass.getuser(), PROMOTED_AT: stamp, PROMOTION_REASON: reason}.items():
         client.set_model_version_tag(name, version, key, value)

@@ -300,7 +300,7 @@ def test_promote_by_hand_sets_the_champion_with_who_when_and_why_and_models_list
 
     assert promoted.exit_code == 0, promoted.output
     version = connect(own).get_model_version(registered_name("repurchase"), "1")
-    assert "champion" in version.aliases
+    assert "champion" in version.aliases and "challenger" not in version.aliases
     assert version.tags["promotion_reason"] == "reviewed by hand" and version.tags["promoted_by"]
     assert version.tags["promoted_at"].startswith("20")
     assert unknown.exit_code == 2 and "custlens-repurchase has no version '9'; its versions: 1" in unknown.output
