@@ -284,7 +284,7 @@ def train(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Train, tune, evaluate and register the models; promote each that beats its champion."""
+    """Train, tune, evaluate and register the models; promote each that passes the gate (training.registry)."""
     from features.asof import live_as_of
     from training.tracking import tracking_uri
     from training.train import MODELS, render, train_all

@@ -526,12 +526,13 @@ def evaluate(holdout: Holdout, candidates: list[Candidate], resamples: int, seed
         populations[model] = {"customers": len(actual), "positives": positives, "negatives": len(actual) - positives}
         evaluated = [c for c in candidates if c.model == model and not c.skipped]
         metric_defs = bootstrap.CLASSIFIER_METRICS if spec.output == "probability" else bootstrap.VALUE_METRICS
-        draws: dict[tuple[str, str], np.ndarray] = {}
+        predictions: dict[str, np.ndarray] = {}
         for candidate in evaluated:
             assert candidate.predicted is not None
             metrics[(model, candidate.name)] = spec.test_metrics(actual, candidate.predicted)
-            for key, (metric, _) in metric_defs.items():
-                draws[(candidate.name, key)] = bootstrap.bootstrap(metric, actual, candidate.predicted, resamples, seed)
+            predictions[candidate.name] = candidate.predicted
+        weighted = {key: metric for key, (metric, _) in metric_defs.items()}
+        draws = bootstrap.bootstrap(weighted, actual, predictions, resamples, seed)
         baselines = [c.name for c in evaluated if c.kind == "baseline"]
         best = max(baselines, key=lambda name: metrics[(model, name)][spec.primary_metric], default=None)
         if best is not None:
@@ -539,10 +540,10 @@ def evaluate(holdout: Holdout, candidates: list[Candidate], resamples: int, seed
         for candidate in evaluated:
             for key in metric_defs:
                 point = metrics[(model, candidate.name)][key]
-                estimate = Interval(point, *bootstrap.interval(draws[(candidate.name, key)]))
+                estimate = Interval(point, *bootstrap.interval(draws[candidate.name][key]))
                 diff = None
                 if candidate.kind != "baseline" and best is not None:
-                    paired = draws[(candidate.name, key)] - draws[(best, key)]
+                    paired = draws[candidate.name][key] - draws[best][key]
                     diff = Interval(point - metrics[(model, best)][key], *bootstrap.interval(paired))
                 rows.append(Row(model, candidate.name, candidate.kind, key.removeprefix("test_"), estimate, diff))
     return BacktestResult(holdout.cutoff, holdout.horizon_days, rows, candidates, populations, best_baselines,

@@ -301,34 +301,33 @@ def decide(
     `training.promotion_margin`, no guard metric is materially worse (`training.guard_tolerance`),
     and a CLV model's total is within `training.clv_total_band`. Every predictor is measured on the
     same resamples of the customers (one row each in a test window), seeded by `training.seed`."""
-    resamples, seed = training.bootstrap_resamples, training.seed
-
-    def draws(metric: str, predicted: np.ndarray) -> np.ndarray:
-        return bootstrap.bootstrap(_BOOTSTRAPPED[metric], actual, predicted, resamples, seed)
-
     checks: list[Check] = []
     primary, larger_is_better = PRIMARY_METRIC[spec.name]
     sign = 1.0 if larger_is_better else -1.0
     margin, tolerance = training.promotion_margin, training.guard_tolerance
-    ours = {metric: draws(metric, candidate) for metric in (primary, *GUARDS[spec.output])}
+    measured = (primary, *GUARDS[spec.output]) + ((TOTAL_RATIO,) if spec.output == "predicted_value" else ())
+    # the candidate under a key no incumbent has (they are baseline names and `champion vN`)
+    draws = bootstrap.bootstrap({metric: _BOOTSTRAPPED[metric] for metric in measured}, actual,
+                                {"": candidate, **incumbents}, training.bootstrap_resamples, training.seed)  # fmt: skip
+    ours = draws[""]
     point = spec.test_metrics(actual, candidate)
     for against, predicted in incumbents.items():
         theirs = spec.test_metrics(actual, predicted)
-        gain = sign * (ours[primary] - draws(primary, predicted))
+        gain = sign * (ours[primary] - draws[against][primary])
         low, high = bootstrap.interval(gain)
         checks.append(Check("primary", primary, against, sign * (point[primary] - theirs[primary]), low, high,
                             low > margin, f"{margin:g}"))  # fmt: skip
         for metric in GUARDS[spec.output]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 base = theirs[metric]
-                low, high = (bound / base for bound in bootstrap.interval(ours[metric] - draws(metric, predicted)))
+                low, high = (bound / base for bound in bootstrap.interval(ours[metric] - draws[against][metric]))
                 # a guard that cannot be measured (an incumbent of 0 error) does not block: NaN is not above
                 checks.append(Check("guard", metric, against, (point[metric] - base) / base, low, high,
                                     not low > tolerance, f"{tolerance:+.0%}"))  # fmt: skip
     if spec.output == "predicted_value":
         low_band, high_band = training.clv_total_band
         ratio = point[TOTAL_RATIO]
-        low, high = bootstrap.interval(draws(TOTAL_RATIO, candidate))
+        low, high = bootstrap.interval(ours[TOTAL_RATIO])
         checks.append(Check("band", TOTAL_RATIO, "", ratio, low, high, bool(low_band <= ratio <= high_band),
                             f"[{low_band:.2f}, {high_band:.2f}]"))  # fmt: skip
     return GateDecision(all(check.passed for check in checks), _decision(checks, primary, margin), checks)
@@ -401,9 +400,10 @@ def model_versions(settings: Settings, models: Sequence[str]) -> list[VersionSum
     client = connect(settings)
     listed = []
     for model in models:
-        found = client.search_model_versions(f"name = '{registered_name(model)}'")
-        for version in sorted(found, key=lambda v: int(v.version), reverse=True):
-            listed.append(VersionSummary.of(client, model, version))
+        name = registered_name(model)
+        found = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'")), reverse=True)
+        for version in found:  # asked one by one: search_model_versions leaves out the aliases
+            listed.append(VersionSummary.of(client, model, client.get_model_version(name, str(version))))
     return listed
 
 
@@ -421,6 +421,8 @@ def promote(settings: Settings, model: str, version: str, reason: str, models: S
         listed = ", ".join(existing) if existing else "none yet; run custlens train first"
         raise CustlensError(f"{name} has no version {version!r}; its versions: {listed} (see custlens models)")
     client.set_registered_model_alias(name, CHAMPION, version)
+    if CHALLENGER in client.get_model_version(name, version).aliases:  # the one it is, not both
+        client.delete_registered_model_alias(name, CHALLENGER)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {PROMOTED_BY: getpass.getuser(), PROMOTED_AT: stamp, PROMOTION_REASON: reason}.items():
         client.set_model_version_tag(name, version, key, value)

@@ -70,3 +70,20 @@ def test_calibration_error_with_counts_of_one_is_the_evaluations_and_a_resample_
     )
     resampled = bootstrap.calibration_error(LABELS, PROBABILITIES, _counts())
     assert resampled.shape == (3,) and ((resampled >= 0) & (resampled <= 1)).all()
+
+
+def test_every_predictor_and_metric_is_measured_on_the_same_resamples_drawn_once() -> None:
+    metrics = {"test_auc": bootstrap.auc, "test_log_loss": bootstrap.log_loss}
+    other = np.round(np.clip(PROBABILITIES + 0.1 * RNG.normal(size=CUSTOMERS), 0, 1), 2)
+
+    values = bootstrap.bootstrap(metrics, LABELS, {"model": PROBABILITIES, "baseline": other, "same": PROBABILITIES},
+                                 resamples=250, seed=3)  # fmt: skip
+
+    counts = np.concatenate(list(bootstrap.resample_counts(CUSTOMERS, resamples=250, seed=3)))
+    for name, predicted in {"model": PROBABILITIES, "baseline": other}.items():
+        for key, metric in metrics.items():
+            assert values[name][key] == pytest.approx(metric(LABELS, predicted, counts), rel=1e-12)
+    # paired: the same predictions under two names differ by nothing on any resample
+    assert (values["model"]["test_auc"] - values["same"]["test_auc"] == 0).all()
+    again = bootstrap.bootstrap(metrics, LABELS, {"model": PROBABILITIES}, resamples=250, seed=3)
+    assert (again["model"]["test_auc"] == values["model"]["test_auc"]).all()
