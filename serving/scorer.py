@@ -51,6 +51,9 @@ from training.tracking import connect, registered_name
 
 MODELS = ("churn", "repurchase", "clv", "segments")
 Served = ModelBundle | BaselineBundle  # what scores churn, repurchase or CLV: learned or a baseline
+# The churn population: customers with a purchase in the activity window before the as-of.
+CHURN_RECENCY = "days_since_last_order"
+NO_PURCHASE_YET, INACTIVE_BEYOND_WINDOW = "no_purchase_yet", "inactive_beyond_window"
 # The models whose output is over a window of days after the as-of date (the segments' is not).
 WINDOWED_MODELS = ("churn", "repurchase", "clv")
 # Where a version's window was read: its bundle (recorded since the outputs lost their window in
@@ -62,6 +65,7 @@ RISK_BANDS = ("low", "medium", "high")
 SCORE_COLUMNS = (
     "churn_probability",
     "churn_risk",
+    "churn_not_scored_reason",  # why churn_probability is NULL: no_purchase_yet, inactive_beyond_window
     "repurchase_probability",
     "expected_days_to_next_order",
     "expected_next_order_date",
@@ -111,6 +115,7 @@ class Scorer:
         serving: ServingSettings,
         currency: str | None = None,
         unserved: Mapping[str, str] | None = None,
+        activity_window_days: float = 365,
     ) -> None:
         """A model given as None has no version to serve: its outputs are NULL, and `unserved`
         says why (the other models still score)."""
@@ -118,6 +123,7 @@ class Scorer:
         self.refs = dict(refs)
         self.serving = serving
         self.currency = currency  # what predicted_clv is in: the lake's business currency
+        self.activity_window_days = activity_window_days  # for versions that do not record theirs
         self.unserved = {model: (unserved or {}).get(model, "no version") for model in MODELS
                          if getattr(self, model) is None}  # fmt: skip
         # One encoding serves every model that reads the same features with the same categories:
@@ -167,7 +173,7 @@ class Scorer:
         assert all(isinstance(b, ModelBundle | BaselineBundle) for b in (churn, repurchase, clv) if b is not None)
         assert segments is None or isinstance(segments, SegmentsBundle)
         return cls(churn, repurchase, clv, segments, refs, settings.serving,  # type: ignore[arg-type]
-                   lake_business(settings).currency, unserved)  # fmt: skip
+                   lake_business(settings).currency, unserved, settings.training.activity_window_days)  # fmt: skip
 
     @staticmethod
     def registry_versions(settings: Settings, alias: str | None = None) -> dict[str, str | None]:
@@ -222,6 +228,8 @@ class Scorer:
         (its bundle's), then the segments'."""
         names = [name for bundle in (self.churn, self.repurchase, self.clv) if bundle is not None
                  for name in bundle.features]  # fmt: skip
+        if self.churn is not None:
+            names.append(CHURN_RECENCY)  # who is in the churn population
         if self.segments is not None:
             names.extend(self.segments.inputs)
         return tuple(dict.fromkeys(names))
@@ -261,6 +269,9 @@ class Scorer:
         nothing = np.full(scored_rows, np.nan)
         churn_x = matrix(self.churn) if self.churn is not None else None
         churn = self.churn.scores(churn_x)["probability"] if self.churn is not None and churn_x is not None else nothing
+        not_scored = self._churn_population(rows, scored_rows)
+        in_population = pd.isna(not_scored)
+        churn = np.where(in_population, churn, np.nan)
         repurchase_scores = self.repurchase.scores(matrix(self.repurchase)) if self.repurchase is not None else {}
         repurchase = repurchase_scores.get("probability", nothing)
         days = repurchase_scores.get("expected_days_to_next_order", nothing)
@@ -272,6 +283,7 @@ class Scorer:
         scored: dict[str, Any] = {
             "churn_probability": churn,
             "churn_risk": self.risk_band(churn),
+            "churn_not_scored_reason": not_scored,
             "repurchase_probability": repurchase,
             "expected_days_to_next_order": days,
             "expected_next_order_date": _dates_after(as_of, days),
@@ -281,15 +293,29 @@ class Scorer:
             "behavioural_segment": behaviour,
         }
         if reasons:
-            scored["churn_reasons"] = (
-                self._reasons(rows, churn_x, scored["churn_risk"]) if churn_x is not None else [[]] * scored_rows
-            )
+            found = self._reasons(rows, churn_x, scored["churn_risk"]) if churn_x is not None else []
+            # no probability, no reasons for one
+            scored["churn_reasons"] = [found[i] if found and in_population[i] else [] for i in range(scored_rows)]
         out = pd.DataFrame(scored, copy=False)
         if not known.all():
             out = _spread(out, known)
         if "customer_id" in columns:
             out.insert(0, "customer_id", np.asarray(columns["customer_id"], dtype=object))
         return out
+
+    def _churn_population(self, rows: Mapping[str, np.ndarray], count: int) -> np.ndarray:
+        """Why each row has no churn probability (None: it has one). Churn is defined for customers
+        with a purchase in the activity window before the as-of, as the churn model was trained
+        (its bundle's `activity_window_days`): `no_purchase_yet` for one who never bought,
+        `inactive_beyond_window` for one whose last purchase is older."""
+        reasons = np.full(count, None, dtype=object)
+        if self.churn is None or CHURN_RECENCY not in rows:
+            return reasons
+        window = float(getattr(self.churn, "meta", {}).get("activity_window_days", self.activity_window_days))
+        days = np.asarray(rows[CHURN_RECENCY], dtype="float64")
+        reasons[np.isnan(days)] = NO_PURCHASE_YET
+        reasons[days > window] = INACTIVE_BEYOND_WINDOW
+        return reasons
 
     def risk_band(self, churn: np.ndarray) -> np.ndarray:
         return risk_band(churn, self.serving.churn_medium_risk, self.serving.churn_high_risk)
@@ -303,7 +329,7 @@ class Scorer:
         risk first, one at low risk what keeps it low; the other direction only fills up."""
         if not len(churn_x) or self.churn is None:
             return []
-        if not self.churn.explains:  # a baseline: no per-feature contributions to give
+        if not getattr(self.churn, "explains", True):  # a baseline: no per-feature contributions to give
             return [[] for _ in range(len(churn_x))]
         per_feature = self.churn.contributions(churn_x)
         wanted = np.where(risk == "low", -1.0, 1.0)[:, None]

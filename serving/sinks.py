@@ -63,6 +63,7 @@ SCORES_SCHEMA = pa.schema([
     pa.field("as_of", pa.date32(), nullable=False),
     pa.field("churn_probability", pa.float64()),
     pa.field("churn_risk", pa.string()),
+    pa.field("churn_not_scored_reason", pa.string()),  # why churn is NULL: no_purchase_yet, inactive_beyond_window
     pa.field("repurchase_probability", pa.float64()),
     pa.field("expected_next_order_date", pa.date32()),
     pa.field("predicted_clv", pa.float64()),
@@ -74,7 +75,7 @@ SCORES_SCHEMA = pa.schema([
 ])  # fmt: skip
 SCORE_COLUMNS = tuple(SCORES_SCHEMA.names)
 # Nullable columns an older sink may lack: added to its table, or read as NULL from its files.
-ADDED_SCORE_COLUMNS = ("currency",)
+ADDED_SCORE_COLUMNS = ("currency", "churn_not_scored_reason")
 assert all(SCORES_SCHEMA.field(name).nullable for name in ADDED_SCORE_COLUMNS)
 # Older names -> today's: the names used to state the default windows, which are configurable
 # (the windows a run's models were trained with are its manifest's `windows`).

@@ -236,7 +236,8 @@ def train_model(
             categories=categories,
             feature_service=frame.service,
             # the days after a cutoff its label is over: what its scores state, whatever the config says later
-            meta={"test_cutoff": frame.split.test.isoformat(), "window_days": spec.label_window(settings)},
+            meta={"test_cutoff": frame.split.test.isoformat(), "window_days": spec.label_window(settings),
+                  "activity_window_days": int(settings.training.activity_window_days)},  # churn's population
         )
         if spec.calibrated and tunable:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)

@@ -64,7 +64,12 @@ def test_the_batch_job_serves_the_baselines_as_training_computes_them(served: Se
     np.testing.assert_allclose(
         scores["repurchase_probability"].to_numpy(), 1 - bg.prob_no_purchase(summary, 30), rtol=1e-9, atol=1e-12
     )
-    np.testing.assert_allclose(scores["churn_probability"].to_numpy(), bg.prob_no_purchase(summary, 90), rtol=1e-9)
+    # churn only for the churn population (a purchase in the 365 days before the as-of), the rest say why
+    active = (summary["T"] - summary["recency"] <= 365).to_numpy() & (summary["T"] > 0).to_numpy()
+    np.testing.assert_allclose(scores["churn_probability"].to_numpy()[active],
+                               bg.prob_no_purchase(summary, 90)[active], rtol=1e-9)  # fmt: skip
+    assert scores["churn_probability"].isna().to_numpy()[~active].all()
+    assert scores["churn_not_scored_reason"].notna().to_numpy()[~active].all()
     expected_clv = np.round(np.maximum(expected_revenue(bg, gg, summary, 365), 0.0))  # VND: whole
     np.testing.assert_allclose(scores["predicted_clv"].to_numpy(), expected_clv, atol=1.0)
     assert scores["expected_next_order_date"].notna().all()
@@ -84,7 +89,9 @@ def test_the_service_serves_the_baselines_with_the_batch_numbers(served: Setting
     assert not answer["unserved"]
     for result in answer["results"]:
         row = batch.loc[result["customer_id"]]
-        assert result["churn_probability"] == row["churn_probability"]
+        churn = row["churn_probability"]
+        assert result["churn_probability"] == (None if np.isnan(churn) else churn)
+        assert result["churn_not_scored_reason"] == row["churn_not_scored_reason"]
         assert result["repurchase_probability"] == row["repurchase_probability"]
         assert result["predicted_clv"] == row["predicted_clv"]
         assert result["churn_reasons"] == []  # a baseline has no per-feature contributions
