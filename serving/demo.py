@@ -109,17 +109,23 @@ def _table(results: list[dict[str, object]], windows: dict[str, int | None]) -> 
             table.add_row(str(result["source_customer_id"]), "[dim]unknown customer: no scores[/]")
             continue
         reasons = result.get("churn_reasons") or []
+        churn = result["churn_probability"]
         table.add_row(
             str(result["source_customer_id"]),
-            f"{result['churn_probability']:.0%}",
-            str(result["churn_risk"]),
-            f"{result['repurchase_probability']:.0%}",
-            str(result["expected_next_order_date"]),
-            f"{result['predicted_clv']:,.0f}",
+            _shown(churn, "{:.0%}") if churn is not None else f"[dim]{result.get('churn_not_scored_reason') or '-'}[/]",
+            str(result["churn_risk"] or "-"),
+            _shown(result["repurchase_probability"], "{:.0%}"),
+            str(result["expected_next_order_date"] or "-"),
+            _shown(result["predicted_clv"], "{:,.0f}"),
             str(result["rfm_segment"]),
             str(reasons[0]["text"]) if reasons else "",  # type: ignore[index]
         )
     return table
+
+
+def _shown(value: object, spelled: str) -> str:
+    """A score as the table shows it; "-" where the answer has none (null)."""
+    return "-" if value is None else spelled.format(value)
 
 
 if __name__ == "__main__":
