@@ -127,6 +127,10 @@ def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Sc
         expected = pyfunc.predict(known[scorer.churn.features])[pyfunc_column].to_numpy()
         if column == "predicted_clv":  # money: in the currency's minor units
             expected = np.round(expected, minor_units(scorer.currency))
+        if column == "churn_probability":  # defined for the churn population only; NULL with a reason elsewhere
+            scored = scores["churn_not_scored_reason"].isna().to_numpy()
+            assert scored.any() and scores[column][~scored].isna().all()
+            expected = np.where(scored, expected, np.nan)
         np.testing.assert_allclose(scores[column].to_numpy(dtype=float), expected, rtol=1e-12, err_msg=model)
     segments = mlflow.pyfunc.load_model(f"models:/{registered_name('segments')}@champion")
     expected_segments = segments.predict(known[scorer.segments.inputs].astype("float64"))
@@ -194,10 +198,13 @@ def test_every_known_customer_gets_every_score(scorer: Scorer, features: pd.Data
     assert list(scores.columns) == ["customer_id", *SCORE_COLUMNS, "churn_reasons"]
     assert scores["customer_id"].tolist() == features["customer_id"].tolist()
     known = scores.iloc[:-1]
-    assert known["churn_probability"].between(0, 1).all()
+    in_population = known["churn_not_scored_reason"].isna()
+    assert known["churn_probability"][in_population].between(0, 1).all()
+    assert known["churn_probability"][~in_population].isna().all()
+    assert known["churn_not_scored_reason"][~in_population].isin(["no_purchase_yet", "inactive_beyond_window"]).all()
     assert known["repurchase_probability"].between(0, 1).all()
     assert (known["predicted_clv"] >= 0).all()
-    assert known["churn_risk"].isin(["low", "medium", "high"]).all()
+    assert known["churn_risk"][in_population].isin(["low", "medium", "high"]).all()
     assert known["rfm_segment"].notna().all() and known["behavioural_segment"].notna().all()
     assert all(d > NOW.date() or d == NOW.date() for d in known["expected_next_order_date"])
 
@@ -214,6 +221,9 @@ def test_an_unknown_customer_gets_no_scores(scorer: Scorer, features: pd.DataFra
 def test_reasons_follow_the_band_and_name_the_customers_value(scorer: Scorer, features: pd.DataFrame) -> None:
     scores = scorer.score(features.iloc[:-1], NOW, reasons=True)
     for risk, reasons in zip(scores["churn_risk"], scores["churn_reasons"], strict=True):
+        if risk is None:  # outside the churn population: no probability, so no reasons for one
+            assert reasons == []
+            continue
         assert 1 <= len(reasons) <= 3
         first = reasons[0]["direction"]
         assert first == ("lowers risk" if risk == "low" else "raises risk")
