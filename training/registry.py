@@ -114,9 +114,8 @@ def champion_predictions(
     (None, None) when the model has no champion yet."""
     client = connect(settings)
     name = registered_name(spec.name)
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    version = _champion(client, name)
+    if version is None:
         return None, None
     if version.tags.get("kind") == BASELINE_KIND:
         flavour = version.tags.get("flavour", "")
@@ -148,10 +147,7 @@ def serve_best_baseline(
     best = max(measured, key=lambda name: measured[name])
     client = connect(settings)
     name = registered_name(spec.name)
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        current = None
+    current = _champion(client, name)
     learned = current is not None and current.tags.get("kind") != BASELINE_KIND
     if learned and champion is not None and champion.get(key, -np.inf) >= measured[best]:
         assert current is not None
@@ -160,14 +156,9 @@ def serve_best_baseline(
     bundle = servables[best]
     if current is not None and current.tags.get("fit") == bundle.fit_digest():
         return f"v{current.version} keeps serving: the same baseline fit"
-    with mlflow.start_run(run_name=f"{spec.name} baseline: {best} (served)", nested=True):
-        mlflow.set_tags({"model": spec.name, "served_baseline": best})
-        mlflow.log_metrics(baselines[best])
-        version = register_baseline(bundle, test)
     decision = (f"champion: baseline {best} ({key} {measured[best]:.4f}), the best on the test rows; no learned "
                 "version passed the gate")  # fmt: skip
-    client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "promotion", decision)
+    version = _crown_baseline(client, bundle, test, decision, metrics=baselines[best])
     return f"v{version} serves: baseline {best} ({key} {measured[best]:.4f}) is @champion"
 
 
@@ -178,24 +169,47 @@ def serve_history_baseline(settings: Settings, spec: ModelSpec, reason: str) -> 
     from training.baselines import fit_on_history
 
     client = connect(settings)
-    name = registered_name(spec.name)
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
+    current = _champion(client, registered_name(spec.name))
+    if current is not None:
         return f"the champion v{current.version} keeps serving"
-    except MlflowException:
-        pass
     bundle = fit_on_history(settings, spec)
     if bundle is None:
         return ""
-    with mlflow.start_run(run_name=f"{spec.name} baseline: {bundle.flavour} (served)", nested=True):
-        mlflow.set_tags({"model": spec.name, "served_baseline": bundle.flavour})
-        mlflow.log_params({key: value for key, value in bundle.params.items() if isinstance(value, float)})
-        version = register_baseline(bundle, pd.DataFrame(index=range(3)))
     decision = (f"champion: baseline {bundle.flavour} fitted on the whole history ({bundle.window_days}-day window, "
                 f"not evaluated on a test window): the learned model cannot train ({reason})")  # fmt: skip
+    fitted = {key: value for key, value in bundle.params.items() if isinstance(value, float)}
+    version = _crown_baseline(client, bundle, pd.DataFrame(index=range(3)), decision, params=fitted)
+    return f"v{version} serves: baseline {bundle.flavour}, fitted on the whole history, is @champion"
+
+
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The registered model's @champion version, None when it has none."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _crown_baseline(
+    client: MlflowClient,
+    bundle: BaselineBundle,
+    example: pd.DataFrame,
+    decision: str,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, float] | None = None,
+) -> str:
+    """Register `bundle` in a nested run of its own (tag served_baseline, with the test metrics or
+    fitted parameters it was chosen on) and make it @champion with `decision` as its promotion tag;
+    returns the version."""
+    with mlflow.start_run(run_name=f"{bundle.model} baseline: {bundle.flavour} (served)", nested=True):
+        mlflow.set_tags({"model": bundle.model, "served_baseline": bundle.flavour})
+        mlflow.log_metrics(metrics or {})
+        mlflow.log_params(params or {})
+        version = register_baseline(bundle, example)
+    name = registered_name(bundle.model)
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "promotion", decision)
-    return f"v{version} serves: baseline {bundle.flavour}, fitted on the whole history, is @champion"
+    return version
 
 
 # What a candidate must not be materially worse on than any incumbent, by the kind of score.
