@@ -33,7 +33,7 @@ from custlens.errors import CustlensError
 from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features import layout
-from features.asof import AsOf, live_as_of
+from features.asof import AsOf, after_data_end, live_as_of
 from features.catalog import FAMILIES, FAMILY_SOURCE_TABLE, Family, FeatureKind, family_features
 from features.lake.tables import (
     copy_to_parquet,
@@ -546,7 +546,7 @@ def snapshot_warnings(settings: Settings, report: SnapshotReport) -> list[str]:
         live = live_as_of(settings)
     except CustlensError:
         return warnings
-    later = [day for day in report.cutoffs if day > live.day]
+    later = after_data_end(report.cutoffs, live)
     if later:
         warnings.append(
             f"{', '.join(map(str, later))}: after the as-of {live.day} ({live.why}): such a snapshot describes days "

@@ -42,6 +42,7 @@ from custlens.errors import CustlensError
 from custlens.settings import ServingSettings, Settings
 from features.lake.money import minor_units
 from features.lake.tables import lake_business
+from features.model_inputs import RECENCY_FEATURE
 from features.store import registered_services
 from serving.reasons import describe
 from training.baselines.servable import BaselineBundle, load_bundle
@@ -52,7 +53,7 @@ from training.tracking import connect, registered_name
 MODELS = ("churn", "repurchase", "clv", "segments")
 Served = ModelBundle | BaselineBundle  # what scores churn, repurchase or CLV: learned or a baseline
 # The churn population: customers with a purchase in the activity window before the as-of.
-CHURN_RECENCY = "days_since_last_order"
+CHURN_RECENCY = RECENCY_FEATURE
 NO_PURCHASE_YET, INACTIVE_BEYOND_WINDOW = "no_purchase_yet", "inactive_beyond_window"
 # The models whose output is over a window of days after the as-of date (the segments' is not).
 WINDOWED_MODELS = ("churn", "repurchase", "clv")
@@ -311,7 +312,7 @@ class Scorer:
         reasons = np.full(count, None, dtype=object)
         if self.churn is None or CHURN_RECENCY not in rows:
             return reasons
-        window = float(getattr(self.churn, "meta", {}).get("activity_window_days", self.activity_window_days))
+        window = float(self.churn.meta.get("activity_window_days", self.activity_window_days))
         days = np.asarray(rows[CHURN_RECENCY], dtype="float64")
         reasons[np.isnan(days)] = NO_PURCHASE_YET
         reasons[days > window] = INACTIVE_BEYOND_WINDOW
@@ -329,7 +330,7 @@ class Scorer:
         risk first, one at low risk what keeps it low; the other direction only fills up."""
         if not len(churn_x) or self.churn is None:
             return []
-        if not getattr(self.churn, "explains", True):  # a baseline: no per-feature contributions to give
+        if not self.churn.explains:  # a baseline: no per-feature contributions to give
             return [[] for _ in range(len(churn_x))]
         per_feature = self.churn.contributions(churn_x)
         wanted = np.where(risk == "low", -1.0, 1.0)[:, None]

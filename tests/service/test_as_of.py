@@ -17,10 +17,10 @@ from custlens.settings import Settings
 from features.asof import live_as_of
 from features.lake.tables import cutoff_instant
 from features.snapshot_reader import load_packed_snapshot
-from serving.batch import score_customers
 from serving.runtime import Asked, Runtime, score
-from serving.sinks import SCORES_SCHEMA, open_sink
-from tests.support.trained import on_own_tracking, trained_project
+from serving.sinks import SCORES_SCHEMA
+from tests.support.sinks import score_into_parquet
+from tests.support.trained import scoring_copy, trained_project
 
 # The batch columns that are model outputs (the rest say who, when and which versions)
 OUTPUTS = [
@@ -31,21 +31,9 @@ OUTPUTS = [
 SAMPLE = 300
 
 
-def own_tracking(settings: Settings, folder: Path) -> Settings:
-    """`settings` over a copy of its tracking store (the batch job records runs in it), no KPI cubes."""
-    copy = on_own_tracking(settings, folder)
-    return copy.model_copy(update={"batch": copy.batch.model_copy(update={"kpi_segments": False})})
-
-
 def batch_scores(settings: Settings, folder: Path) -> tuple[date, pd.DataFrame]:
-    (folder / "scores").mkdir()
-    sink = f"parquet:{folder / 'scores'}"
-    report = score_customers(settings, sink_uri=sink)
-    opened = open_sink(sink)
-    try:
-        return report.as_of, opened.scores(report.as_of).set_index("customer_id")
-    finally:
-        opened.close()
+    report, scores = score_into_parquet(settings, folder)
+    return report.as_of, scores.set_index("customer_id")
 
 
 def online_answer(settings: Settings, ids: list[str], now: datetime | None) -> dict[str, Any]:
@@ -72,7 +60,7 @@ def assert_every_output_equal(batch: pd.DataFrame, answer: dict[str, Any]) -> No
 
 @pytest.fixture(scope="module")
 def stale(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Settings:
-    return own_tracking(trained_project(tmp_path_factory, worker_id), tmp_path_factory.mktemp("stale-mlruns"))
+    return scoring_copy(trained_project(tmp_path_factory, worker_id), tmp_path_factory.mktemp("stale-mlruns"))
 
 
 @pytest.fixture(scope="module")

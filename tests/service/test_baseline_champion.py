@@ -13,10 +13,9 @@ import pytest
 
 from custlens.settings import Settings
 from features.lake.tables import cutoff_instant, table_path
-from serving.batch import score_customers
 from serving.runtime import Asked, Runtime, score
-from serving.sinks import open_sink
-from tests.support.trained import on_own_tracking, trained_project
+from tests.support.sinks import score_into_parquet
+from tests.support.trained import scoring_copy, trained_project
 from training.baselines import fit_on_history
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary
 from training.registry import CHAMPION, register_baseline
@@ -30,8 +29,7 @@ MODELS = ("churn", "repurchase", "clv")
 def served(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Settings:
     """The shared project over a tracking copy whose churn, repurchase and CLV champions are the
     BTYD baselines fitted on its whole history."""
-    settings = on_own_tracking(trained_project(tmp_path_factory, worker_id), tmp_path_factory.mktemp("baselines"))
-    settings = settings.model_copy(update={"batch": settings.batch.model_copy(update={"kpi_segments": False})})
+    settings = scoring_copy(trained_project(tmp_path_factory, worker_id), tmp_path_factory.mktemp("baselines"))
     client = connect(settings)
     for model in MODELS:
         bundle = fit_on_history(settings, SPECS[model])
@@ -44,13 +42,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Settings
 
 
 def test_the_batch_job_serves_the_baselines_as_training_computes_them(served: Settings, tmp_path: Path) -> None:
-    sink = f"parquet:{tmp_path}"
-    report = score_customers(served, sink_uri=sink)
-    opened = open_sink(sink)
-    try:
-        scores = opened.scores(report.as_of).set_index("customer_id")
-    finally:
-        opened.close()
+    report, written = score_into_parquet(served, tmp_path)
+    scores = written.set_index("customer_id")
     client = connect(served)
     kinds = {m: client.get_model_version_by_alias(registered_name(m), CHAMPION).tags.get("kind") for m in MODELS}
     assert kinds == dict.fromkeys(MODELS, "baseline") and not report.unserved
@@ -76,13 +69,7 @@ def test_the_batch_job_serves_the_baselines_as_training_computes_them(served: Se
 
 
 def test_the_service_serves_the_baselines_with_the_batch_numbers(served: Settings, tmp_path: Path) -> None:
-    sink = f"parquet:{tmp_path}"
-    report = score_customers(served, sink_uri=sink)
-    opened = open_sink(sink)
-    try:
-        batch = opened.scores(report.as_of).set_index("customer_id")
-    finally:
-        opened.close()
+    batch = score_into_parquet(served, tmp_path)[1].set_index("customer_id")
     loaded = Runtime(served).load()
     ids = batch.index[:200].tolist()
     answer = score(loaded, [Asked(customer_id, None, None) for customer_id in ids], reasons=True)

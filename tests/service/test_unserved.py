@@ -9,30 +9,22 @@ import pytest
 
 from custlens.settings import Settings
 from features.snapshot_reader import load_packed_snapshot
-from serving.batch import score_customers
 from serving.runtime import Asked, Runtime, score
-from serving.sinks import open_sink
-from tests.support.trained import on_own_tracking, trained_project
+from tests.support.sinks import score_into_parquet
+from tests.support.trained import scoring_copy, trained_project
 from training.tracking import connect, registered_name
 
 
 @pytest.fixture(scope="module")
 def without_churn(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Settings:
     """The shared project over a tracking copy whose churn model has no @champion."""
-    settings = on_own_tracking(trained_project(tmp_path_factory, worker_id), tmp_path_factory.mktemp("unserved"))
-    settings = settings.model_copy(update={"batch": settings.batch.model_copy(update={"kpi_segments": False})})
+    settings = scoring_copy(trained_project(tmp_path_factory, worker_id), tmp_path_factory.mktemp("unserved"))
     connect(settings).delete_registered_model_alias(registered_name("churn"), "champion")
     return settings
 
 
 def test_the_batch_scores_every_other_model_and_says_which_is_missing(without_churn: Settings, tmp_path: Path) -> None:
-    sink = f"parquet:{tmp_path}"
-    report = score_customers(without_churn, sink_uri=sink)
-    opened = open_sink(sink)
-    try:
-        scores = opened.scores(report.as_of)
-    finally:
-        opened.close()
+    report, scores = score_into_parquet(without_churn, tmp_path)
     assert report.versions["churn"] is None and report.versions["repurchase"] is not None
     assert "no custlens-churn@champion version" in report.unserved["churn"]
     assert scores["churn_probability"].isna().all() and scores["churn_risk"].isna().all()

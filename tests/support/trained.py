@@ -97,3 +97,10 @@ def on_own_tracking(shared: Settings, folder: Path) -> Settings:
     return shared.model_copy(
         update={"training": shared.training.model_copy(update={"tracking_uri": f"sqlite:///{copy}"})}
     )
+
+
+def scoring_copy(shared: Settings, folder: Path) -> Settings:
+    """`on_own_tracking`, for tests that score: the batch runs are recorded in the copy, and no KPI
+    cubes by segment are written (the shared data folder is read only)."""
+    own = on_own_tracking(shared, folder)
+    return own.model_copy(update={"batch": own.batch.model_copy(update={"kpi_segments": False})})

@@ -27,5 +27,6 @@ def test_the_activity_window_is_the_one_the_churn_model_was_trained_with() -> No
     rows = features([True])
     rows["days_since_last_order"] = np.array([400.0])
     served = scorer("VND")
-    served.churn.meta = {"activity_window_days": 730}  # type: ignore[union-attr]
+    assert served.churn is not None
+    served.churn.meta = {"activity_window_days": 730}
     assert served.score(rows, NOW)["churn_not_scored_reason"].tolist() == [None]

@@ -44,6 +44,10 @@ class Model:
 
     features: ClassVar[list[str]] = ["spend"]
     encoder = Encoder()
+    explains = True
+
+    def __init__(self) -> None:
+        self.meta: dict[str, Any] = {}  # what it was trained with: nothing recorded
 
     def encode(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.asarray(rows["spend"], dtype=float).reshape(-1, 1)
