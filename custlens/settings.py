@@ -356,8 +356,25 @@ class ServingSettings(_Section):
     """The Scorer and the online service (`custlens serve`)."""
 
     model_alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$", description="Registry alias the Scorer loads.")
+    churn_risk_bands: Literal["quantiles", "probability"] = Field(
+        "quantiles",
+        description="How churn risk bands are cut: 'quantiles' of the served churn model's scores on its test "
+        "customers (serving.churn_risk_quantiles), or fixed 'probability' thresholds (churn_medium_risk, "
+        "churn_high_risk).",
+    )
+    churn_risk_quantiles: tuple[float, float] = Field(
+        (0.5, 0.8),
+        description="With churn_risk_bands 'quantiles': the score quantiles from which risk is medium and high "
+        "(0.5, 0.8: the riskiest 20% of the churn population are high, the next 30% medium).",
+    )
     churn_medium_risk: float = Field(0.3, gt=0.0, lt=1.0, description="Churn probability from which risk is medium.")
     churn_high_risk: float = Field(0.6, gt=0.0, lt=1.0, description="Churn probability from which risk is high.")
+    next_order_horizon_days: int = Field(
+        365,
+        ge=1,
+        description="Latest expected next-order date given, in days after the as-of: a customer not more likely "
+        "than not to have ordered again by then gets none.",
+    )
     reasons: int = Field(3, ge=1, le=10, description="Reasons given behind each churn score.")
     max_ids_per_request: int = Field(1000, ge=1, description="Most customer ids one /score call may ask for.")
     host: str = Field("127.0.0.1", description="Address `custlens serve` listens on.")
@@ -384,6 +401,9 @@ class ServingSettings(_Section):
             raise ValueError(
                 f"churn_medium_risk ({self.churn_medium_risk}) must be below churn_high_risk ({self.churn_high_risk})"
             )
+        medium, high = self.churn_risk_quantiles
+        if not 0.0 < medium < high < 1.0:
+            raise ValueError(f"churn_risk_quantiles ({medium}, {high}) must rise within 0..1, e.g. [0.5, 0.8]")
         return self
 
 

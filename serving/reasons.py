@@ -1,5 +1,13 @@
 """Reasons behind a churn score in the business's words: a feature and the customer's value of it
-become "no order for 142 days" instead of "days_since_last_order=142.3"."""
+become "last order 142 days ago (typical: 60 days)" instead of "days_since_last_order=142.3".
+
+A reason's words state the customer's value and the typical one (the median of the churn model's
+test customers, recorded in its version) and never a judgement of their own, so they agree with
+the direction the model gives ("raises risk", "lowers risk"): the old "no order for 52 days —
+lowers risk" read as a contradiction when 52 days was more recent than most. Where the way a
+feature moves churn is known for every customer (a later last order never makes a customer safer),
+a contribution against it on the customer's side of typical is not a reason anyone can act on, and
+`contradicts` leaves it out."""
 
 from __future__ import annotations
 
@@ -34,10 +42,10 @@ def _hours(value: float) -> str:
 
 # What a value of the feature says about the customer; a NaN value has its own words (`_MISSING`).
 _PHRASES: dict[str, Phrase] = {
-    "days_since_last_order": lambda v: f"no order for {_days(v)}",
+    "days_since_last_order": lambda v: f"last order {_days(v)} ago",
     "days_since_first_order": lambda v: f"first order {_days(v)} ago",
     "days_since_first_purchase_day": lambda v: f"first purchase day {_days(v)} ago",
-    "days_since_last_engagement": lambda v: f"no visit, open or click for {_days(v)}",
+    "days_since_last_engagement": lambda v: f"last visit, open or click {_days(v)} ago",
     "days_since_last_survey": lambda v: f"last survey answer {_days(v)} ago",
     "tenure_days": lambda v: f"customer for {_days(v)}",
     "orders_30d": lambda v: _count(v, "order", "orders") + " in the last 30 days",
@@ -127,6 +135,55 @@ _CATEGORY_WORDS = {
     "age_band": "aged {}",
     "last_nps_category": "last NPS: {}",
 }
+
+
+# Which way churn moves as the feature grows, where that holds for every customer: +1 more churn.
+CHURN_DIRECTION: dict[str, int] = {
+    "days_since_last_order": 1,
+    "days_since_last_engagement": 1,
+    "orders_30d": -1,
+    "orders_90d": -1,
+    "orders_365d": -1,
+    "purchase_days_lifetime": -1,
+    "sessions_30d": -1,
+    "sessions_90d": -1,
+}
+
+
+def _typical(name: str) -> Phrase:
+    """How a typical value of the feature is written: in days, as a share, money, hours or a count."""
+    if name in RECENCY_FEATURES or name.startswith(("mean_days", "std_days", "days_")):
+        return _days
+    if name.endswith(("rate_30d", "rate_90d", "rate_365d", "share_365d")):
+        return _percent
+    if name.startswith(("revenue_", "avg_order_value", "repeat_purchase_day_value")):
+        return _money
+    if "_hours_" in name:
+        return _hours
+    return lambda v: f"{v:,.0f}" if abs(v) >= 10 or v == round(v) else f"{v:.2g}"
+
+
+def explain(name: str, value: object, typical: float | None) -> str:
+    """`describe`, and the typical customer's value beside a number: "3 orders ever (typical: 1)"."""
+    words = describe(name, value)
+    if typical is None or name in _CATEGORY_WORDS or _missing(value) or name not in _PHRASES:
+        return words
+    return f"{words} (typical: {_typical(name)(typical)})"
+
+
+def contradicts(name: str, value: object, typical: float | None, impact: float) -> bool:
+    """Whether a contribution (`impact` on churn's log-odds) pushes against the feature's known
+    direction on the customer's side of typical: e.g. a last order more recent than typical that
+    raises risk. Nothing is known to contradict a feature without a known direction."""
+    direction = CHURN_DIRECTION.get(name)
+    if direction is None or typical is None or _missing(value):
+        return False
+    side = float(value) - typical  # type: ignore[arg-type]
+    return side != 0 and impact != 0 and (side > 0) != ((impact > 0) == (direction > 0))
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float | int) and math.isnan(float(value)))
 
 
 def has_words(name: str) -> bool:

@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,10 +45,18 @@ from features.lake.money import minor_units
 from features.lake.tables import lake_business
 from features.model_inputs import RECENCY_FEATURE
 from features.store import registered_services
-from serving.reasons import describe
+from serving.reasons import contradicts, explain
 from training.baselines.servable import BaselineBundle, load_bundle
 from training.frames import WINDOW_KEYS, ModelName, label_window
-from training.packaging import BUNDLE_FILE, SEGMENTS_FILE, ModelBundle, SegmentsBundle
+from training.next_order import beyond_horizon
+from training.packaging import (
+    BUNDLE_FILE,
+    FEATURE_MEDIANS,
+    SCORE_PERCENTILES,
+    SEGMENTS_FILE,
+    ModelBundle,
+    SegmentsBundle,
+)
 from training.tracking import connect, registered_name
 
 MODELS = ("churn", "repurchase", "clv", "segments")
@@ -275,7 +284,9 @@ class Scorer:
         churn = np.where(in_population, churn, np.nan)
         repurchase_scores = self.repurchase.scores(matrix(self.repurchase)) if self.repurchase is not None else {}
         repurchase = repurchase_scores.get("probability", nothing)
-        days = repurchase_scores.get("expected_days_to_next_order", nothing)
+        # the date by which an order is as likely as not; none beyond the horizon (training.next_order)
+        days = beyond_horizon(repurchase_scores.get("expected_days_to_next_order", nothing),
+                              self.serving.next_order_horizon_days)  # fmt: skip
         clv = self.clv.scores(matrix(self.clv))["predicted_value"] if self.clv is not None else nothing
         no_label = np.full(scored_rows, None, dtype=object)
         rfm = self.segments.rfm.segment_array(rows) if self.segments is not None else no_label
@@ -319,15 +330,42 @@ class Scorer:
         return reasons
 
     def risk_band(self, churn: np.ndarray) -> np.ndarray:
-        return risk_band(churn, self.serving.churn_medium_risk, self.serving.churn_high_risk)
+        medium, high = self.risk_thresholds["medium"], self.risk_thresholds["high"]
+        return risk_band(churn, float(medium), float(high))
+
+    @cached_property
+    def risk_thresholds(self) -> dict[str, Any]:
+        """The churn probabilities from which risk is medium and high, and what they are (`basis`).
+
+        With `serving.churn_risk_bands: quantiles` (the default) they are the configured quantiles
+        of the served churn model's scores on its test customers (the churn population at its test
+        cutoff, recorded in the version at training), so the bands rank customers the same way
+        online and in batch, whatever a request holds: with 0.5/0.8 the riskiest fifth is high. A
+        version that records no scores, or `probability`, takes the fixed thresholds."""
+        serving = self.serving
+        fixed = {"medium": serving.churn_medium_risk, "high": serving.churn_high_risk, "basis": "probability"}
+        recorded = self.churn.meta.get(SCORE_PERCENTILES) if self.churn is not None else None
+        if serving.churn_risk_bands == "probability" or not recorded:
+            if serving.churn_risk_bands == "quantiles" and self.churn is not None:
+                fixed["basis"] = "probability (the served churn version records no test scores to take quantiles of)"
+            return fixed
+        medium, high = (float(np.interp(q * 100, np.arange(len(recorded)), recorded))
+                        for q in serving.churn_risk_quantiles)  # fmt: skip
+        if not medium < high:  # scores with many ties: the quantiles cannot part the bands
+            return {**fixed, "basis": "probability (the churn scores' quantiles coincide)"}
+        low_q, high_q = serving.churn_risk_quantiles
+        return {"medium": round(medium, 6), "high": round(high, 6),
+                "basis": f"quantiles {low_q:g} and {high_q:g} of the churn model's test scores"}  # fmt: skip
 
     def _reasons(
         self, rows: Mapping[str, np.ndarray], churn_x: np.ndarray, risk: np.ndarray
     ) -> list[list[dict[str, Any]]]:
         """Why a customer got their churn risk: the features that push the score most in the
         direction of the band (LightGBM's per-row contributions, in log-odds), each with the
-        customer's value in plain words. A customer at medium or high risk gets what raises the
-        risk first, one at low risk what keeps it low; the other direction only fills up."""
+        customer's value and the typical one in plain words. A customer at medium or high risk gets
+        what raises the risk first, one at low risk what keeps it low; the other direction only
+        fills up. A contribution against a feature's known direction is left out
+        (serving.reasons.contradicts)."""
         if not len(churn_x) or self.churn is None:
             return []
         if not self.churn.explains:  # a baseline: no per-feature contributions to give
@@ -335,21 +373,27 @@ class Scorer:
         per_feature = self.churn.contributions(churn_x)
         wanted = np.where(risk == "low", -1.0, 1.0)[:, None]
         rank = np.abs(per_feature) + np.where(per_feature * wanted > 0, _PRIMARY, 0.0)
-        top = np.argsort(-rank, axis=1, kind="stable")[:, : self.serving.reasons]
+        order = np.argsort(-rank, axis=1, kind="stable")
         names = self.churn.features
-        columns = {names[j]: np.asarray(rows[names[j]]) for j in np.unique(top)}
+        typical: dict[str, float] = self.churn.meta.get(FEATURE_MEDIANS, {})
+        columns: dict[str, np.ndarray] = {}
         out = []
-        for row, picks in enumerate(top):
-            reasons = []
+        for row, picks in enumerate(order):
+            reasons: list[dict[str, Any]] = []
             for column in picks:
                 name, impact = names[column], float(per_feature[row, column])
-                if impact == 0.0:
+                if impact == 0.0 or len(reasons) == self.serving.reasons:
                     break
+                if name not in columns:
+                    columns[name] = np.asarray(rows[name])
                 value = columns[name][row]
+                if contradicts(name, value, typical.get(name), impact):
+                    continue  # e.g. a recent last order that "raises risk": no story to tell
                 reasons.append({
                     "feature": name,
                     "value": _plain(value),
-                    "text": describe(name, value),
+                    "typical": typical.get(name),
+                    "text": explain(name, value, typical.get(name)),
                     "direction": "raises risk" if impact > 0 else "lowers risk",
                     "impact": round(impact, 4),
                 })  # fmt: skip

@@ -23,6 +23,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from custlens.errors import CustlensError
 from features.model_inputs import SEGMENT_INPUTS
+from training.next_order import DAYS_IF_RETURN, median_days
 
 BUNDLE_FILE = "bundle.json"
 
@@ -98,6 +99,21 @@ def _difference(listed: list[str], trained: list[str]) -> str:
         if names
     ]
     return "; ".join(parts)
+
+
+# In a probability model's meta: the percentiles 0..100 of its scores on its test rows (for churn,
+# the churn population at the test cutoff), from which the Scorer cuts risk bands by quantile.
+SCORE_PERCENTILES = "score_percentiles"
+# In a model's meta: each numeric feature's median on its test rows, the "typical" customer that
+# the reasons behind a churn score compare the customer with (serving.reasons).
+FEATURE_MEDIANS = "feature_medians"
+
+
+def score_percentiles(scores: np.ndarray) -> list[float]:
+    """Percentiles 0, 1, .., 100 of the finite scores (empty when there are none)."""
+    finite = np.asarray(scores, dtype="float64")
+    finite = finite[np.isfinite(finite)]
+    return [round(float(v), 6) for v in np.percentile(finite, np.arange(101))] if len(finite) else []
 
 
 @dataclass
@@ -180,7 +196,13 @@ class ModelBundle:
             return {"predicted_value": np.maximum(raw, 0.0)}
         out = {"probability": np.clip(self.calibrate(raw), 0.0, 1.0)}
         if self.timing_booster is not None:
-            out["expected_days_to_next_order"] = np.expm1(np.asarray(self.timing_booster.predict(matrix), dtype=float))
+            # the typical wait of a customer who orders again, joined with the probability into the
+            # date by which an order is as likely as not (training.next_order)
+            wait = np.expm1(np.asarray(self.timing_booster.predict(matrix), dtype=float))
+            out[DAYS_IF_RETURN] = wait
+            window = self.meta.get("window_days")  # recorded since issue 14; without it no consistent date
+            out["expected_days_to_next_order"] = (median_days(out["probability"], float(window), wait) if window
+                                                  else np.full(len(wait), np.nan))  # fmt: skip
         return out
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import pandas as pd
 from custlens.settings import Settings
 from training.evaluation import PRIMARY_METRIC, classifier_metrics, value_metrics
 from training.frames import ModelName, label_window
+from training.next_order import DAYS_IF_RETURN
 from training.tuning import Objective
 
 # The column of ModelBundle.predict that is the model's score.
@@ -26,7 +27,7 @@ class NextOrderTiming:
     whose next order is known, so the model also gives an expected next-order date."""
 
     target: str = "days_to_next_order"  # label column (training.labels)
-    output: str = "expected_days_to_next_order"  # its column in ModelBundle.predict
+    output: str = DAYS_IF_RETURN  # its column in ModelBundle.predict (the date also counts who never return)
     metric: str = "test_next_order_mae_days"  # mean absolute error on the test rows whose next order is known
 
 

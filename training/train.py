@@ -31,7 +31,7 @@ from training.baselines import Baseline, baselines_for
 from training.baselines.servable import BaselineBundle
 from training.evaluation import PRIMARY_METRIC
 from training.frames import CATEGORY_FEATURES, CannotTrain, ModelFrame, ModelName, build_model_frame, feature_matrix
-from training.packaging import ModelBundle, SegmentsBundle
+from training.packaging import FEATURE_MEDIANS, SCORE_PERCENTILES, ModelBundle, SegmentsBundle, score_percentiles
 from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
 from training.sufficiency import SPLITS, Sufficiency
@@ -259,6 +259,7 @@ def train_model(
             _log_figures(spec, bundle, test_x, test_y, predictions[CANDIDATE])
             baseline_metrics, baseline_predictions, servables = _run_baselines(spec, frame, baselines or {})
             predictions |= baseline_predictions
+            _record_test_scores(spec, bundle, test_x, servables, predictions)
             metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
             if "oracle_gap_closed" in metrics:
                 mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
@@ -288,6 +289,19 @@ def train_model(
                                                   test)  # fmt: skip
     return ModelResult(model, run.info.run_id, version, metrics, gate.promoted, gate.decision, baseline_metrics,
                        time.perf_counter() - started, data, gate.checks, served=served)  # fmt: skip
+
+
+def _record_test_scores(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFrame,
+                        servables: dict[str, BaselineBundle], predictions: dict[str, np.ndarray]) -> None:  # fmt: skip
+    """What serving needs to know of the test customers, kept in each servable version's meta: the
+    percentiles of a probability model's scores (risk bands by quantile) and, for a model that
+    explains, the median of each numeric feature (the "typical" customer its reasons compare with)."""
+    if spec.output == "probability":
+        bundle.meta[SCORE_PERCENTILES] = score_percentiles(predictions[CANDIDATE])
+        for name, servable in servables.items():
+            servable.meta[SCORE_PERCENTILES] = score_percentiles(predictions[name])
+    medians = test_x.select_dtypes("number").median()
+    bundle.meta[FEATURE_MEDIANS] = {name: float(value) for name, value in medians.items() if np.isfinite(value)}
 
 
 def _log_test_predictions(spec: ModelSpec, test: pd.DataFrame, predictions: dict[str, np.ndarray]) -> None:

@@ -4,6 +4,7 @@ BTYD baselines compute them from the orders."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import mlflow
@@ -65,7 +66,12 @@ def test_the_batch_job_serves_the_baselines_as_training_computes_them(served: Se
     assert scores["churn_not_scored_reason"].notna().to_numpy()[~active].all()
     expected_clv = np.round(np.maximum(expected_revenue(bg, gg, summary, 365), 0.0))  # VND: whole
     np.testing.assert_allclose(scores["predicted_clv"].to_numpy(), expected_clv, atol=1.0)
-    assert scores["expected_next_order_date"].notna().all()
+    # the next order dated where one is as likely as not, by BG/NBD's own distribution
+    median = bg.median_days_to_next_purchase(summary, longest=3650)
+    median[median > served.serving.next_order_horizon_days] = np.nan
+    dated = [None if np.isnan(d) else report.as_of + timedelta(days=round(d)) for d in median]
+    assert scores["expected_next_order_date"].tolist() == dated
+    assert 0 < np.isnan(median).sum() < len(median)  # the unlikely buyers have none
 
 
 def test_the_service_serves_the_baselines_with_the_batch_numbers(served: Settings, tmp_path: Path) -> None:

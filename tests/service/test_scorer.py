@@ -21,7 +21,7 @@ from features.model_inputs import TREE_INPUTS
 from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot
 from features.store import registered_services
-from serving.reasons import describe, has_words
+from serving.reasons import contradicts, describe, has_words
 from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
 from tests.support.business import SAMPLE_CONFIG
 from tests.support.trained import trained_project
@@ -46,7 +46,7 @@ def test_bands_must_be_ordered(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "text"),
     [
-        ("days_since_last_order", 141.6, "no order for 142 days"),
+        ("days_since_last_order", 141.6, "last order 142 days ago"),
         ("days_since_last_order", None, "no completed order yet"),
         ("orders_365d", 1.0, "1 order in the last 12 months"),
         ("orders_365d", 0.0, "0 orders in the last 12 months"),
@@ -206,7 +206,25 @@ def test_every_known_customer_gets_every_score(scorer: Scorer, features: pd.Data
     assert (known["predicted_clv"] >= 0).all()
     assert known["churn_risk"][in_population].isin(["low", "medium", "high"]).all()
     assert known["rfm_segment"].notna().all() and known["behavioural_segment"].notna().all()
-    assert all(d > NOW.date() or d == NOW.date() for d in known["expected_next_order_date"])
+    assert all(d is None or d >= NOW.date() for d in known["expected_next_order_date"])
+
+
+def test_the_next_order_date_agrees_with_the_repurchase_probability(scorer: Scorer, features: pd.DataFrame) -> None:
+    # the date by which an order is as likely as not: within the repurchase window exactly when the
+    # probability of an order in it is at least 1/2, else later or none (no date 35 days out at 0%)
+    scores = scorer.score(features.iloc[:-1], NOW)
+    window = scorer.windows["repurchase_days"]
+    assert window is not None
+    days = scores["expected_days_to_next_order"].to_numpy(dtype=float)
+    likely = scores["repurchase_probability"].to_numpy() >= 0.5
+    unlikely = scores["repurchase_probability"].to_numpy() < 0.2
+    assert likely.any() and unlikely.any()
+    assert (days[likely] <= window + 1e-6).all()
+    assert (np.isnan(days[~likely]) | (days[~likely] > window - 1e-6)).all()
+    assert np.isnan(days[unlikely]).mean() > 0.5  # most of the unlikely buyers get no date at all
+    assert np.nanmax(days) <= scorer.serving.next_order_horizon_days
+    dated = ~np.isnan(days)
+    assert scores["expected_next_order_date"].notna().to_numpy().tolist() == dated.tolist()
 
 
 def test_an_unknown_customer_gets_no_scores(scorer: Scorer, features: pd.DataFrame) -> None:
@@ -230,6 +248,10 @@ def test_reasons_follow_the_band_and_name_the_customers_value(scorer: Scorer, fe
         impacts = [abs(r["impact"]) for r in reasons if r["direction"] == first]
         assert impacts == sorted(impacts, reverse=True)
         assert all(r["text"] and r["feature"] in scorer.churn.features for r in reasons)
+        for reason in reasons:  # words that agree with the direction: the value beside the typical one
+            assert not contradicts(reason["feature"], reason["value"], reason["typical"], reason["impact"])
+            if reason["typical"] is not None and reason["value"] is not None and not isinstance(reason["value"], str):
+                assert "(typical: " in reason["text"] or not has_words(reason["feature"])
 
 
 def test_the_expected_next_order_date_counts_from_the_as_of_date(scorer: Scorer, features: pd.DataFrame) -> None:
@@ -238,7 +260,8 @@ def test_the_expected_next_order_date_counts_from_the_as_of_date(scorer: Scorer,
     batch = scorer.score(rows, date(2026, 11, 1))
     assert online["expected_next_order_date"].tolist() == batch["expected_next_order_date"].tolist()
     days = online["expected_days_to_next_order"].to_numpy()
-    assert [(d - date(2026, 11, 1)).days for d in online["expected_next_order_date"]] == np.round(days).tolist()
+    counted = [None if d is None else (d - date(2026, 11, 1)).days for d in online["expected_next_order_date"]]
+    assert counted == [None if np.isnan(d) else round(d) for d in days]
 
 
 def test_scoring_one_row_at_a_time_equals_scoring_all(scorer: Scorer, features: pd.DataFrame) -> None:

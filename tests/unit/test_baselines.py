@@ -209,16 +209,31 @@ def test_expected_purchases_match_what_simulated_customers_buy_next() -> None:
     assert predicted.mean() == pytest.approx(bought.mean(), rel=0.03)
 
 
-def test_half_of_alive_customers_buy_again_within_the_expected_days_to_next_purchase() -> None:
-    # given alive simulated customers and the wait to their next purchase
+def test_half_of_customers_given_a_next_purchase_date_have_bought_by_it() -> None:
+    # given simulated customers, alive or not, and the wait to their next purchase (none if dropped out)
     rng = np.random.default_rng(5)
     customers = simulate_bgnbd(rng, 40_000, **TRUE_BG)
     alive = customers.purchases_left > 0
-    wait = rng.exponential(1.0 / customers.purchase_rate[alive])
+    wait = np.where(alive, rng.exponential(1.0 / customers.purchase_rate), np.inf)
     # when
-    median_wait = BetaGeo(**TRUE_BG).expected_days_to_next_purchase(customers.summary.loc[alive])
-    # then it is each one's median wait (sd of this share over seeds ~0.005; 1/E[lambda] gives ~0.54)
-    assert (wait <= median_wait).mean() == pytest.approx(0.5, abs=0.015)
+    median = BetaGeo(**TRUE_BG).median_days_to_next_purchase(customers.summary, longest=3650)
+    # then half of those with a date buy by it (sd of this share over seeds ~0.005) ...
+    dated = ~np.isnan(median)
+    assert 0.2 < dated.mean() < 0.95
+    assert (wait[dated] <= median[dated]).mean() == pytest.approx(0.5, abs=0.015)
+    # ... and those without one are less likely than not to buy within the ten years
+    assert (wait[~dated] <= 3650).mean() < 0.5
+
+
+def test_the_next_purchase_date_falls_in_the_window_exactly_when_a_purchase_in_it_is_likely() -> None:
+    rng = np.random.default_rng(6)
+    summary = simulate_bgnbd(rng, 5_000, **TRUE_BG).summary
+    model = BetaGeo(**TRUE_BG)
+    median = model.median_days_to_next_purchase(summary, longest=3650)
+    likely = 1.0 - model.prob_no_purchase(summary, 30) >= 0.5
+    assert 0 < likely.sum() < len(summary)
+    assert (median[likely] <= 30 + 1e-6).all()
+    assert (np.isnan(median[~likely]) | (median[~likely] > 30 - 1e-6)).all()
 
 
 def test_longer_time_since_the_last_purchase_lowers_prob_alive() -> None:

@@ -23,6 +23,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from custlens.errors import CustlensError
 from features.model_inputs import BASELINE_RFM_FEATURES
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary_from_features
+from training.next_order import LONGEST_DAYS
 from training.packaging import FeatureEncoder, FeatureRows, ModelBundle, _require_columns, _require_served
 
 Flavour = Literal["bgnbd", "bgnbd_gamma_gamma", "logistic_rfm"]  # the names of training.baselines.BASELINES
@@ -98,7 +99,9 @@ class BaselineBundle:
         none = np.clip(bg.prob_no_purchase(summary, self.window_days), 0.0, 1.0)
         if self.model == "churn":
             return {"probability": none}
-        return {"probability": 1.0 - none, "expected_days_to_next_order": bg.expected_days_to_next_purchase(summary)}
+        # the median wait counting drop-out, consistent with the probability (training.next_order)
+        waited = bg.median_days_to_next_purchase(summary, longest=LONGEST_DAYS)
+        return {"probability": 1.0 - none, "expected_days_to_next_order": waited}
 
     def _logistic(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         p = self.params
