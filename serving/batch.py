@@ -72,6 +72,7 @@ class BatchReport:
     # note for each version that records none (its window is today's config's)
     windows: dict[str, int | None] = field(default_factory=dict)
     window_notes: tuple[str, ...] = ()
+    risk_thresholds: dict[str, Any] = field(default_factory=dict)  # Scorer.risk_thresholds: medium, high, basis
 
     def drifted(self) -> list[str]:
         return [score for score, value in self.psi.items() if value > self.psi_warning]
@@ -86,6 +87,10 @@ class BatchReport:
             "windows (days after the as-of date, as each model was trained): "
             + ", ".join(f"{key.removesuffix('_days')} {'-' if d is None else d}" for key, d in self.windows.items()),
         ]  # fmt: skip
+        if self.risk_thresholds and self.versions.get("churn"):
+            bands = self.risk_thresholds
+            parts.append(f"churn risk: medium from {bands['medium']:.3f}, high from {bands['high']:.3f} "
+                         f"({bands['basis']})")  # fmt: skip
         if self.as_of_why:
             parts.append(self.as_of_why)
         parts.extend(f"[yellow]{model}: {why}; its outputs are NULL[/]" for model, why in self.unserved.items())
@@ -232,6 +237,7 @@ def _run(
         segment_counts={column: sink.segment_counts(column, as_of) for column in SEGMENT_COLUMNS},
         migrations=migrations, previous_run_id=previous.run_id if previous else None, psi=psi,
         psi_warning=settings.batch.psi_warning, windows=scorer.windows, window_notes=tuple(scorer.window_notes()),
+        risk_thresholds=scorer.risk_thresholds,
         unserved=scorer.unserved,
     )  # fmt: skip
     _log_run(report, entry)
@@ -347,6 +353,7 @@ def _log_figures(report: BatchReport, entry: RunEntry) -> None:
         "as_of": str(report.as_of), "sink": report.sink, "scope": entry.scope,
         **{f"{model}_version": version for model, version in report.versions.items()},
         **{f"windows.{key}": days for key, days in report.windows.items()},
+        **{f"churn_risk.{key}": value for key, value in report.risk_thresholds.items()},
     })  # fmt: skip
     mlflow.log_metrics({
         "rows": report.rows, "seconds": report.seconds, "rows_per_second": report.rows / max(report.seconds, 1e-9),

@@ -228,6 +228,8 @@ class Runtime:
             "models": {model: ref.as_dict() for model, ref in loaded.scorer.refs.items()},
             "feature_services": loaded.scorer.feature_services,
             "windows": loaded.scorer.windows,
+            "churn_risk_thresholds": loaded.scorer.risk_thresholds,  # medium, high and their basis
+            "next_order_horizon_days": self.settings.serving.next_order_horizon_days,
             "model_alias": self.settings.serving.model_alias,
             "unserved": loaded.scorer.unserved,
             "loaded_at": loaded.loaded_at.isoformat(),

@@ -195,6 +195,9 @@ def test_metadata_names_models_versions_runs_and_feature_services(client: TestCl
     for model, ref in body["models"].items():
         assert ref["alias"] == "champion" and ref["run_id"] and ref["version"]
         assert ref["registered_model"] == registered_name(model) and ref["feature_service"] == f"{model}_v1"
+    bands = body["churn_risk_thresholds"]  # by rank: quantiles of the served churn version's test scores
+    assert 0 < bands["medium"] < bands["high"] < 1 and bands["basis"].startswith("quantiles 0.5 and 0.8")
+    assert body["next_order_horizon_days"] == 365
 
 
 def test_metrics_count_scored_customers(client: TestClient) -> None:
