@@ -41,7 +41,7 @@ def lost(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Sett
     })  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "feature_matrix", _withheld)
-        result = training.train_model(settings, "churn")
+        (result,) = training.train_all(settings, ["churn"])  # with its baselines, as `custlens train churn`
     return settings, result
 
 
@@ -74,8 +74,8 @@ def test_score_and_the_service_serve_the_baseline(lost: tuple[Settings, training
     ids = scored.index[:100].tolist()
     answer = score(loaded, [Asked(customer_id, None, None) for customer_id in ids], reasons=True)
     assert answer["unserved"].keys() >= {"repurchase", "clv", "segments"}
+    assert answer["model_versions"]["churn"] == str(champion)
     for result in answer["results"]:
         batch = scored.loc[result["customer_id"]]
-        assert result["model_versions"]["churn"] == str(champion)
         assert result["churn_probability"] == pytest.approx(batch["churn_probability"], rel=1e-9)
         assert result["churn_risk"] == batch["churn_risk"] and result["churn_reasons"] == []
