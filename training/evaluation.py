@@ -45,13 +45,18 @@ def classifier_metrics(actual: np.ndarray, probability: np.ndarray) -> dict[str,
     }
 
 
+def equal_count_bins(score: np.ndarray, bins: int = 10) -> list[np.ndarray]:
+    """The row positions of `bins` equal-count bins of the score, lowest scores first (ties broken by
+    position); empty bins, when there are fewer rows than bins, are left out. The calibration error
+    and the calibration figure (training.plots) bin alike, so the figure shows what the metric averages."""
+    return [part for part in np.array_split(np.argsort(score, kind="stable"), bins) if len(part)]
+
+
 def expected_calibration_error(actual: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
     """Mean |observed share - mean prediction| over equal-count bins of the prediction, weighted by size."""
-    order = np.argsort(probability, kind="stable")
     error = 0.0
-    for part in np.array_split(order, bins):
-        if len(part):
-            error += len(part) * abs(actual[part].mean() - probability[part].mean())
+    for part in equal_count_bins(probability, bins):
+        error += len(part) * abs(actual[part].mean() - probability[part].mean())
     return float(error / len(actual))
 
 

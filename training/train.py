@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+from matplotlib.figure import Figure
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
@@ -150,21 +151,22 @@ def _log_trial(trial: optuna.trial.FrozenTrial) -> None:
             mlflow.log_metric("num_boost_round", trial.user_attrs["num_boost_round"])
 
 
-def _log_figures(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFrame, actual: np.ndarray,
-                 predicted: np.ndarray) -> None:  # fmt: skip
-    model = spec.name
-    figures = {"gains.png": plots.gains_figure(actual, predicted, f"{model}: cumulative gains (test)")}
-    if spec.output == "probability":
-        figures["calibration.png"] = plots.calibration_figure(actual, predicted, f"{model}: calibration (test)")
+def _log_explanations(bundle: ModelBundle, test_x: pd.DataFrame, model: str) -> None:
+    """What the booster learned: feature importance (figure and JSON) and a SHAP summary of test rows."""
     importance = pd.Series(bundle.booster.feature_importance("gain"), index=bundle.booster.feature_name())
-    figures["feature_importance.png"] = plots.importance_figure(importance, f"{model}: feature importance")
     sample = test_x.sample(min(2000, len(test_x)), random_state=0)
     contributions = np.asarray(bundle.booster.predict(sample, pred_contrib=True))[:, :-1]  # last column: expected value
-    figures["shap_summary.png"] = plots.shap_figure(contributions, sample, f"{model}: SHAP summary (test)")
+    _log_and_close({
+        "feature_importance.png": plots.importance_figure(importance, f"{model}: feature importance"),
+        "shap_summary.png": plots.shap_figure(contributions, sample, f"{model}: SHAP summary (test)"),
+    })
+    mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
+
+
+def _log_and_close(figures: dict[str, Figure]) -> None:
     for name, figure in figures.items():
         mlflow.log_figure(figure, name)
         plots.close(figure)
-    mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
 
 
 def train_model(
@@ -256,7 +258,7 @@ def train_model(
             if spec.timing is not None:
                 metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
             mlflow.log_metrics(metrics)
-            _log_figures(spec, bundle, test_x, test_y, predictions[CANDIDATE])
+            _log_explanations(bundle, test_x, model)
             baseline_metrics, baseline_predictions, servables = _run_baselines(spec, frame, baselines or {})
             predictions |= baseline_predictions
             _record_test_scores(spec, bundle, test_x, servables, predictions)
@@ -273,7 +275,7 @@ def train_model(
                 predictions[f"champion v{champion_version}"] = champion_predicted
                 champion_metrics = spec.test_metrics(test_y, champion_predicted)
                 mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items() if np.isfinite(v)})
-            _log_test_predictions(spec, test, predictions)
+            _log_test_scores(spec, test, predictions, model)
         if data.enough("test"):
             say(f"[bold]{model}[/]: promotion gate ({settings.training.bootstrap_resamples} bootstrap resamples)")
             incumbents = {name: scores for name, scores in predictions.items() if name != CANDIDATE}
@@ -304,17 +306,26 @@ def _record_test_scores(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFra
     bundle.meta[FEATURE_MEDIANS] = {name: float(value) for name, value in medians.items() if np.isfinite(value)}
 
 
-def _log_test_predictions(spec: ModelSpec, test: pd.DataFrame, predictions: dict[str, np.ndarray]) -> None:
-    """The test rows with every predictor's score (`candidate`, each baseline, `champion vN`) as
-    `test_predictions.parquet`: what a data scientist needs for a paired test of their own."""
+def _log_test_scores(spec: ModelSpec, test: pd.DataFrame, predictions: dict[str, np.ndarray], who: str) -> None:
+    """On the active run, the test rows with each predictor's score (the model's run: `candidate`,
+    each baseline, `champion vN`; a baseline's run: its own) as `test_predictions.parquet`, what a
+    data scientist needs for a paired test of their own; and the same predictors on one gains and
+    one calibration figure (CLV: predicted vs actual by decile), the run's own predictor in front."""
+    actual = spec.labels(test)
     table = pd.DataFrame({"customer_id": test["customer_id"].to_numpy(), "cutoff": test["cutoff"].to_numpy(),
-                          "label": spec.labels(test)})  # fmt: skip
+                          "label": actual})  # fmt: skip
     for name, scores in predictions.items():
         table[name.replace(" ", "_")] = scores
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / TEST_PREDICTIONS
         table.to_parquet(path, index=False)
         mlflow.log_artifact(str(path))
+    probability = spec.output == "probability"
+    gains, calibration = (("cumulative gains", "calibration") if probability
+                          else ("cumulative revenue captured", "predicted vs actual by decile"))  # fmt: skip
+    _log_and_close({"gains.png": plots.gains_figure(actual, predictions, f"{who}: {gains} (test)"),
+                    "calibration.png": plots.calibration_figure(actual, predictions, f"{who}: {calibration} (test)",
+                                                                probability=probability)})  # fmt: skip
 
 
 def _skipped(settings: Settings, spec: ModelSpec, reason: str, data: Sufficiency | None, started: float) -> ModelResult:
@@ -371,10 +382,12 @@ def _oracle_metrics(
 def _run_baselines(
     spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Baseline]
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], dict[str, BaselineBundle]]:
-    """Each baseline as its own (nested) run with its fitted parameters and the same metric keys as
-    the model; returns each one's metrics, its predictions of the test rows and its servable fit."""
+    """Each baseline as its own (nested) run with its fitted parameters, the same metric keys as the
+    model and, of its own scores, the same test predictions and figures; returns each one's
+    metrics, its predictions of the test rows and its servable fit."""
     metrics, predictions, servables = {}, {}, {}
-    test_y = spec.labels(frame.part("test"))
+    test = frame.part("test")
+    test_y = spec.labels(test)
     for name, baseline in baselines.items():
         with mlflow.start_run(run_name=f"{spec.name} baseline: {name}", nested=True):
             mlflow.set_tags({"model": spec.name, "kind": "baseline", "baseline": name})
@@ -382,6 +395,7 @@ def _run_baselines(
             mlflow.log_params(fitted.params)
             metrics[name] = spec.test_metrics(test_y, fitted.predicted)
             mlflow.log_metrics(metrics[name])
+            _log_test_scores(spec, test, {name: fitted.predicted}, f"{spec.name} baseline {name}")
             predictions[name] = fitted.predicted
             servables[name] = fitted.servable
     return metrics, predictions, servables

@@ -27,6 +27,7 @@ from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
 from tests.support.business import SAMPLE_CONFIG
 from tests.support.trained import on_own_tracking as shared_tracking_copy
+from training.baselines.servable import RFM_COLUMNS
 from training.evaluation import PRIMARY_METRIC
 from training.frames import CATEGORY_FEATURES, build_model_frame, cutoff_of, feature_matrix, label_window
 from training.packaging import ModelBundle
@@ -208,6 +209,37 @@ def test_each_run_logs_its_gate_its_test_predictions_and_its_baselines_fitted_pa
     (gg,) = client.search_runs([experiment.experiment_id], "tags.baseline = 'bgnbd_gamma_gamma'")
     assert {"r", "alpha", "a", "b", "p", "q", "gamma"} <= set(gg.data.params)
     assert float(gg.data.params["r"]) > 0 and float(gg.data.params["gamma"]) > 0
+
+
+def test_the_model_and_each_baseline_run_log_the_same_test_figures_and_predictions(
+    settings: Settings, first: dict
+) -> None:
+    client = connect(settings)
+    experiment = client.get_experiment_by_name(experiment_name("churn"))
+    baselines = {run.data.tags["baseline"]: run
+                 for run in client.search_runs([experiment.experiment_id], "tags.kind = 'baseline'")}  # fmt: skip
+
+    def artifacts(run_id: str) -> set[str]:
+        return {artifact.path for artifact in client.list_artifacts(run_id)}
+
+    def test_predictions(run_id: str) -> pd.DataFrame:
+        return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TEST_PREDICTIONS))
+
+    figures = {"gains.png", "calibration.png"}
+    explained = {"feature_importance.png", "shap_summary.png"}
+    assert figures | explained | {TEST_PREDICTIONS} <= artifacts(first["churn"].run_id)
+    everyone = test_predictions(first["churn"].run_id)
+    for name, run in baselines.items():
+        # what a reviewer opens on a baseline's run looks like the model's, drawn from its own scores
+        assert figures | {TEST_PREDICTIONS} <= artifacts(run.info.run_id), name
+        own = test_predictions(run.info.run_id)
+        assert list(own.columns) == ["customer_id", "cutoff", "label", name]
+        pd.testing.assert_frame_equal(own, everyone[own.columns])
+    assert {"r", "alpha", "a", "b"} <= set(baselines["bgnbd"].data.params)
+    assert {"intercept", *(f"coef_{name}" for name in RFM_COLUMNS)} <= set(baselines["logistic_rfm"].data.params)
+    clv = client.get_experiment_by_name(experiment_name("clv"))
+    (gg,) = client.search_runs([clv.experiment_id], "tags.baseline = 'bgnbd_gamma_gamma'")
+    assert figures <= artifacts(gg.info.run_id) and figures <= artifacts(first["clv"].run_id)
 
 
 def test_the_summary_shows_each_gate_check_with_its_interval_at_80_columns(first: dict) -> None:
