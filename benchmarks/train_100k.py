@@ -145,12 +145,13 @@ class Stopwatch:
         stages = {
             "build_model_frame": "frame", "tune": "tuning", "_log_trial": "trial logging",
             "fit_lightgbm": "final fit", "_calibration": "final fit", "_timing_booster": "final fit",
-            "_run_baselines": "baselines", "_log_figures": "figures", "_log_dataset": "mlflow logging",
+            "_run_baselines": "baselines", "_log_explanations": "figures", "_log_test_scores": "figures",
+            "_log_dataset": "mlflow logging",
         }  # fmt: skip
         for name, part in stages.items():
             setattr(train, name, self.wrap(part, getattr(train, name)))
         # train calls the registry through its module, so its functions are wrapped there
-        for name in ("register", "champion_metrics", "set_alias"):
+        for name in ("register", "champion_predictions", "set_alias"):
             setattr(registry, name, self.wrap("mlflow logging", getattr(registry, name)))
         # segments: its frame comes straight from Feast; its model is logged by registry.register_segments
         setattr(features.store, "training_frame", self.wrap("frame", features.store.training_frame))  # noqa: B010
