@@ -136,10 +136,12 @@ def serve_best_baseline(
     baselines: dict[str, dict[str, float]],
     champion: dict[str, float] | None,
     test: pd.DataFrame,
+    runs: dict[str, str],
 ) -> str:
     """After a candidate lost the gate: the best baseline (primary metric on the test rows) becomes
-    @champion, registered as a version of the same model, unless the current champion is a learned
-    version at least as good on these rows (it keeps serving). Returns what serves, in words."""
+    @champion, registered as a version of the same model in the run that fitted and measured it
+    (`runs`: each baseline's run), unless the current champion is a learned version at least as good
+    on these rows (it keeps serving). Returns what serves, in words."""
     key, _ = PRIMARY_METRIC[spec.name]
     measured = {name: metrics[key] for name, metrics in baselines.items() if np.isfinite(metrics.get(key, np.nan))}
     if not measured:
@@ -158,7 +160,7 @@ def serve_best_baseline(
         return f"v{current.version} keeps serving: the same baseline fit"
     decision = (f"champion: baseline {best} ({key} {measured[best]:.4f}), the best on the test rows; no learned "
                 "version passed the gate")  # fmt: skip
-    version = _crown_baseline(client, bundle, test, decision, metrics=baselines[best])
+    version = _crown_baseline(client, bundle, test, decision, run_id=runs[best])
     return f"v{version} serves: baseline {best} ({key} {measured[best]:.4f}) is @champion"
 
 
@@ -195,15 +197,16 @@ def _crown_baseline(
     bundle: BaselineBundle,
     example: pd.DataFrame,
     decision: str,
-    metrics: dict[str, float] | None = None,
+    run_id: str | None = None,
     params: dict[str, float] | None = None,
 ) -> str:
-    """Register `bundle` in a nested run of its own (tag served_baseline, with the test metrics or
-    fitted parameters it was chosen on) and make it @champion with `decision` as its promotion tag;
-    returns the version."""
-    with mlflow.start_run(run_name=f"{bundle.model} baseline: {bundle.flavour} (served)", nested=True):
+    """Register `bundle` and make it @champion with `decision` as its promotion tag; returns the
+    version. Registered in the baseline's own run when it has one (`run_id`: its fitted parameters,
+    test metrics, figures and predictions are what the version's run shows a reviewer), else in a
+    nested run of its own with the fitted parameters it was chosen on; either is tagged served_baseline."""
+    own = f"{bundle.model} baseline: {bundle.flavour} (served)"
+    with mlflow.start_run(run_id=run_id, nested=True) if run_id else mlflow.start_run(run_name=own, nested=True):
         mlflow.set_tags({"model": bundle.model, "served_baseline": bundle.flavour})
-        mlflow.log_metrics(metrics or {})
         mlflow.log_params(params or {})
         version = register_baseline(bundle, example)
     name = registered_name(bundle.model)

@@ -251,6 +251,7 @@ def train_model(
         baseline_metrics: dict[str, dict[str, float]] = {}
         predictions: dict[str, np.ndarray] = {}  # every predictor's scores of the test rows, the model's first
         servables: dict[str, BaselineBundle] = {}  # each baseline's fit, as a model that can serve
+        baseline_runs: dict[str, str] = {}  # each baseline's run: a baseline that serves is registered in it
         if data.measurable("test"):
             scores = bundle.predict(test)
             predictions[CANDIDATE] = spec.scores(scores)
@@ -259,7 +260,9 @@ def train_model(
                 metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
             mlflow.log_metrics(metrics)
             _log_explanations(bundle, test_x, model)
-            baseline_metrics, baseline_predictions, servables = _run_baselines(spec, frame, baselines or {})
+            baseline_metrics, baseline_predictions, servables, baseline_runs = _run_baselines(
+                spec, frame, baselines or {}
+            )
             predictions |= baseline_predictions
             _record_test_scores(spec, bundle, test_x, servables, predictions)
             metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
@@ -288,7 +291,7 @@ def train_model(
         served = ""
         if not gate.promoted and servables:
             served = registry.serve_best_baseline(settings, spec, servables, baseline_metrics, champion_metrics,
-                                                  test)  # fmt: skip
+                                                  test, baseline_runs)  # fmt: skip
     return ModelResult(model, run.info.run_id, version, metrics, gate.promoted, gate.decision, baseline_metrics,
                        time.perf_counter() - started, data, gate.checks, served=served)  # fmt: skip
 
@@ -381,15 +384,15 @@ def _oracle_metrics(
 
 def _run_baselines(
     spec: ModelSpec, frame: ModelFrame, baselines: dict[str, Baseline]
-) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], dict[str, BaselineBundle]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], dict[str, BaselineBundle], dict[str, str]]:
     """Each baseline as its own (nested) run with its fitted parameters, the same metric keys as the
     model and, of its own scores, the same test predictions and figures; returns each one's
-    metrics, its predictions of the test rows and its servable fit."""
-    metrics, predictions, servables = {}, {}, {}
+    metrics, its predictions of the test rows, its servable fit and its run id."""
+    metrics, predictions, servables, runs = {}, {}, {}, {}
     test = frame.part("test")
     test_y = spec.labels(test)
     for name, baseline in baselines.items():
-        with mlflow.start_run(run_name=f"{spec.name} baseline: {name}", nested=True):
+        with mlflow.start_run(run_name=f"{spec.name} baseline: {name}", nested=True) as run:
             mlflow.set_tags({"model": spec.name, "kind": "baseline", "baseline": name})
             fitted = baseline(frame)
             mlflow.log_params(fitted.params)
@@ -398,7 +401,8 @@ def _run_baselines(
             _log_test_scores(spec, test, {name: fitted.predicted}, f"{spec.name} baseline {name}")
             predictions[name] = fitted.predicted
             servables[name] = fitted.servable
-    return metrics, predictions, servables
+            runs[name] = run.info.run_id
+    return metrics, predictions, servables, runs
 
 
 SEGMENTS_SERVICE = "segments_v1"

@@ -240,6 +240,18 @@ def test_the_model_and_each_baseline_run_log_the_same_test_figures_and_predictio
     clv = client.get_experiment_by_name(experiment_name("clv"))
     (gg,) = client.search_runs([clv.experiment_id], "tags.baseline = 'bgnbd_gamma_gamma'")
     assert figures <= artifacts(gg.info.run_id) and figures <= artifacts(first["clv"].run_id)
+    for model in ("churn", "repurchase", "clv"):
+        if first[model].promoted:
+            continue
+        # a baseline that serves is registered in the run that fitted and measured it: what the
+        # registry's version links to shows its parameters, figures and predictions
+        champion = client.get_model_version_by_alias(registered_name(model), CHAMPION)
+        run = client.get_run(champion.run_id)
+        flavour = champion.tags["flavour"]
+        assert (run.data.tags["kind"], run.data.tags["baseline"], run.data.tags["served_baseline"]) == (
+            "baseline", flavour, flavour,
+        ), model  # fmt: skip
+        assert figures | {TEST_PREDICTIONS} <= artifacts(champion.run_id) and run.data.params, model
 
 
 def test_the_summary_shows_each_gate_check_with_its_interval_at_80_columns(first: dict) -> None:
