@@ -179,8 +179,7 @@ def serve_history_baseline(settings: Settings, spec: ModelSpec, reason: str) -> 
         return ""
     decision = (f"champion: baseline {bundle.flavour} fitted on the whole history ({bundle.window_days}-day window, "
                 f"not evaluated on a test window): the learned model cannot train ({reason})")  # fmt: skip
-    fitted = {key: value for key, value in bundle.params.items() if isinstance(value, float)}
-    version = _crown_baseline(client, bundle, pd.DataFrame(index=range(3)), decision, params=fitted)
+    version = _crown_baseline(client, bundle, pd.DataFrame(index=range(3)), decision, params=bundle.fitted_params())
     return f"v{version} serves: baseline {bundle.flavour}, fitted on the whole history, is @champion"
 
 

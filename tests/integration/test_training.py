@@ -298,7 +298,11 @@ def test_a_window_too_long_is_skipped_by_its_key_and_the_others_still_train(sett
     assert clv.skipped and not clv.promoted
     assert clv.decision.startswith("skipped: training.clv_window_days (1095 days) does not fit the history")
     assert "longest window that fits is" in clv.decision
-    assert connect(long).get_run(clv.run_id).data.tags["skipped"] == clv.decision.removeprefix("skipped: ")
+    client = connect(long)
+    assert client.get_run(clv.run_id).data.tags["skipped"] == clv.decision.removeprefix("skipped: ")
+    # the baseline fitted on the whole history serves, its run logs the fit by the paper's names
+    served = client.get_run(client.get_model_version_by_alias(registered_name("clv"), CHAMPION).run_id)
+    assert {"r", "alpha", "a", "b", "p", "q", "gamma"} <= set(served.data.params)
     assert segments.version == "1" and not segments.skipped
     summary = Console(record=True, width=250)
     summary.print(render([clv, segments]))

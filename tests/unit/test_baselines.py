@@ -281,3 +281,22 @@ def test_summary_from_feature_columns_has_rfm_summarys_types_and_zeros_for_the_u
     assert summary.loc["repeat"].to_dict() == {"frequency": 2, "recency": 131.0, "T": 173.5, "monetary_value": 60.0}
     assert summary.loc["once"].to_dict() == {"frequency": 0, "recency": 0.0, "T": 16.0, "monetary_value": 0.0}
     assert (summary.loc[["never", "unknown"]] == 0).all(axis=None)
+
+
+def test_a_fit_is_logged_by_the_names_a_reviewer_knows() -> None:
+    from features.catalog import BTYD_SUMMARY_FEATURES
+    from training.baselines.servable import RFM_COLUMNS, BaselineBundle
+
+    btyd = {"r": 0.2, "alpha": 4.0, "a": 0.8, "b": 2.5}
+    gamma_gamma = BaselineBundle(model="clv", flavour="bgnbd_gamma_gamma", window_days=365,
+                                 params={**btyd, "p": 6.0, "q": 4.0, "v": 15.0},
+                                 features=list(BTYD_SUMMARY_FEATURES))  # fmt: skip
+    logistic = BaselineBundle(model="churn", flavour="logistic_rfm", window_days=90, features=list(RFM_COLUMNS),
+                              params={"medians": {}, "mean": [], "scale": [], "intercept": -0.5,
+                                      "coef": [0.1 * (j + 1) for j in range(len(RFM_COLUMNS))]})  # fmt: skip
+
+    # Gamma-Gamma's scale v is the paper's gamma; logistic RFM's coefficients are named by feature
+    assert gamma_gamma.fitted_params() == {**btyd, "p": 6.0, "q": 4.0, "gamma": 15.0}
+    assert logistic.fitted_params() == pytest.approx(
+        {**{f"coef_{name}": 0.1 * (j + 1) for j, name in enumerate(RFM_COLUMNS)}, "intercept": -0.5}
+    )

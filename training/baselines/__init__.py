@@ -29,8 +29,12 @@ from training.specs import ModelSpec
 @dataclass(frozen=True)
 class Fitted:
     predicted: np.ndarray  # one per test row, the same quantity as the model's score
-    params: dict[str, float]  # what the fit found: BG/NBD's r, alpha, a, b; Gamma-Gamma's p, q, gamma; ...
-    servable: BaselineBundle  # the same fit as a model the Scorer can serve
+    servable: BaselineBundle  # the fit as a model the Scorer can serve
+
+    @property
+    def params(self) -> dict[str, float]:
+        """What the fit found, as the baseline's run logs it: BG/NBD's r, alpha, a, b; Gamma-Gamma's p, q, gamma; ..."""
+        return self.servable.fitted_params()
 
 
 # A model's training frame -> predictions for its test rows and the fitted parameters.
@@ -56,16 +60,13 @@ def logistic_rfm(settings: Settings, spec: ModelSpec) -> Baseline:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         model.fit(rfm_matrix(_columns(train), medians), train[spec.label].astype(int).to_numpy())
         scaler, regression = model[0], model[-1]
-        # on standardized inputs (log1p of orders and revenue): comparable across features
-        params = {f"coef_{name}": float(c) for name, c in zip(RFM_COLUMNS, regression.coef_[0], strict=True)}
-        params["intercept"] = float(regression.intercept_[0])
         servable = BaselineBundle(
             model=spec.name, flavour="logistic_rfm", window_days=spec.label_window(settings),
             features=list(RFM_COLUMNS), feature_service=BASELINE_SERVICE,
             params={"medians": medians, "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
                     "coef": regression.coef_[0].tolist(), "intercept": float(regression.intercept_[0])},
         )  # fmt: skip
-        return Fitted(np.asarray(model.predict_proba(rfm_matrix(_columns(test), medians))[:, 1]), params, servable)
+        return Fitted(np.asarray(model.predict_proba(rfm_matrix(_columns(test), medians))[:, 1]), servable)
 
     return predict
 
@@ -93,7 +94,7 @@ def bgnbd(settings: Settings, spec: ModelSpec) -> Baseline:
         none = bg.prob_no_purchase(test, window)
         servable = BaselineBundle(model=spec.name, flavour="bgnbd", window_days=window, params=asdict(bg),
                                   features=list(BTYD_SUMMARY_FEATURES), feature_service=BASELINE_SERVICE)  # fmt: skip
-        return Fitted(np.asarray(none if spec.label_is_no_order else 1.0 - none), asdict(bg), servable)
+        return Fitted(np.asarray(none if spec.label_is_no_order else 1.0 - none), servable)
 
     return predict
 
@@ -105,12 +106,10 @@ def bgnbd_gamma_gamma(settings: Settings, spec: ModelSpec) -> Baseline:
     def predict(frame: ModelFrame) -> Fitted:
         everyone, test = _summaries(settings, frame)
         bg, gg = BetaGeo.fit(everyone), GammaGamma.fit(everyone)
-        # Gamma-Gamma's scale v is the paper's gamma
         servable = BaselineBundle(model=spec.name, flavour="bgnbd_gamma_gamma", window_days=window,
                                   params={**asdict(bg), **asdict(gg)}, features=list(BTYD_SUMMARY_FEATURES),
                                   feature_service=BASELINE_SERVICE)  # fmt: skip
-        return Fitted(expected_revenue(bg, gg, test, days=window), {**asdict(bg), "p": gg.p, "q": gg.q, "gamma": gg.v},
-                      servable)  # fmt: skip
+        return Fitted(expected_revenue(bg, gg, test, days=window), servable)
 
     return predict
 

@@ -108,6 +108,19 @@ class BaselineBundle:
         x = (rfm_matrix(columns, p["medians"]) - np.asarray(p["mean"])) / np.asarray(p["scale"])
         return np.asarray(1.0 / (1.0 + np.exp(-(x @ np.asarray(p["coef"]) + float(p["intercept"])))))
 
+    def fitted_params(self) -> dict[str, float]:
+        """The fit as its run logs it for a reviewer: BG/NBD's r, alpha, a, b; Gamma-Gamma's p, q
+        and gamma (the paper's name of its scale, `v` here); logistic RFM's `coef_<feature>` (on
+        standardized inputs: comparable across features) and its intercept."""
+        p = self.params
+        if self.flavour == "logistic_rfm":
+            coefficients = {f"coef_{name}": float(c) for name, c in zip(self.features, p["coef"], strict=True)}
+            return {**coefficients, "intercept": float(p["intercept"])}
+        fitted = {key: float(p[key]) for key in ("r", "alpha", "a", "b")}
+        if self.flavour == "bgnbd_gamma_gamma":
+            fitted |= {"p": float(p["p"]), "q": float(p["q"]), "gamma": float(p["v"])}
+        return fitted
+
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         raise CustlensError(f"{self.name} has no per-feature contributions")
 
