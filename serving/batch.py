@@ -207,10 +207,10 @@ def _run(
         drift: dict[str, list[np.ndarray]] = {score: [] for score in DRIFT_SCORES}
         for rows in chunks(console, "scoring", len(snapshot), settings.batch.chunk_rows):
             features = snapshot_features_frame(snapshot, scorer.inputs, request_time, rows)
-            scores = scorer.score(features, as_of)
+            scores = scorer.score(features, as_of, clv_variance=segments is not None)
             sink.write(_scores_table(scores, crm_ids[rows], as_of, versions, run_id))
-            if segments is not None:
-                segments.append(scores[["customer_id", *SEGMENT_COLUMNS, "predicted_clv"]])
+            if segments is not None:  # with each customer's variance: a segment total's range
+                segments.append(scores[["customer_id", *SEGMENT_COLUMNS, "predicted_clv", "predicted_clv_variance"]])
             for score in DRIFT_SCORES:
                 drift[score].append(scores[score].to_numpy(dtype="float64"))
         values = {score: np.concatenate(parts) if parts else np.empty(0) for score, parts in drift.items()}

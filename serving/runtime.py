@@ -39,6 +39,7 @@ from features.kpis import kpis as compute_kpis
 from features.lake.tables import CrmIds, crosswalk_path
 from features.online import OnlineFeatures, materialized_cutoff
 from serving.scorer import SCORE_COLUMNS, Scorer
+from training.value_range import HIGH, LOW, range_of
 
 logger = logging.getLogger("custlens.serving")
 
@@ -230,6 +231,7 @@ class Runtime:
             "windows": loaded.scorer.windows,
             "churn_risk_thresholds": loaded.scorer.risk_thresholds,  # medium, high and their basis
             "next_order_horizon_days": self.settings.serving.next_order_horizon_days,
+            "clv_range": _clv_range(loaded.scorer),
             "model_alias": self.settings.serving.model_alias,
             "unserved": loaded.scorer.unserved,
             "loaded_at": loaded.loaded_at.isoformat(),
@@ -243,6 +245,15 @@ class Runtime:
             "crosswalk_ids": len(loaded.crosswalk),
             "max_ids_per_request": self.settings.serving.max_ids_per_request,
         }
+
+
+def _clv_range(scorer: Scorer) -> dict[str, Any] | None:
+    """What `predicted_clv_p10` / `predicted_clv_p90` are, from the served CLV version: the
+    quantiles, the held-out rows the range was made on and which; None when it serves no range."""
+    table = range_of(scorer.clv.meta) if scorer.clv is not None else None
+    if table is None:
+        return None
+    return {"quantiles": [LOW, HIGH], "bins": len(table.predicted), "rows": table.rows, "made_on": table.source}
 
 
 def _warm_up(scorer: Scorer, online: OnlineFeatures) -> None:

@@ -13,8 +13,9 @@ on it. What the Scorer asks for (`inputs`) is what its models read, and each mod
 load against its trees and against the FeatureService it names.
 
 Money is answered in the lake's business currency (features.lake.tables.lake_business): every row
-carries `currency` next to `predicted_clv`, which is rounded to that currency's minor units
-(VND 0 decimals, USD 2), the same in the service's answers and the batch write-back.
+carries `currency` next to `predicted_clv` and its P10-P90 range (`predicted_clv_p10`,
+`predicted_clv_p90`: training.value_range), rounded to that currency's minor units (VND 0
+decimals, USD 2), the same in the service's answers and the batch write-back.
 
 The outputs are named without a window (`repurchase_probability`, `predicted_clv`): windows are
 configurable, and each is stated beside the scores (`windows`: churn_days, repurchase_days,
@@ -58,6 +59,7 @@ from training.packaging import (
     SegmentsBundle,
 )
 from training.tracking import connect, registered_name
+from training.value_range import P10, P90, VARIANCE
 
 MODELS = ("churn", "repurchase", "clv", "segments")
 Served = ModelBundle | BaselineBundle  # what scores churn, repurchase or CLV: learned or a baseline
@@ -80,7 +82,9 @@ SCORE_COLUMNS = (
     "expected_days_to_next_order",
     "expected_next_order_date",
     "predicted_clv",
-    "currency",  # of predicted_clv: ISO 4217, or None when the lake never said
+    "predicted_clv_p10",  # its P10-P90 range (training.value_range); NULL for a version without one
+    "predicted_clv_p90",
+    "currency",  # of predicted_clv and its range: ISO 4217, or None when the lake never said
     "rfm_segment",
     "behavioural_segment",
 )
@@ -248,14 +252,19 @@ class Scorer:
     # Scoring
 
     def score(
-        self, features: pd.DataFrame | Mapping[str, np.ndarray], as_of: datetime | date, reasons: bool = False
+        self,
+        features: pd.DataFrame | Mapping[str, np.ndarray],
+        as_of: datetime | date,
+        reasons: bool = False,
+        clv_variance: bool = False,
     ) -> pd.DataFrame:
         """Every score per row of `features` (the columns of `inputs`, as a frame or a dict of numpy
         columns; a `known` column, where present, marks rows with no features, which get no scores:
         None/NaN, never made-up values).
 
         `as_of` is the moment the features describe: the request time online, the as-of date in
-        batch; the expected next order date counts from it.
+        batch; the expected next order date counts from it. `clv_variance` adds
+        `predicted_clv_variance` (the batch job's KPI totals by segment read it).
         """
         # Every column read once into numpy: per-column DataFrame access costs more than the trees.
         # A missing one is left out here and named by the model that reads it.
@@ -287,7 +296,8 @@ class Scorer:
         # the date by which an order is as likely as not; none beyond the horizon (training.next_order)
         days = beyond_horizon(repurchase_scores.get("expected_days_to_next_order", nothing),
                               self.serving.next_order_horizon_days)  # fmt: skip
-        clv = self.clv.scores(matrix(self.clv))["predicted_value"] if self.clv is not None else nothing
+        clv_scores = self.clv.scores(matrix(self.clv)) if self.clv is not None else {}
+        clv = clv_scores.get("predicted_value", nothing)
         no_label = np.full(scored_rows, None, dtype=object)
         rfm = self.segments.rfm.segment_array(rows) if self.segments is not None else no_label
         behaviour = self.segments.behaviour.predict_array(rows) if self.segments is not None else no_label
@@ -300,6 +310,8 @@ class Scorer:
             "expected_days_to_next_order": days,
             "expected_next_order_date": _dates_after(as_of, days),
             "predicted_clv": np.round(clv, minor_units(self.currency)),
+            "predicted_clv_p10": np.round(clv_scores.get(P10, nothing), minor_units(self.currency)),
+            "predicted_clv_p90": np.round(clv_scores.get(P90, nothing), minor_units(self.currency)),
             "currency": np.full(len(clv), self.currency if self.clv is not None else None, dtype=object),
             "rfm_segment": rfm,
             "behavioural_segment": behaviour,
@@ -308,6 +320,8 @@ class Scorer:
             found = self._reasons(rows, churn_x, scored["churn_risk"]) if churn_x is not None else []
             # no probability, no reasons for one
             scored["churn_reasons"] = [found[i] if found and in_population[i] else [] for i in range(scored_rows)]
+        if clv_variance:  # what a total of customers' predicted values needs for its range
+            scored["predicted_clv_variance"] = clv_scores.get(VARIANCE, nothing)
         out = pd.DataFrame(scored, copy=False)
         if not known.all():
             out = _spread(out, known)

@@ -17,8 +17,9 @@ Columns added since the first release (ADDED_SCORE_COLUMNS, ADDED_MANIFEST_COLUM
 that were written before them: a SQL table gets them by ALTER TABLE ... ADD COLUMN at `check`, an
 older file reads them as NULL. Columns renamed since (RENAMED_SCORE_COLUMNS) are renamed in a SQL
 table at `check`, in the same transaction, and read under today's names from an older file. Money
-is `predicted_clv` in `currency` (the lake's business currency, ISO 4217; NULL for a lake that never
-recorded one), rounded to the currency's minor units. The windows the scores are over (days after
+is `predicted_clv` and its P10-P90 range (`predicted_clv_p10`, `predicted_clv_p90`) in `currency`
+(the lake's business currency, ISO 4217; NULL for a lake that never recorded one), rounded to the
+currency's minor units. The windows the scores are over (days after
 the as-of date) are each run's `windows` in the manifest, not part of the column names.
 """
 
@@ -67,7 +68,9 @@ SCORES_SCHEMA = pa.schema([
     pa.field("repurchase_probability", pa.float64()),
     pa.field("expected_next_order_date", pa.date32()),
     pa.field("predicted_clv", pa.float64()),
-    pa.field("currency", pa.string()),  # of predicted_clv
+    pa.field("predicted_clv_p10", pa.float64()),  # its P10-P90 range; NULL from a version without one
+    pa.field("predicted_clv_p90", pa.float64()),
+    pa.field("currency", pa.string()),  # of predicted_clv and its range
     pa.field("rfm_segment", pa.string()),
     pa.field("behavioural_segment", pa.string()),
     *(pa.field(name, pa.string()) for name in MODEL_VERSION_COLUMNS),
@@ -75,7 +78,7 @@ SCORES_SCHEMA = pa.schema([
 ])  # fmt: skip
 SCORE_COLUMNS = tuple(SCORES_SCHEMA.names)
 # Nullable columns an older sink may lack: added to its table, or read as NULL from its files.
-ADDED_SCORE_COLUMNS = ("currency", "churn_not_scored_reason")
+ADDED_SCORE_COLUMNS = ("currency", "churn_not_scored_reason", "predicted_clv_p10", "predicted_clv_p90")
 assert all(SCORES_SCHEMA.field(name).nullable for name in ADDED_SCORE_COLUMNS)
 # Older names -> today's: the names used to state the default windows, which are configurable
 # (the windows a run's models were trained with are its manifest's `windows`).

@@ -134,10 +134,20 @@ MIN_GAPPED_CUTOFFS = 3
 VALIDATION_CUSTOMER_SHARE = 0.2
 
 
+def _customer_hash(customer_ids: pd.Series) -> np.ndarray:
+    """A stable number per customer id: the same on every run and every model."""
+    digits = customer_ids.astype(str).map(lambda i: int(hashlib.blake2b(i.encode(), digest_size=4).hexdigest(), 16))
+    return digits.to_numpy()
+
+
 def is_validation_customer(customer_ids: pd.Series) -> np.ndarray:
     """A stable fifth of customers, by a hash of the id: the same on every run and every model."""
-    digits = customer_ids.astype(str).map(lambda i: int(hashlib.blake2b(i.encode(), digest_size=4).hexdigest(), 16))
-    return (digits.to_numpy() % 1000) < VALIDATION_CUSTOMER_SHARE * 1000
+    return (_customer_hash(customer_ids) % 1000) < VALIDATION_CUSTOMER_SHARE * 1000
+
+
+def customer_folds(customer_ids: pd.Series, folds: int) -> np.ndarray:
+    """Each row's fold (0..folds-1) by a hash of its customer: all rows of a customer in one fold."""
+    return (_customer_hash(customer_ids) // 1000) % folds
 
 
 def grid_cutoffs(settings: Settings) -> list[date]:

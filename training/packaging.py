@@ -24,6 +24,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from custlens.errors import CustlensError
 from features.model_inputs import SEGMENT_INPUTS
 from training.next_order import DAYS_IF_RETURN, median_days
+from training.value_range import with_range
 
 BUNDLE_FILE = "bundle.json"
 
@@ -190,10 +191,11 @@ class ModelBundle:
 
     def scores(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """The predictions of an encoded matrix: `probability` (churn, repurchase) or
-        `predicted_value` (clv), and for repurchase `expected_days_to_next_order`."""
+        `predicted_value` (clv, with its P10-P90 range when the bundle holds one:
+        training.value_range), and for repurchase `expected_days_to_next_order`."""
         raw = self.raw_score(matrix)
         if self.model == "clv":
-            return {"predicted_value": np.maximum(raw, 0.0)}
+            return with_range(np.maximum(raw, 0.0), self.meta)
         out = {"probability": np.clip(self.calibrate(raw), 0.0, 1.0)}
         if self.timing_booster is not None:
             # the typical wait of a customer who orders again, joined with the probability into the

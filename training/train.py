@@ -31,13 +31,22 @@ from training import plots, registry
 from training.baselines import Baseline, baselines_for
 from training.baselines.servable import BaselineBundle
 from training.evaluation import PRIMARY_METRIC
-from training.frames import CATEGORY_FEATURES, CannotTrain, ModelFrame, ModelName, build_model_frame, feature_matrix
+from training.frames import (
+    CATEGORY_FEATURES,
+    CannotTrain,
+    ModelFrame,
+    ModelName,
+    build_model_frame,
+    customer_folds,
+    feature_matrix,
+)
 from training.packaging import FEATURE_MEDIANS, SCORE_PERCENTILES, ModelBundle, SegmentsBundle, score_percentiles
 from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
 from training.sufficiency import SPLITS, Sufficiency
 from training.tracking import connect, end_killed_runs, start_run, use_experiment
 from training.tuning import UNTUNED, base_params, datasets, fit_lightgbm, tune, untuned_params
+from training.value_range import P10, P90, RANGE_KEY, ValueRange, coverage_metrics, range_of
 
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
 MODELS: tuple[str, ...] = (*SPECS, "segments")
@@ -94,6 +103,43 @@ def _timing_error(timing: NextOrderTiming, scores: pd.DataFrame, test: pd.DataFr
     if not known.any():
         return float("nan")
     return float(np.mean(np.abs(scores[timing.output].to_numpy()[known] - test[timing.target].to_numpy()[known])))
+
+
+# Folds of the training rows (by customer) cross-fitted for the CLV range: each row predicted by
+# trees that never saw its customer.
+RANGE_FOLDS = 5
+
+
+def _value_range(spec: ModelSpec, frame: ModelFrame, bundle: ModelBundle, params: dict[str, Any],
+                 train_x: pd.DataFrame, valid_x: pd.DataFrame) -> ValueRange | None:  # fmt: skip
+    """The predicted value's P10-P90 range (training.value_range), made on rows no tree that
+    predicts them was fitted on: the training rows cross-fitted by customer (RANGE_FOLDS folds, the
+    model's parameters and rounds), and the validation rows by the model itself (they chose its
+    rounds, never its trees). The validation window alone is one cutoff of a fifth of the
+    customers, too few rows for more than a couple of bins on a small lake."""
+    train, valid = frame.part("train"), frame.part("validation")
+    fold = customer_folds(train["customer_id"], RANGE_FOLDS)
+    fixed = {**params, "num_boost_round": bundle.booster.best_iteration or bundle.booster.current_iteration()}
+    targets = spec.fit_targets(train)
+    predicted = np.full(len(train), np.nan)
+    for k in range(RANGE_FOLDS):
+        fit = fold != k
+        if fit.all() or not fit.any():
+            continue  # a fold without rows, or the only one
+        trees = fit_lightgbm(fixed, *datasets((train_x[fit], targets[fit]), None))
+        predicted[~fit] = np.maximum(np.asarray(trees.predict(train_x[~fit]), dtype=float), 0.0)
+    held_out = bundle.scores(bundle.encode(valid))["predicted_value"] if len(valid) else np.empty(0)
+    source = f"training rows cross-fitted ({RANGE_FOLDS} folds by customer) and validation {frame.split.validation}"
+    return ValueRange.fit(np.concatenate([predicted, held_out]), np.concatenate([spec.labels(train),
+                          spec.labels(valid)]), source)  # fmt: skip
+
+
+def _range_metrics(spec: ModelSpec, test: pd.DataFrame, scores: pd.DataFrame | dict[str, Any]) -> dict[str, float]:
+    """How the P10-P90 range held on the test rows (training.value_range.coverage_metrics); empty
+    when the scores have no range."""
+    if P10 not in scores:
+        return {}
+    return coverage_metrics(spec.labels(test), np.asarray(scores[P10]), np.asarray(scores[P90]), spec.is_positive(test))
 
 
 def _log_dataset(rows: pd.DataFrame, spec: ModelSpec, frame: ModelFrame, context: str, source: Path) -> None:
@@ -243,6 +289,10 @@ def train_model(
         )
         if spec.calibrated and tunable:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)
+        if spec.output == "predicted_value":
+            value_range = _value_range(spec, frame, bundle, params, train_x, valid_x)
+            if value_range is not None:
+                bundle.meta[RANGE_KEY] = value_range.to_dict()
         if spec.timing is not None:
             bundle.timing_booster = _timing_booster(spec.timing, frame, train_x, valid_x if tunable else None,
                                                     settings.training.seed, settings.training.threads)  # fmt: skip
@@ -255,7 +305,7 @@ def train_model(
         if data.measurable("test"):
             scores = bundle.predict(test)
             predictions[CANDIDATE] = spec.scores(scores)
-            metrics = spec.test_metrics(test_y, predictions[CANDIDATE])
+            metrics = spec.test_metrics(test_y, predictions[CANDIDATE]) | _range_metrics(spec, test, scores)
             if spec.timing is not None:
                 metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
             mlflow.log_metrics(metrics)
@@ -397,6 +447,10 @@ def _run_baselines(
             fitted = baseline(frame)
             mlflow.log_params(fitted.params)
             metrics[name] = spec.test_metrics(test_y, fitted.predicted)
+            if spec.output == "predicted_value":
+                table = range_of(fitted.servable.meta)
+                served = table.lookup(fitted.predicted) if table is not None else {}
+                metrics[name] |= _range_metrics(spec, frame.part("test"), served)
             mlflow.log_metrics(metrics[name])
             _log_test_scores(spec, test, {name: fitted.predicted}, f"{spec.name} baseline {name}")
             predictions[name] = fitted.predicted

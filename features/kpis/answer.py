@@ -3,16 +3,30 @@ summed per group, and dividing those parts into the KpiTable (or saying why a KP
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from features.kpis.arguments import PERIOD_GROUPINGS, SEGMENT_GROUPINGS
-from features.kpis.cube import CubeMeta
-from features.kpis.definitions import ALL, GUEST_KPIS, GUEST_MISSING, GUESTS, KPIS, NONE_LABEL, KpiTable, KpiValue
+from features.kpis.cube import CubeMeta, PredictedSum
+from features.kpis.definitions import (
+    ALL,
+    GUEST_KPIS,
+    GUEST_MISSING,
+    GUESTS,
+    KPI_BY_NAME,
+    KPIS,
+    NONE_LABEL,
+    PREDICTED_KPIS,  # fmt: skip
+    KpiTable,
+    KpiValue,
+)
 from features.lake.tables import sql_date
 
 CUSTOMER_PARTS = ("active_customers", "new_customers", "repeat_customers")
+# The standard normal's 90th percentile: a normal total's P10 and P90 are its mean -/+ this many sd.
+Z_90 = 1.2815515655446004
 Span = tuple[date, date]  # the first and last day a group covers
 
 
@@ -107,11 +121,26 @@ class Parts:
             values[f"{measure}_sum"] = float(total)
             self.medians.setdefault(str(label), {})[measure] = float(median)
 
-    def set_predicted(self, predicted: dict[str, tuple[float, float]] | None, groups: Groups) -> None:
-        """The latest batch scores' predicted value per customer group (not per period)."""
-        for label, (total, customers) in (predicted or {}).items():
+    def set_predicted(self, predicted: dict[str, PredictedSum] | None, groups: Groups) -> None:
+        """The latest batch scores' predicted value per customer group (not per period), and the
+        P10-P90 range of its total where every customer of the group has a variance
+        (total_range)."""
+        for label, found in (predicted or {}).items():
             if label in groups.spans:
-                self.of(label).update(predicted_clv_total=total, scored_customers=customers)
+                self.of(label).update(predicted_clv_total=found.total, scored_customers=found.customers)
+                if found.variance is not None:
+                    low, high = total_range(found.total, found.variance)
+                    self.of(label).update(predicted_clv_total_p10=low, predicted_clv_total_p90=high)
+
+
+def total_range(total: float, variance: float) -> tuple[float, float]:
+    """P10 and P90 of a group's predicted revenue: a sum of many customers' values is close to
+    normal, with the sum of their predictions as its mean and the sum of their variances
+    (training.value_range) as its variance, customers' outcomes independent given their
+    predictions. Not the sum of the customers' P10s and P90s, which is far wider: a group's
+    customers do not all land at their own P10 at once."""
+    spread = Z_90 * math.sqrt(max(variance, 0.0))
+    return total - spread, total + spread
 
 
 def kpi_table(question: Question, groups: Groups, parts: Parts, meta: CubeMeta) -> KpiTable:
@@ -143,8 +172,13 @@ def _divide(
         if name in ("cac", "ltv_to_cac") and question.dimension == "city":
             out[name] = KpiValue(label, name, None, missing=f"marketing spend is not split by {question.by}")
             continue
-        if name == "predicted_clv" and question.by in PERIOD_GROUPINGS:
+        if name in PREDICTED_KPIS and question.by in PERIOD_GROUPINGS:
             missing = f"a prediction from the latest scores is not split by {question.by}"
+            out[name] = KpiValue(label, name, None, missing=missing)
+            continue
+        if name in PREDICTED_KPIS and definition.denominator is None and definition.numerator not in parts:
+            missing = (KPI_BY_NAME["predicted_clv"].empty if "predicted_clv_total" not in parts else
+                       "the CLV version of the latest scores has no range: retrain clv and run `custlens score`")
             out[name] = KpiValue(label, name, None, missing=missing)
             continue
         if name in ("churn_rate", "retention_rate") and "churn_base" not in parts:

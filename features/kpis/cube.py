@@ -10,6 +10,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
@@ -44,9 +45,21 @@ from features.lake.tables import (
     table_path,
 )
 
+VARIANCE_COLUMN = "predicted_clv_variance"  # of each customer's predicted value, in the assignments
 CUBE_FILES = ("daily", "customer_daily", "customer_orders", "ticket_durations")
-# (sum of predicted value, customers) per group label, per grouping (None: ungrouped)
-PredictedSums = dict[str | None, dict[str, tuple[float, float]]]
+
+
+class PredictedSum(NamedTuple):
+    """The predicted value of one group of customers: its sum, the customers, and the sum of their
+    variances (None when a customer has none: scored by a CLV version without a range)."""
+
+    total: float
+    customers: float
+    variance: float | None = None
+
+
+# PredictedSum per group label, per grouping (None: ungrouped)
+PredictedSums = dict[str | None, dict[str, PredictedSum]]
 
 
 def kpi_dir(settings: Settings) -> Path:
@@ -123,11 +136,13 @@ def build_kpi_cube(settings: Settings) -> Path:
 
 def build_segment_cubes(settings: Settings, scores: pd.DataFrame, as_of: date) -> Path:
     """The KPI cubes by RFM segment and by behavioural segment, from one batch run's scores
-    (customer_id, rfm_segment, behavioural_segment, predicted_clv): `custlens score` calls it
-    after writing the scores. Every customer is grouped by their segment at `as_of`, for any period
-    (segments describe who the customers are now, not who they were then)."""
+    (customer_id, rfm_segment, behavioural_segment, predicted_clv and, when given,
+    predicted_clv_variance): `custlens score` calls it after writing the scores. Every customer is
+    grouped by their segment at `as_of`, for any period (segments describe who the customers are
+    now, not who they were then)."""
     columns = ["customer_id", *SEGMENT_GROUPINGS.values(), "predicted_clv"]
     missing = set(columns) - set(scores.columns)
+    columns += [VARIANCE_COLUMN] if VARIANCE_COLUMN in scores.columns else []
     if missing:
         raise CustlensError(f"segment cubes need the score columns {sorted(missing)}")
     with atomic_folder(segment_dir(settings)) as new_dir:
@@ -287,15 +302,21 @@ def predicted_sums(settings: Settings, con: duckdb.DuckDBPyConnection | None = N
     customers = read_table_sql(table_path(settings, "customers"))
     assignments = segment_dir(settings) / "assignments.parquet"
     # written by a `custlens score` from before the outputs were named without a window
-    value = "predicted_clv" if "predicted_clv" in pq.read_schema(assignments).names else "predicted_clv_12m"
+    stored = pq.read_schema(assignments).names
+    value = "predicted_clv" if "predicted_clv" in stored else "predicted_clv_12m"
+    # scores from before ranges have no variances: their totals have no range
+    variance = VARIANCE_COLUMN if VARIANCE_COLUMN in stored else "NULL::DOUBLE"
     con.execute(
-        f"CREATE TEMP TABLE scored AS SELECT assignments.*, dims.city, dims.acquisition_channel "
+        f"CREATE TEMP TABLE scored AS SELECT assignments.*, {variance} AS value_variance, dims.city, "
+        f"dims.acquisition_channel "
         f"FROM read_parquet({sql_literal(assignments)}) AS assignments "
         f"JOIN ({CUSTOMER_DIMS_SQL.format(customers=customers)}) AS dims "
         f"USING (customer_id) WHERE {value} IS NOT NULL"
     )
     out: PredictedSums = {}
     for grouping, label_sql in groups.items():
-        rows = con.execute(f"SELECT {label_sql}, sum({value}), count(*) FROM scored GROUP BY 1").fetchall()
-        out[grouping] = {str(label): (float(total), float(count)) for label, total, count in rows}
+        rows = con.execute(f"SELECT {label_sql}, sum({value}), count(*), sum(value_variance), count(value_variance) "
+                           "FROM scored GROUP BY 1").fetchall()  # fmt: skip
+        out[grouping] = {str(label): PredictedSum(float(total), float(count), float(spread) if known == count else None)
+                         for label, total, count, spread, known in rows}  # fmt: skip
     return out

@@ -25,7 +25,8 @@ GUESTS = "(guests)"  # the orders without a customer, where KPIs group by a cust
 GUEST_KPIS = ("revenue", "orders", "aov", "return_rate")
 GUEST_MISSING = "guest orders have no customer: only orders, net revenue, AOV and return rate count them"
 # the parts that are amounts of money: rounded to the currency's minor units wherever they are shown
-MONEY_PARTS = frozenset({"revenue", "marketing_spend", "clv_revenue", "predicted_clv_total", "historic_clv", "cac"})
+MONEY_PARTS = frozenset({"revenue", "marketing_spend", "clv_revenue", "predicted_clv_total", "predicted_clv_total_p10",
+                         "predicted_clv_total_p90", "historic_clv", "cac"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,13 @@ KPIS: tuple[KpiDefinition, ...] = (
     _kpi("ltv_to_cac", "LTV:CAC", "ratio", "marketing_spend", "historic_clv", "cac"),
     _kpi("predicted_clv", "predicted CLV (over the CLV model's window)", "money", "orders", "predicted_clv_total",
          "scored_customers", empty="no batch scores for these customers yet; run `custlens score`"),
+    # the group's total and the P10-P90 range of that total (not the sum of the customers' P10s)
+    _kpi("predicted_revenue", "predicted revenue (sum of predicted CLV)", "money", "orders", "predicted_clv_total"),
+    _kpi("predicted_revenue_p10", "predicted revenue, P10", "money", "orders", "predicted_clv_total_p10"),
+    _kpi("predicted_revenue_p90", "predicted revenue, P90", "money", "orders", "predicted_clv_total_p90"),
 )  # fmt: skip
+# The KPIs read from the latest batch scores: per customer group, never per period.
+PREDICTED_KPIS = ("predicted_clv", "predicted_revenue", "predicted_revenue_p10", "predicted_revenue_p90")
 KPI_NAMES = tuple(definition.name for definition in KPIS)
 KPI_BY_NAME = {definition.name: definition for definition in KPIS}
 

@@ -11,7 +11,7 @@ import duckdb
 from custlens.settings import Settings
 from features.kpis.answer import CUSTOMER_PARTS, Parts, Question, kpi_table
 from features.kpis.arguments import PERIOD_GROUPINGS, SEGMENT_GROUPINGS, Grouping, check_grouping, check_period
-from features.kpis.cube import CubeMeta, has_scores, predicted_sums, read_segment_meta, segment_dir
+from features.kpis.cube import CubeMeta, PredictedSum, has_scores, predicted_sums, read_segment_meta, segment_dir
 from features.kpis.definitions import KpiTable
 from features.kpis.source import connect
 from features.kpis.sql import (
@@ -49,7 +49,7 @@ def _answer(
     tables: dict[str, str],
     meta: CubeMeta,
     question: Question,
-    predicted: dict[str, tuple[float, float]] | None,
+    predicted: dict[str, PredictedSum] | None,
 ) -> KpiTable:
     parts = Parts()
     # additive facts: one scan of the lake per source

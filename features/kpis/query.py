@@ -17,6 +17,7 @@ from features.kpis.arguments import PERIOD_GROUPINGS, SEGMENT_GROUPINGS, Groupin
 from features.kpis.cache import NO_DAY, CustomerOrders, KpiCache
 from features.kpis.cube import (
     CubeMeta,
+    PredictedSum,
     kpi_dir,
     predicted_sums,
     read_cube_meta,
@@ -54,7 +55,7 @@ def _from_cube(settings: Settings, folder: Path, meta: CubeMeta, question: Quest
         return _answer(con, loaded.orders, meta, question, predicted)
 
 
-def _predicted_clv(settings: Settings, by: str | None, cache: KpiCache) -> dict[str, tuple[float, float]] | None:
+def _predicted_clv(settings: Settings, by: str | None, cache: KpiCache) -> dict[str, PredictedSum] | None:
     """(sum of predicted value, customers) per group from the latest batch scores; None
     when there are none (or they were scored on an older lake) or the grouping is by period."""
     if by in PERIOD_GROUPINGS:
@@ -70,7 +71,7 @@ def _answer(
     orders: CustomerOrders,
     meta: CubeMeta,
     question: Question,
-    predicted: dict[str, tuple[float, float]] | None,
+    predicted: dict[str, PredictedSum] | None,
 ) -> KpiTable:
     parts = Parts()
     # additive facts: one scan of the daily cube

@@ -126,6 +126,10 @@ def test_every_sink_holds_each_as_of_once_with_every_column(
     assert (rows["currency"] == "VND").all()  # the sample's shop; CLV in whole dong
     clv = rows["predicted_clv"].astype(float).to_numpy()
     np.testing.assert_array_equal(clv, np.round(clv))
+    # with its P10-P90 range, in the same whole dong (the mean may lie outside a zero-heavy range)
+    low, high = (rows[name].astype(float).to_numpy() for name in ("predicted_clv_p10", "predicted_clv_p90"))
+    assert not np.isnan(low).any() and (low <= high).all() and (high > 0).any()
+    np.testing.assert_array_equal(high, np.round(high))
     assert manifest(sink_uri) == [(first.run_id, SUCCEEDED, earlier), (second.run_id, SUCCEEDED, latest)]
 
 
@@ -268,7 +272,8 @@ def test_a_customer_gets_the_same_scores_online_and_in_batch(
 
     batch = read_sink(uri, latest).set_index("customer_id").loc[ids].reset_index()
     assert online["known"].all()
-    for column in ("churn_probability", "repurchase_probability", "predicted_clv"):
+    for column in ("churn_probability", "repurchase_probability", "predicted_clv", "predicted_clv_p10",
+                   "predicted_clv_p90"):  # fmt: skip
         np.testing.assert_array_equal(batch[column].to_numpy(float), online_scores[column].to_numpy(float))
     for column in ("churn_risk", "expected_next_order_date", "rfm_segment", "behavioural_segment"):
         assert batch[column].tolist() == online_scores[column].tolist(), column
@@ -477,6 +482,16 @@ def test_kpi_segments_follow_the_scores(project: Settings, cutoffs: tuple[date, 
     expected = scored["predicted_clv"].mean()
     overall = kpis(settings, end - timedelta(days=89), end).get("predicted_clv")
     assert overall.value == pytest.approx(expected, rel=1e-9)
+    # each segment's predicted revenue comes with the range of its total, far narrower than the
+    # sum of its customers' ranges
+    for group in set(table.groups) - {"(none)"}:
+        total, low, high = (table.get(kpi, group).value for kpi in
+                            ("predicted_revenue", "predicted_revenue_p10", "predicted_revenue_p90"))  # fmt: skip
+        members = scored[scored["rfm_segment"] == group]
+        assert total == pytest.approx(members["predicted_clv"].sum(), rel=1e-9)
+        assert low is not None and high is not None and low < total < high
+        if len(members) >= 30:  # one customer's range can be the narrower: P10 = P90 = 0 with a variance
+            assert high - low < (members["predicted_clv_p90"] - members["predicted_clv_p10"]).sum()
     earlier = score_customers(settings, cutoffs[0], uri)
     assert "kept those of the later as-of" in earlier.kpi_segments and segment_as_of(settings) == cutoffs[1]
 

@@ -123,6 +123,9 @@ def test_known_ids_get_every_score_and_unknown_ids_none(client: TestClient, ids:
         assert 0 <= known["churn_probability"] <= 1 and known["churn_risk"] in ("low", "medium", "high")
         # money comes with its unit, in the unit's minor units (the sample's VND has none)
         assert known["currency"] == "VND" and known["predicted_clv"] == round(known["predicted_clv"])
+        # and its P10-P90 range (P10 <= P90; the mean itself may lie outside a zero-heavy range)
+        low, high = known["predicted_clv_p10"], known["predicted_clv_p90"]
+        assert low is not None and high is not None and low <= high and high == round(high)
     assert nobody == {"customer_id": "C-nobody", "source": None, "source_customer_id": None, "known": False}
 
 
@@ -198,6 +201,7 @@ def test_metadata_names_models_versions_runs_and_feature_services(client: TestCl
     bands = body["churn_risk_thresholds"]  # by rank: quantiles of the served churn version's test scores
     assert 0 < bands["medium"] < bands["high"] < 1 and bands["basis"].startswith("quantiles 0.5 and 0.8")
     assert body["next_order_horizon_days"] == 365
+    assert body["clv_range"]["quantiles"] == [0.1, 0.9] and body["clv_range"]["rows"] > 0  # made on held-out rows
 
 
 def test_metrics_count_scored_customers(client: TestClient) -> None:

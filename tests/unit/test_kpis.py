@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,7 +45,9 @@ from features.kpis import (
     kpis_direct,
     segment_dir,
 )
+from features.kpis.answer import Z_90
 from features.kpis.arguments import EARLIEST_KPI_DAY, LATEST_KPI_DAY
+from features.kpis.cube import VARIANCE_COLUMN
 from features.lake.tables import Business, table_path, write_business
 
 TS = pa.timestamp("us", tz="UTC")
@@ -741,3 +744,35 @@ def test_csv_carries_the_unit_and_currency_of_each_value(tmp_path: Path) -> None
     rows = {row["kpi"]: row for row in csv.DictReader(io.StringIO(answered(refunded_shop(tmp_path), *MARCH).to_csv()))}
     assert (rows["aov"]["value"], rows["aov"]["unit"], rows["aov"]["currency"]) == ("19.14", "money", "USD")
     assert (rows["orders"]["unit"], rows["orders"]["currency"]) == ("count", "")
+
+
+# ---------------------------------------------------------------- predicted revenue and its range
+
+
+def test_a_segments_predicted_revenue_has_the_range_of_its_total(lake: Settings) -> None:
+    scores = scores_of([("A", "Champions", "Loyal", 1000.0), ("C", "Champions", "Deal", 500.0),
+                        ("B", "At risk", "Deal", 300.0)])  # fmt: skip
+    scores[VARIANCE_COLUMN] = [300.0**2, 400.0**2, np.nan]  # B's CLV version had no range
+    build_segment_cubes(lake, scores, date(2024, 4, 1))
+    table = kpis(lake, *MARCH, by="segment")
+    assert table.get("predicted_revenue", "Champions").value == 1500.0
+    assert table.get("predicted_revenue_p10", "Champions").value == pytest.approx(1500.0 - Z_90 * 500.0)
+    assert table.get("predicted_revenue_p90", "Champions").value == pytest.approx(1500.0 + Z_90 * 500.0)
+    assert table.get("predicted_revenue", "At risk").value == 300.0
+    assert "has no range" in (table.get("predicted_revenue_p90", "At risk").missing or "")
+    assert kpis(lake, *MARCH, by="month").get("predicted_revenue_p10", "2024-03").missing == (
+        "a prediction from the latest scores is not split by month"
+    )
+
+
+def test_scores_from_before_ranges_give_the_total_without_a_range(lake: Settings) -> None:
+    build_segment_cubes(lake, scores_of([("A", "Champions", "Loyal", 1000.0)]), date(2024, 4, 1))
+    table = kpis(lake, *MARCH, by="segment")
+    assert table.get("predicted_revenue", "Champions").value == 1000.0
+    assert table.get("predicted_revenue_p10", "Champions").value is None
+
+
+def test_before_any_scoring_the_predicted_revenue_says_to_score(lake: Settings) -> None:
+    assert kpis(lake, *MARCH).get("predicted_revenue_p10").missing == (
+        "no batch scores for these customers yet; run `custlens score`"
+    )

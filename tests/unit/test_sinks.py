@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -130,6 +131,41 @@ def test_a_sql_table_from_before_the_currency_column_gets_it_added(sql_sink_uri:
     run(sql_sink_uri, chunk("r", {"NEW": 7.5}, "USD", as_of=date(2025, 2, 1)), as_of=date(2025, 2, 1))
     # then the column was added, the old row has no currency and the new one has
     assert read(sql_sink_uri) == {"OLD": (5.0, None), "NEW": (7.5, "USD")}
+
+
+RANGE_COLUMNS = ("predicted_clv_p10", "predicted_clv_p90")
+
+
+def with_range(rows: pa.Table, low: float, high: float) -> pa.Table:
+    for name, value in zip(RANGE_COLUMNS, (low, high), strict=True):
+        rows = rows.set_column(rows.schema.get_field_index(name), name, pa.array([value] * len(rows), pa.float64()))
+    return rows
+
+
+def ranges(uri: str) -> dict[str, tuple[float | None, float | None]]:
+    sink = open_sink(uri)
+    try:
+        frame = sink.scores()
+    finally:
+        sink.close()
+    return {row.customer_id: (None if pd.isna(row.predicted_clv_p10) else row.predicted_clv_p10,
+                              None if pd.isna(row.predicted_clv_p90) else row.predicted_clv_p90)
+            for row in frame.itertuples()}  # fmt: skip
+
+
+def test_a_sink_from_before_the_clv_range_gets_its_columns_and_old_rows_read_null(sql_sink_uri: str) -> None:
+    # given a customer_scores table as custlens wrote it before predicted_clv_p10 / _p90
+    run(sql_sink_uri, chunk("r", {"OLD": 5.0}, "USD"))
+    engine = sa.create_engine(sql_sink_uri.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        for name in RANGE_COLUMNS:
+            conn.exec_driver_sql(f"ALTER TABLE {SCORES_TABLE} DROP COLUMN {name}")
+    engine.dispose()
+    # when a new run writes a customer's CLV with its range
+    run(sql_sink_uri, with_range(chunk("r", {"NEW": 7.5}, "USD", as_of=date(2025, 2, 1)), 0.0, 20.0),
+        as_of=date(2025, 2, 1))  # fmt: skip
+    # then the columns were added: the old row has no range, the new one has its own
+    assert ranges(sql_sink_uri) == {"OLD": (None, None), "NEW": (0.0, 20.0)}
 
 
 def test_a_sql_table_missing_a_column_custlens_always_wrote_is_a_clear_error(tmp_path: Path) -> None:

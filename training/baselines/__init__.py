@@ -24,6 +24,7 @@ from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_s
 from training.baselines.servable import RFM_COLUMNS, BaselineBundle, rfm_matrix
 from training.frames import ModelFrame, cutoff_of
 from training.specs import ModelSpec
+from training.value_range import RANGE_KEY, ValueRange
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,37 @@ def bgnbd_gamma_gamma(settings: Settings, spec: ModelSpec) -> Baseline:
     def predict(frame: ModelFrame) -> Fitted:
         everyone, test = _summaries(settings, frame)
         bg, gg = BetaGeo.fit(everyone), GammaGamma.fit(everyone)
+        value_range = _value_range(settings, spec, frame)
         servable = BaselineBundle(model=spec.name, flavour="bgnbd_gamma_gamma", window_days=window,
                                   params={**asdict(bg), **asdict(gg)}, features=list(BTYD_SUMMARY_FEATURES),
-                                  feature_service=BASELINE_SERVICE)  # fmt: skip
+                                  feature_service=BASELINE_SERVICE,
+                                  meta={RANGE_KEY: value_range.to_dict()} if value_range else {})  # fmt: skip
         return Fitted(expected_revenue(bg, gg, test, days=window), servable)
 
     return predict
+
+
+def _value_range(settings: Settings, spec: ModelSpec, frame: ModelFrame) -> ValueRange | None:
+    """BG/NBD x Gamma-Gamma's P10-P90 range (training.value_range), made out of sample: at each
+    training and validation cutoff the two are fitted on the orders before it and predict that
+    cutoff's rows, whose labels come after it; the test window stays out. None when no cutoff fits
+    or too few rows."""
+    orders, window = _orders(settings), spec.label_window(settings)
+    predicted, actual = [], []
+    for cutoff, rows in frame.rows[frame.rows["split"] != "test"].groupby("cutoff"):
+        history = rfm_summary(orders, pd.Timestamp(cutoff))  # the cutoff's instant, as the labels count from it
+        try:
+            bg, gg = BetaGeo.fit(history), GammaGamma.fit(history)
+        except CustlensError:
+            continue  # too little history before this cutoff
+        summary = history.reindex(rows["customer_id"].to_numpy()).fillna(0.0)
+        predicted.append(expected_revenue(bg, gg, summary, days=window))
+        actual.append(spec.labels(rows))
+    if not predicted:
+        return None
+    first, last = min(frame.split.train, default=frame.split.validation), frame.split.validation
+    return ValueRange.fit(np.concatenate(predicted), np.concatenate(actual),
+                          f"refitted at each cutoff {first}..{last}, its rows' labels after it")  # fmt: skip
 
 
 BASELINES: dict[str, BaselineFactory] = {

@@ -25,6 +25,7 @@ from features.model_inputs import BASELINE_RFM_FEATURES
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary_from_features
 from training.next_order import LONGEST_DAYS
 from training.packaging import FeatureEncoder, FeatureRows, ModelBundle, _require_columns, _require_served
+from training.value_range import RANGE_KEY, with_range
 
 Flavour = Literal["bgnbd", "bgnbd_gamma_gamma", "logistic_rfm"]  # the names of training.baselines.BASELINES
 FLAVOURS: tuple[Flavour, ...] = ("bgnbd", "bgnbd_gamma_gamma", "logistic_rfm")
@@ -87,7 +88,7 @@ class BaselineBundle:
 
     def scores(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """`probability` (churn, repurchase; repurchase also `expected_days_to_next_order`) or
-        `predicted_value` (clv), per row of an encoded matrix."""
+        `predicted_value` (clv, with its P10-P90 range when it holds one), per row of an encoded matrix."""
         columns = {name: matrix[:, j] for j, name in enumerate(self.features)}
         if self.flavour == "logistic_rfm":
             return {"probability": self._logistic(columns)}
@@ -95,7 +96,7 @@ class BaselineBundle:
         bg = BetaGeo(**{key: float(self.params[key]) for key in ("r", "alpha", "a", "b")})
         if self.model == "clv":
             gg = GammaGamma(**{key: float(self.params[key]) for key in ("p", "q", "v")})
-            return {"predicted_value": np.maximum(expected_revenue(bg, gg, summary, self.window_days), 0.0)}
+            return with_range(np.maximum(expected_revenue(bg, gg, summary, self.window_days), 0.0), self.meta)
         none = np.clip(bg.prob_no_purchase(summary, self.window_days), 0.0, 1.0)
         if self.model == "churn":
             return {"probability": none}
@@ -133,8 +134,10 @@ class BaselineBundle:
     # -- storage ----------------------------------------------------------------------------------
 
     def fit_digest(self) -> str:
-        """A short digest of what it is (flavour, window, parameters, inputs): equal fits, equal digests."""
-        state = json.dumps([self.flavour, self.window_days, self.params, self.features], sort_keys=True)
+        """A short digest of what it is (flavour, window, parameters, inputs, and its value range
+        when it has one): equal fits, equal digests."""
+        what = [self.flavour, self.window_days, self.params, self.features]
+        state = json.dumps(what + ([self.meta[RANGE_KEY]] if RANGE_KEY in self.meta else []), sort_keys=True)
         return hashlib.blake2b(state.encode(), digest_size=8).hexdigest()
 
     def state(self) -> dict[str, Any]:
