@@ -22,6 +22,7 @@ from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_s
 from training.registry import CHAMPION, register_baseline
 from training.specs import SPECS
 from training.tracking import connect, registered_name, use_experiment
+from training.value_range import P90, range_of
 
 MODELS = ("churn", "repurchase", "clv")
 
@@ -72,6 +73,12 @@ def test_the_batch_job_serves_the_baselines_as_training_computes_them(served: Se
     dated = [None if np.isnan(d) else report.as_of + timedelta(days=round(d)) for d in median]
     assert scores["expected_next_order_date"].tolist() == dated
     assert 0 < np.isnan(median).sum() < len(median)  # the unlikely buyers have none
+    # its P10-P90 range, fitted on no held-out window, is the model's own posterior predictive
+    table = range_of(bundle.meta)
+    assert table is not None and "posterior" in table.source
+    ranged = table.lookup(np.maximum(expected_revenue(bg, gg, summary, 365), 0.0))
+    np.testing.assert_allclose(scores["predicted_clv_p90"].to_numpy(), np.round(ranged[P90]), atol=1.0)
+    assert (scores["predicted_clv_p10"] <= scores["predicted_clv_p90"]).all()
 
 
 def test_the_service_serves_the_baselines_with_the_batch_numbers(served: Settings, tmp_path: Path) -> None:

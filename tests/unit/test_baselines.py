@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.baselines.btyd import BetaGeo, GammaGamma, rfm_summary, rfm_summary_from_features
+from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary, rfm_summary_from_features
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
 TRUE_BG = {"r": 0.8, "alpha": 40.0, "a": 0.9, "b": 2.5}
@@ -300,3 +300,20 @@ def test_a_fit_is_logged_by_the_names_a_reviewer_knows() -> None:
     assert logistic.fitted_params() == pytest.approx(
         {**{f"coef_{name}": 0.1 * (j + 1) for j, name in enumerate(RFM_COLUMNS)}, "intercept": -0.5}
     )
+
+
+def test_posterior_draws_of_purchases_and_revenue_average_to_the_expected_ones() -> None:
+    # given simulated histories and the true parameters
+    rng = np.random.default_rng(5)
+    summary = simulate_bgnbd(rng, 20_000, **TRUE_BG).summary.assign(monetary_value=0.0)
+    repeat = summary["frequency"] > 0
+    summary.loc[repeat, "monetary_value"] = simulate_order_values(rng, summary["frequency"][repeat].to_numpy(),
+                                                                  **TRUE_GG)  # fmt: skip
+    bg, gg = BetaGeo(**TRUE_BG), GammaGamma(**TRUE_GG)
+    # when each customer's next 365 days are drawn from the posterior
+    purchases = bg.simulate_purchases(summary, 365, rng)
+    revenue = gg.simulate_revenue(summary, purchases, rng)
+    # then the draws average to what the model expects: the range is the same model's spread
+    assert purchases.mean() == pytest.approx(bg.expected_purchases(summary, 365).mean(), rel=0.03)
+    assert revenue.mean() == pytest.approx(expected_revenue(bg, gg, summary, 365).mean(), rel=0.05)
+    assert (revenue[purchases == 0] == 0).all() and (revenue[purchases > 0] > 0).all()

@@ -251,6 +251,23 @@ class BetaGeo:
             low, high = np.where(late, middle, low), np.where(late, high, middle)
         return np.where(reached, (low + high) / 2, np.nan)
 
+    def simulate_purchases(self, summary: pd.DataFrame, days: float, rng: np.random.Generator) -> np.ndarray:
+        """One draw per customer of the purchase days in (T, T + days] from the posterior: alive
+        with prob_alive; if alive, lambda ~ Gamma(r + x, alpha + T) and the drop-out probability
+        p ~ Beta(a, b + x) (the customer survived x purchases), then purchases at rate lambda, each
+        followed by a drop-out with probability p."""
+        x, _, big_t = _history(summary)
+        alive = rng.random(len(x)) < self.prob_alive(summary)
+        rate = rng.gamma(self.r + x, 1.0 / (self.alpha + big_t))
+        drop = rng.beta(self.a, self.b + x)
+        clock, count = np.zeros(len(x)), np.zeros(len(x), dtype="int64")
+        while alive.any():
+            clock[alive] += rng.exponential(1.0 / np.maximum(rate[alive], 1e-12))
+            alive &= clock <= days
+            count += alive
+            alive &= rng.random(len(x)) >= drop
+        return count
+
 
 @dataclass(frozen=True)
 class GammaGamma:
@@ -299,6 +316,16 @@ class GammaGamma:
         x = summary["frequency"].to_numpy(dtype="float64")
         m = summary["monetary_value"].to_numpy(dtype="float64")
         return self.p * (self.v + x * m) / (self.p * x + self.q - 1)
+
+
+    def simulate_revenue(self, summary: pd.DataFrame, purchases: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One draw per customer of the revenue of `purchases` orders from the posterior: nu ~
+        Gamma(q + p x, v + x m), then the orders' sum ~ Gamma(p * purchases, nu)."""
+        x = summary["frequency"].to_numpy(dtype="float64")
+        m = summary["monetary_value"].to_numpy(dtype="float64")
+        nu = rng.gamma(self.q + self.p * x, 1.0 / (self.v + x * m))
+        shape = self.p * np.asarray(purchases, dtype="float64")
+        return np.where(shape > 0, rng.gamma(np.maximum(shape, 1e-12), 1.0 / nu), 0.0)
 
 
 def expected_revenue(bg: BetaGeo, gg: GammaGamma, summary: pd.DataFrame, days: float = 365) -> np.ndarray:
