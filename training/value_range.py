@@ -4,22 +4,23 @@ Made on held-out rows, never on the rows that fitted the predictor: the rows are
 their predicted value (quantile bins), and each bin records the 10th and 90th percentile of the
 actual values of its rows, and their mean and variance (what a total of many customers needs). A
 customer's range is read off that table at their predicted value, interpolated between the bins'
-median predictions (and held at the end bins' values beyond them). This is split conformal
+median predictions; below the first bin it is the first bin's, above the last it grows in
+proportion to the prediction (twice the top bin's median, twice its P10 and P90: value scales with
+spend, and clamping would leave the best customers' mean above their P90). This is split conformal
 prediction done per bin (Mondrian by predicted value): it assumes nothing about the shape of the
-value's distribution, which for net revenue in a window is zero-heavy and skewed, and it holds
-for any model that ranks customers. The table is small JSON in the bundle's meta (`RANGE_KEY`), so
-the range is read from the model, never from today's code; a bundle saved without one serves no
-range (NULL), and no error.
+value's distribution, which for net revenue in a window is zero-heavy and skewed. The table is
+small JSON in the bundle's meta (`RANGE_KEY`), so the range is read from the model, never from
+today's code; a bundle saved without one serves no range (NULL), and no error.
 
 With many actual values exactly 0 (customers who do not buy), a bin's P10 and often its P90 are 0,
-and the closed interval [P10, P90] then holds more than 80% of that bin: coverage is measured, and
-logged, as well as the shares below P10 and above P90 (each at most about 10%).
+and the closed interval [P10, P90] then holds more than 80% of that bin: coverage is measured and
+logged, and so are the shares below P10 and above P90 (each about 10% or less when calibrated).
 
 A total of many customers (a segment's predicted revenue) gets its own range: not the sum of the
-customers' P10s, but a normal approximation of the sum, centred on the sum of the predictions with
-the sum of the customers' variances (features.kpis.answer.total_range): customers' outcomes are taken as independent
-given their predictions, so the range leaves out an error all customers share (a model biased in
-total), which the promotion gate bounds with `training.clv_total_band`.
+customers' P10s, but a normal approximation of the sum, centred on the sum of the predictions, with
+the sum of the customers' variances (features.kpis.answer.total_range): customers' outcomes are
+taken as independent given their predictions, so the range leaves out an error all customers share
+(a model biased in total), which the promotion gate bounds with `training.clv_total_band`.
 """
 
 from __future__ import annotations
@@ -75,12 +76,15 @@ class ValueRange:
 
     def lookup(self, predicted: np.ndarray) -> dict[str, np.ndarray]:
         """P10, P90 and variance (`P10`, `P90`, `VARIANCE`) at each predicted value, interpolated
-        between bins; NaN where the prediction is NaN. P10 <= P90 always (both interpolate between
-        ordered pairs); the prediction itself may lie outside a zero-heavy bin's range."""
+        between bins, scaled beyond the last; NaN where the prediction is NaN. P10 <= P90 always
+        (both interpolate between ordered pairs); the prediction itself may lie outside a
+        zero-heavy bin's range."""
         values = np.asarray(predicted, dtype="float64")
         at = np.array(self.predicted)
-        out = {key: np.interp(values, at, np.array(column)) for key, column in
-               ((P10, self.p10), (P90, self.p90), (VARIANCE, self.variance))}  # fmt: skip
+        top = at[-1]
+        scale = np.where(values > top, values / top, 1.0) if top > 0 else np.ones(len(values))
+        out = {key: np.interp(values, at, np.array(column)) * scale**power for key, column, power in
+               ((P10, self.p10, 1), (P90, self.p90, 1), (VARIANCE, self.variance, 2))}  # fmt: skip
         missing = np.isnan(values)
         for column in out.values():
             column[missing] = np.nan

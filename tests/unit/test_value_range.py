@@ -38,11 +38,14 @@ def test_each_bin_holds_the_10th_and_90th_percentile_of_its_actual_values() -> N
     assert made.mean == pytest.approx((100.0, 1000.0)) and made.rows == 200
 
 
-def test_a_prediction_between_bins_gets_a_range_interpolated_between_them_and_the_end_bins_beyond() -> None:
-    looked = table().lookup(np.array([100.0, 550.0, 1000.0, 5.0, 9999.0, np.nan]))
-    assert looked[P10][:5] == pytest.approx([20.0, 310.0, 600.0, 20.0, 600.0])
-    assert looked[P90][:5] == pytest.approx([180.0, 790.0, 1400.0, 180.0, 1400.0])
+def test_a_prediction_between_bins_gets_a_range_interpolated_between_them() -> None:
+    looked = table().lookup(np.array([100.0, 550.0, 1000.0, 5.0, 2000.0, np.nan]))
+    assert looked[P10][:4] == pytest.approx([20.0, 310.0, 600.0, 20.0])  # below the first bin: the first's
+    assert looked[P90][:4] == pytest.approx([180.0, 790.0, 1400.0, 180.0])
     assert np.isnan(looked[P10][5]) and np.isnan(looked[P90][5]) and np.isnan(looked[VARIANCE][5])
+    # twice the top bin's median: twice its P10 and P90, four times its variance
+    assert (looked[P10][4], looked[P90][4]) == pytest.approx((1200.0, 2800.0))
+    assert looked[VARIANCE][4] == pytest.approx(4 * table().variance[1])
 
 
 def test_too_few_held_out_rows_make_no_range() -> None:
