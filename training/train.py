@@ -52,6 +52,7 @@ from training.value_range import P10, P90, RANGE_KEY, ValueRange, coverage_metri
 MODELS: tuple[str, ...] = (*SPECS, "segments")
 CANDIDATE = "candidate"  # the model just trained, among the predictors of the test rows
 TEST_PREDICTIONS = "test_predictions.parquet"  # artifact of each run: the test rows and every predictor's score
+RANGE_ARTIFACT = "clv_range.json"  # artifact of a CLV run: the P10-P90 table per predicted-value bin
 
 
 @dataclass
@@ -293,6 +294,7 @@ def train_model(
             value_range = _value_range(spec, frame, bundle, params, train_x, valid_x)
             if value_range is not None:
                 bundle.meta[RANGE_KEY] = value_range.to_dict()
+                mlflow.log_dict(value_range.to_dict(), RANGE_ARTIFACT)
         if spec.timing is not None:
             bundle.timing_booster = _timing_booster(spec.timing, frame, train_x, valid_x if tunable else None,
                                                     settings.training.seed, settings.training.threads)  # fmt: skip
@@ -450,6 +452,8 @@ def _run_baselines(
             if spec.output == "predicted_value":
                 table = range_of(fitted.servable.meta)
                 served = table.lookup(fitted.predicted) if table is not None else {}
+                if table is not None:
+                    mlflow.log_dict(table.to_dict(), RANGE_ARTIFACT)
                 metrics[name] |= _range_metrics(spec, frame.part("test"), served)
             mlflow.log_metrics(metrics[name])
             _log_test_scores(spec, test, {name: fitted.predicted}, f"{spec.name} baseline {name}")

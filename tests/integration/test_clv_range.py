@@ -11,6 +11,7 @@ so coverage within 0.75-0.95, below P10 at most 0.15 and above P90 within 0.04-0
 
 from __future__ import annotations
 
+import mlflow
 import pytest
 
 from custlens.settings import Settings
@@ -19,6 +20,7 @@ from tests.support.trained import trained_project
 from training.frames import build_model_frame
 from training.specs import SPECS
 from training.tracking import connect, registered_name
+from training.train import RANGE_ARTIFACT
 from training.value_range import P10, P90, coverage_metrics, range_of
 
 COVERAGE = (0.75, 0.95)
@@ -56,6 +58,8 @@ def test_the_training_runs_log_the_coverage_of_the_model_and_of_the_baseline(pro
     client = connect(project)
     learned = [v for v in client.search_model_versions(f"name = '{registered_name('clv')}'") if "kind" not in v.tags]
     runs = [client.get_run(learned[0].run_id).data.metrics]
+    table = mlflow.artifacts.load_dict(f"runs:/{learned[0].run_id}/{RANGE_ARTIFACT}")  # the table, for a reviewer
+    assert len(table["p10"]) == len(table["p90"]) == len(table["predicted"]) > 1
     experiment = client.get_run(learned[0].run_id).info.experiment_id
     baseline = client.search_runs([experiment], "tags.baseline = 'bgnbd_gamma_gamma'")
     runs.append(baseline[0].data.metrics)
