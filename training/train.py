@@ -454,7 +454,7 @@ def _run_baselines(
                 served = table.lookup(fitted.predicted) if table is not None else {}
                 if table is not None:
                     mlflow.log_dict(table.to_dict(), RANGE_ARTIFACT)
-                metrics[name] |= _range_metrics(spec, frame.part("test"), served)
+                metrics[name] |= _range_metrics(spec, test, served)
             mlflow.log_metrics(metrics[name])
             _log_test_scores(spec, test, {name: fitted.predicted}, f"{spec.name} baseline {name}")
             predictions[name] = fitted.predicted
