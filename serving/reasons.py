@@ -4,15 +4,19 @@ become "last order 142 days ago (typical: 60 days)" instead of "days_since_last_
 A reason's words state the customer's value and the typical one (the median of the churn model's
 test customers, recorded in its version) and never a judgement of their own, so they agree with
 the direction the model gives ("raises risk", "lowers risk"): the old "no order for 52 days —
-lowers risk" read as a contradiction when 52 days was more recent than most. Where the way a
-feature moves churn is known for every customer (a later last order never makes a customer safer),
-a contribution against it on the customer's side of typical is not a reason anyone can act on, and
-`contradicts` leaves it out."""
+lowers risk" read as a contradiction when 52 days was more recent than most. A number is a reason
+only when its story holds together (`coherent`): the customer differs from typical, and on the side
+that moves churn the way the contribution says, by the direction the churn model itself learned for
+the feature (the sign of the rank correlation between the feature and its contributions on the
+test customers, recorded in the version; a feature without a clear direction gives no comparison
+anyone can act on, so no reason). "78 orders ever (typical: 3) — raises risk" or "2 orders in the
+last 12 months (typical: 2) — raises risk" are left out; a category or a missing value (a state,
+"fewer than two orders") needs no comparison."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from custlens.words import counted
 from features.catalog import RECENCY_FEATURES, feature
@@ -61,7 +65,7 @@ _PHRASES: dict[str, Phrase] = {
     "revenue_lifetime": lambda v: f"spent {_money(v)} in all",
     "avg_order_value": lambda v: f"average order {_money(v)}",
     "mean_days_between_orders": lambda v: f"orders every {_days(v)} on average",
-    "std_days_between_orders": lambda v: f"irregular buyer (gaps vary by {_days(v)})",
+    "std_days_between_orders": lambda v: f"gaps between orders vary by {_days(v)}",
     "days_first_to_last_purchase_day": lambda v: f"bought over {_days(v)} from first to last purchase",
     "repeat_purchase_day_value": lambda v: f"spent {_money(v)} per repeat purchase day",
     "return_rate_365d": lambda v: f"returned {_percent(v)} of orders in 12 months",
@@ -137,7 +141,8 @@ _CATEGORY_WORDS = {
 }
 
 
-# Which way churn moves as the feature grows, where that holds for every customer: +1 more churn.
+# Which way churn moves as the feature grows, where that holds for every customer (+1: more churn):
+# what a version that records no directions of its own is read with.
 CHURN_DIRECTION: dict[str, int] = {
     "days_since_last_order": 1,
     "days_since_last_engagement": 1,
@@ -171,15 +176,21 @@ def explain(name: str, value: object, typical: float | None) -> str:
     return f"{words} (typical: {_typical(name)(typical)})"
 
 
-def contradicts(name: str, value: object, typical: float | None, impact: float) -> bool:
-    """Whether a contribution (`impact` on churn's log-odds) pushes against the feature's known
-    direction on the customer's side of typical: e.g. a last order more recent than typical that
-    raises risk. Nothing is known to contradict a feature without a known direction."""
-    direction = CHURN_DIRECTION.get(name)
-    if direction is None or typical is None or _missing(value):
-        return False
+def coherent(name: str, value: object, typical: float | None, impact: float,
+             directions: Mapping[str, int] | None = None) -> bool:  # fmt: skip
+    """Whether a contribution (`impact` on churn's log-odds) makes a reason that holds together
+    (module docstring). `directions`: the churn version's learned direction per feature (+1: more
+    of it, more churn); None for a version that records none, read with CHURN_DIRECTION, and then a
+    feature of unknown direction is taken as it comes."""
+    if name in _CATEGORY_WORDS or _missing(value) or typical is None:
+        return True
+    direction = (directions or {}).get(name) if directions is not None else CHURN_DIRECTION.get(name)
+    if direction is None:
+        return directions is None
     side = float(value) - typical  # type: ignore[arg-type]
-    return side != 0 and impact != 0 and (side > 0) != ((impact > 0) == (direction > 0))
+    if side == 0 or impact == 0:
+        return False  # a typical value explains nothing
+    return (side > 0) == ((impact > 0) == (direction > 0))
 
 
 def _missing(value: object) -> bool:

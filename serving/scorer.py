@@ -46,12 +46,13 @@ from features.lake.money import minor_units
 from features.lake.tables import lake_business
 from features.model_inputs import RECENCY_FEATURE
 from features.store import registered_services
-from serving.reasons import contradicts, explain
+from serving.reasons import coherent, explain
 from training.baselines.servable import BaselineBundle, load_bundle
 from training.frames import WINDOW_KEYS, ModelName, label_window
 from training.next_order import beyond_horizon
 from training.packaging import (
     BUNDLE_FILE,
+    FEATURE_DIRECTIONS,
     FEATURE_MEDIANS,
     SCORE_PERCENTILES,
     SEGMENTS_FILE,
@@ -378,8 +379,8 @@ class Scorer:
         direction of the band (LightGBM's per-row contributions, in log-odds), each with the
         customer's value and the typical one in plain words. A customer at medium or high risk gets
         what raises the risk first, one at low risk what keeps it low; the other direction only
-        fills up. A contribution against a feature's known direction is left out
-        (serving.reasons.contradicts)."""
+        fills up. A contribution whose story does not hold together is left out
+        (serving.reasons.coherent)."""
         if not len(churn_x) or self.churn is None:
             return []
         if not self.churn.explains:  # a baseline: no per-feature contributions to give
@@ -390,6 +391,7 @@ class Scorer:
         order = np.argsort(-rank, axis=1, kind="stable")
         names = self.churn.features
         typical: dict[str, float] = self.churn.meta.get(FEATURE_MEDIANS, {})
+        directions: dict[str, int] | None = self.churn.meta.get(FEATURE_DIRECTIONS)
         columns: dict[str, np.ndarray] = {}
         out = []
         for row, picks in enumerate(order):
@@ -401,7 +403,7 @@ class Scorer:
                 if name not in columns:
                     columns[name] = np.asarray(rows[name])
                 value = columns[name][row]
-                if contradicts(name, value, typical.get(name), impact):
+                if not coherent(name, value, typical.get(name), impact, directions):
                     continue  # e.g. a recent last order that "raises risk": no story to tell
                 reasons.append({
                     "feature": name,
@@ -467,11 +469,14 @@ def _trained_window(
 
 
 def _dates_after(as_of: datetime | date, days: np.ndarray) -> np.ndarray:
-    """as_of + days as a date per row (None where days is NaN)."""
-    start = as_of.astimezone(UTC).date() if isinstance(as_of, datetime) else as_of
+    """The UTC day on which `as_of` + days falls, per row (None where days is NaN); a date as-of
+    is its 00:00 UTC. The day the instant falls on, not a rounded count: 29.6 days after a
+    midnight is the 30th day, still inside a 30-day window, as its probability of >= 1/2 says."""
+    start = as_of.astimezone(UTC) if isinstance(as_of, datetime) else datetime(as_of.year, as_of.month, as_of.day,
+                                                                                tzinfo=UTC)  # fmt: skip
     out = np.empty(len(days), dtype=object)
     for i, value in enumerate(days):
-        out[i] = None if np.isnan(value) else start + timedelta(days=round(float(value)))
+        out[i] = None if np.isnan(value) else (start + timedelta(days=float(value))).date()
     return out
 
 

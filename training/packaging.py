@@ -108,6 +108,27 @@ SCORE_PERCENTILES = "score_percentiles"
 # In a model's meta: each numeric feature's median on its test rows, the "typical" customer that
 # the reasons behind a churn score compare the customer with (serving.reasons).
 FEATURE_MEDIANS = "feature_medians"
+# In a classifier's meta: per numeric feature with a clear direction, +1 when more of it raises the
+# score and -1 when it lowers it (the sign of the rank correlation of the feature with its own
+# contributions on the test rows, kept where that correlation is at least MIN_DIRECTION).
+FEATURE_DIRECTIONS = "feature_directions"
+MIN_DIRECTION = 0.5
+
+
+def feature_directions(matrix: pd.DataFrame, contributions: np.ndarray) -> dict[str, int]:
+    """FEATURE_DIRECTIONS of a booster from its per-row contributions (rows, features) on `matrix`."""
+    directions: dict[str, int] = {}
+    for j, name in enumerate(matrix.columns):
+        values = matrix[name]
+        if not pd.api.types.is_numeric_dtype(values):
+            continue
+        known = values.notna().to_numpy()
+        if known.sum() < 30 or values[known].nunique() < 3:
+            continue
+        rho = pd.Series(values.to_numpy()[known]).corr(pd.Series(contributions[known, j]), method="spearman")
+        if np.isfinite(rho) and abs(rho) >= MIN_DIRECTION:
+            directions[name] = 1 if rho > 0 else -1
+    return directions
 
 
 def score_percentiles(scores: np.ndarray) -> list[float]:

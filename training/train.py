@@ -40,7 +40,15 @@ from training.frames import (
     customer_folds,
     feature_matrix,
 )
-from training.packaging import FEATURE_MEDIANS, SCORE_PERCENTILES, ModelBundle, SegmentsBundle, score_percentiles
+from training.packaging import (
+    FEATURE_DIRECTIONS,
+    FEATURE_MEDIANS,
+    SCORE_PERCENTILES,
+    ModelBundle,
+    SegmentsBundle,
+    feature_directions,
+    score_percentiles,
+)
 from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
 from training.sufficiency import SPLITS, Sufficiency
@@ -359,6 +367,9 @@ def _record_test_scores(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFra
             servable.meta[SCORE_PERCENTILES] = score_percentiles(predictions[name])
     medians = test_x.select_dtypes("number").median()
     bundle.meta[FEATURE_MEDIANS] = {name: float(value) for name, value in medians.items() if np.isfinite(value)}
+    if spec.output == "probability":
+        sample = test_x.sample(min(5000, len(test_x)), random_state=0)
+        bundle.meta[FEATURE_DIRECTIONS] = feature_directions(sample, bundle.contributions(sample))
 
 
 def _log_test_scores(spec: ModelSpec, test: pd.DataFrame, predictions: dict[str, np.ndarray], who: str) -> None:

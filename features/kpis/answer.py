@@ -140,7 +140,9 @@ def total_range(total: float, variance: float) -> tuple[float, float]:
     predictions. Not the sum of the customers' P10s and P90s, which is far wider: a group's
     customers do not all land at their own P10 at once."""
     spread = Z_90 * math.sqrt(max(variance, 0.0))
-    return total - spread, total + spread
+    # predicted revenue of a group is not below 0 (a net refund is rare and small): the normal
+    # approximation of a small group would say so; its P10 is 0 then
+    return max(total - spread, 0.0) if total >= 0 else total - spread, total + spread
 
 
 def kpi_table(question: Question, groups: Groups, parts: Parts, meta: CubeMeta) -> KpiTable:

@@ -4,6 +4,7 @@ BTYD baselines compute them from the orders."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_the_batch_job_serves_the_baselines_as_training_computes_them(served: Se
     # the next order dated where one is as likely as not, by BG/NBD's own distribution
     median = bg.median_days_to_next_purchase(summary, longest=3650)
     median[median > served.serving.next_order_horizon_days] = np.nan
-    dated = [None if np.isnan(d) else report.as_of + timedelta(days=round(d)) for d in median]
+    dated = [None if np.isnan(d) else report.as_of + timedelta(days=math.floor(d)) for d in median]
     assert scores["expected_next_order_date"].tolist() == dated
     assert 0 < np.isnan(median).sum() < len(median)  # the unlikely buyers have none
     # its P10-P90 range, fitted on no held-out window, is the model's own posterior predictive

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from serving.reasons import contradicts, explain
+from serving.reasons import coherent, explain
 
 
 def test_a_reason_names_the_typical_value_in_the_features_unit() -> None:
@@ -23,22 +23,33 @@ def test_no_typical_value_for_a_missing_value_a_category_or_a_version_without_me
     assert explain("days_since_last_order", 52.0, None) == "last order 52 days ago"
 
 
+LEARNED = {"days_since_last_order": 1, "orders_90d": -1, "mean_days_between_orders": 1}  # a version's directions
+TYPICAL = {"days_since_last_order": 140.0, "orders_90d": 1.0, "avg_order_value": 20.0, "mean_days_between_orders": 50.0}
+
+
 @pytest.mark.parametrize(
-    ("name", "value", "impact", "against"),
+    ("name", "value", "impact", "holds"),
     [
-        ("days_since_last_order", 52.0, -0.4, False),  # more recent than typical, lowers risk: agrees
-        ("days_since_last_order", 52.0, 0.4, True),  # more recent than typical yet raises risk
-        ("days_since_last_order", 300.0, -0.4, True),  # longer than typical yet lowers risk
-        ("days_since_last_order", 300.0, 0.4, False),
-        ("orders_90d", 4.0, -0.2, False),  # more orders than typical, lowers risk
-        ("orders_90d", 4.0, 0.2, True),
-        ("orders_90d", 0.0, 0.2, False),
-        ("avg_order_value", 10.0, 0.3, False),  # no known direction: never against
-        ("days_since_last_order", 140.0, 0.4, False),  # typical itself: either way
+        ("days_since_last_order", 52.0, -0.4, True),  # more recent than typical, lowers risk
+        ("days_since_last_order", 52.0, 0.4, False),  # more recent than typical yet raises risk
+        ("days_since_last_order", 300.0, -0.4, False),  # longer than typical yet lowers risk
+        ("days_since_last_order", 300.0, 0.4, True),
+        ("orders_90d", 4.0, -0.2, True),  # more orders than typical, lowers risk
+        ("orders_90d", 4.0, 0.2, False),
+        ("orders_90d", 0.0, 0.2, True),
+        ("mean_days_between_orders", 98.0, -0.3, False),  # "orders every 98 days (typical: 50)" lowering risk
+        ("avg_order_value", 10.0, 0.3, False),  # no clear direction learned: no comparison to make
+        ("days_since_last_order", 140.0, 0.4, False),  # the typical value itself explains nothing
+        ("days_since_last_order", math.nan, 0.4, True),  # a state: "no completed order yet"
     ],
 )
-def test_a_contribution_against_a_known_direction_is_told_apart(
-    name: str, value: float, impact: float, against: bool
+def test_a_reason_holds_together_by_the_direction_the_model_learned(
+    name: str, value: float, impact: float, holds: bool
 ) -> None:
-    typical = {"days_since_last_order": 140.0, "orders_90d": 1.0, "avg_order_value": 20.0}[name]
-    assert contradicts(name, value, typical, impact) is against
+    assert coherent(name, value, TYPICAL[name], impact, LEARNED) is holds
+
+
+def test_a_version_without_directions_is_read_with_the_known_ones() -> None:
+    assert coherent("days_since_last_order", 52.0, 140.0, 0.4, None) is False
+    assert coherent("avg_order_value", 10.0, 20.0, 0.3, None) is True  # unknown: taken as it comes
+    assert coherent("city", "Huế", None, 0.3, LEARNED) is True

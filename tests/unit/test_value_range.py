@@ -140,3 +140,9 @@ def test_a_totals_range_is_normal_around_the_sum_not_the_sum_of_the_customers_p1
     # with sd 5,000, so its P10-P90 is 50,000 -/+ 6,408 rather than 0..100,000
     low, high = total_range(50_000.0, 100 * 500.0**2)
     assert (low, high) == pytest.approx((50_000 - Z_90 * 5_000, 50_000 + Z_90 * 5_000))
+
+
+def test_a_small_groups_range_does_not_go_below_no_revenue() -> None:
+    # two customers predicted 0.12 each, with a wide spread: the normal P10 would be negative revenue
+    low, high = total_range(0.24, 2 * 15.0**2)
+    assert low == 0.0 and high == pytest.approx(0.24 + Z_90 * 15.0 * 2**0.5)
