@@ -303,7 +303,9 @@ def train(
     )
     results = train_all(settings, chosen, console=console)
     console.print(render(results))
-    console.print(f"MLflow: {tracking_uri(settings)}; open the UI with `make mlflow-ui` (http://127.0.0.1:5000)")
+    # `make mlflow-ui` opens <CUSTLENS_DATA_DIR or data>/mlruns: name the folder when it is another
+    folder = "" if settings.data_dir == Path("data") else f" CUSTLENS_DATA_DIR={settings.data_dir}"
+    console.print(f"MLflow: {tracking_uri(settings)}; open the UI with `make mlflow-ui{folder}` (http://127.0.0.1:5000)")
 
 
 @app.command("models")
