@@ -14,7 +14,7 @@ import pandas as pd
 from custlens.errors import CustlensError
 from custlens.settings import Settings
 from features.lake.tables import cutoff_instant, lake_end
-from features.model_inputs import TREE_INPUTS, service_spec
+from features.model_inputs import TREE_INPUTS, ModelInputs, service_spec, spec_of_service
 from features.snapshot_reader import snapshot_cutoffs
 from features.snapshots import is_period_start
 from training.labels import compute_labels, window_complete
@@ -27,9 +27,9 @@ FEATURE_SERVICES: dict[ModelName, str] = {
     model: service_spec(model).service for model in ("churn", "repurchase", "clv")
 }
 
-# What the LightGBM models read, from their one declaration (features/model_inputs.py): every
-# stored number, the request-time day counts, and the categories. The three read the same list,
-# so one matrix per frame serves them; a trained model keeps its own copy in its bundle.
+# What the LightGBM models read is their service's (features/model_inputs.py, `ModelFrame.inputs`);
+# every version reads the same categories. Version 1's numbers, as the v1 models were trained on.
+# A trained model keeps its own copy of its list in its bundle.
 NUMERIC_FEATURES = TREE_INPUTS.numbers
 CATEGORY_FEATURES = TREE_INPUTS.categories
 
@@ -173,8 +173,13 @@ class ModelFrame:
         return self.rows[self.rows["split"] == name]
 
     @property
+    def inputs(self) -> ModelInputs:
+        """What the model reads: its FeatureService's features."""
+        return spec_of_service(self.service).inputs
+
+    @property
     def features(self) -> list[str]:
-        return [*NUMERIC_FEATURES, *CATEGORY_FEATURES]
+        return list(self.inputs.names)
 
 
 def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
@@ -200,12 +205,15 @@ def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     return ModelFrame(model, split, service, rows)
 
 
-def feature_matrix(rows: pd.DataFrame, categories: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """The model input in a fixed column order; categories fixed to the training ones (unseen -> NaN)."""
-    matrix = rows[[*NUMERIC_FEATURES, *CATEGORY_FEATURES]].copy()
-    for name in NUMERIC_FEATURES:
+def feature_matrix(
+    rows: pd.DataFrame, categories: dict[str, list[str]] | None = None, inputs: ModelInputs = TREE_INPUTS
+) -> pd.DataFrame:
+    """The model input (`inputs`: a frame's, `ModelFrame.inputs`) in a fixed column order; categories
+    fixed to the training ones (unseen -> NaN)."""
+    matrix = rows[list(inputs.names)].copy()
+    for name in inputs.numbers:
         matrix[name] = pd.to_numeric(matrix[name], errors="coerce").astype("float64")
-    for name in CATEGORY_FEATURES:
+    for name in inputs.categories:
         known = categories[name] if categories else sorted(matrix[name].dropna().astype(str).unique())
         matrix[name] = pd.Categorical(matrix[name].astype("object").where(matrix[name].notna(), None), categories=known)
     return matrix

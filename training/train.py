@@ -242,9 +242,9 @@ def train_model(
     except CannotTrain as exc:
         return _skipped(settings, spec, str(exc), data, started)
     train, valid, test = frame.part("train"), frame.part("validation"), frame.part("test")
-    train_x = feature_matrix(train)
+    train_x = feature_matrix(train, inputs=frame.inputs)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
-    valid_x, test_x = feature_matrix(valid, categories), feature_matrix(test, categories)
+    valid_x, test_x = feature_matrix(valid, categories, frame.inputs), feature_matrix(test, categories, frame.inputs)
     train_y, valid_y, test_y = spec.fit_targets(train), spec.fit_targets(valid), spec.labels(test)
 
     connect(settings)
