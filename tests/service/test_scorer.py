@@ -18,7 +18,7 @@ from custlens.settings import Settings, load_settings
 from features.catalog import STORED_FEATURES
 from features.lake.money import minor_units
 from features.lake.tables import lake_business
-from features.model_inputs import TREE_INPUTS
+from features.model_inputs import TREE_INPUTS, TREE_INPUTS_V2, service_spec
 from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot
 from features.store import registered_services
@@ -66,7 +66,7 @@ def test_reasons_read_as_plain_words(name: str, value: object, text: str) -> Non
 
 def test_every_model_input_has_words() -> None:
     # `describe` never comes back empty (the catalog description is its fallback): ask for words of its own.
-    without_words = [name for name in TREE_INPUTS.names if not has_words(name)]
+    without_words = [name for name in (*TREE_INPUTS.names, *TREE_INPUTS_V2.names) if not has_words(name)]
 
     assert without_words == []
     assert not has_words("last_order_at")  # an instant no model reads: the fallback is what it would get
@@ -178,13 +178,14 @@ def test_a_reordered_catalog_scores_the_registered_models_the_same(
 def test_a_model_its_service_no_longer_serves_is_refused_at_load(project: Settings, scorer: Scorer) -> None:
     registered = registered_services(project)
     dropped = {name: [n for n in names if n != "orders_30d"] for name, names in registered.items()}
-    renamed = {name.replace("churn_v1", "churn_v2"): names for name, names in registered.items()}
+    trained_with = service_spec("churn").service
+    renamed = {name.replace(trained_with, "churn_v0"): names for name, names in registered.items()}
 
-    version = scorer.versions["churn"]
-    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} reads orders_30d, which its feature "
-                                             r"service churn_v1 does not serve; apply .* or retrain"):  # fmt: skip
+    churn = f"custlens-churn version {scorer.versions['churn']}"
+    with pytest.raises(CustlensError, match=rf"{churn} reads orders_30d, which its feature service {trained_with} "
+                                             r"does not serve; apply .* or retrain"):  # fmt: skip
         Scorer.from_registry(project, services=dropped)
-    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} names the feature service churn_v1, "
+    with pytest.raises(CustlensError, match=rf"{churn} names the feature service {trained_with}, "
                                              r"which the feature store does not have"):  # fmt: skip
         Scorer.from_registry(project, services=renamed)
 
