@@ -35,6 +35,7 @@ OWN_ACTIONS = (
     "app_open", "social_share", "referral", "review",
 )  # fmt: skip
 COMPARED_FAMILIES: tuple[Family, ...] = ("purchases", "engagement")
+SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sample.yaml"
 
 
 # ---------------------------------------------------------------- the two paths (run in a child process)
@@ -219,7 +220,8 @@ def prepare_lake(work: Path, customers: int, seed: int, env: dict[str, str]) -> 
         f"sample = Path({str(work / 'data' / 'sample')!r})\n"
         f"generate(out_dir=sample, customers={customers}, seed={seed}, start=None, end=DEFAULT_END, "
         "dirty_rate=0.0, file_format='parquet')\n"
-        "ingest(load_settings(), sample)\n"
+        # the generated sample's own config: its times are local to its business's time zone
+        f"ingest(load_settings({str(SAMPLE_CONFIG)!r}), sample)\n"
     )
     print(f"generating and ingesting {customers:,} customers into {work / 'data'} ...", flush=True)
     subprocess.run([sys.executable, "-c", code], env=env, check=True)

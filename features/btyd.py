@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow as pa
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features import layout
 from features.catalog import BTYD_SUMMARY_FEATURES, family_features
 from features.lake.tables import cutoff_instant
 
@@ -68,6 +70,18 @@ class BtydFit:
 
 def window_days(settings: Settings) -> dict[str, int]:
     return {window: int(getattr(settings.training, key)) for window, key in WINDOW_SETTINGS.items()}
+
+
+def stale_windows(settings: Settings, cutoffs: Sequence[date]) -> list[date]:
+    """The cutoffs whose btyd family was built for other label windows than the settings' (the
+    windows changed since `custlens features build`): a model of these windows must not read them."""
+    wanted = window_days(settings)
+    stale = []
+    for cutoff in cutoffs:
+        path = layout.btyd_fit_file(cutoff, settings.data_dir.resolve())
+        if not path.exists() or json.loads(path.read_text()).get("window_days") != wanted:
+            stale.append(cutoff)
+    return stale
 
 
 def summary_at(purchases: pa.Table, cutoff: date) -> pd.DataFrame:

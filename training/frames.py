@@ -13,8 +13,9 @@ import pandas as pd
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features.btyd import stale_windows, window_days
 from features.lake.tables import cutoff_instant, lake_end
-from features.model_inputs import TREE_INPUTS, ModelInputs, service_spec, spec_of_service
+from features.model_inputs import TREE_INPUTS, ModelInputs, feature_family, service_spec, spec_of_service
 from features.snapshot_reader import snapshot_cutoffs
 from features.snapshots import is_period_start
 from training.labels import compute_labels, window_complete
@@ -185,10 +186,11 @@ class ModelFrame:
 def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     """Every labelled (customer, cutoff) row of the model's split with its point-in-time features."""
     split = model_split(settings, model)
+    service = FEATURE_SERVICES[model]
+    require_btyd_windows(settings, split, spec_of_service(service).inputs)
     labels = compute_labels(settings, split.all)
     if model == "churn":
         labels = labels[labels["active"]]  # churn is defined for customers active before the cutoff
-    service = FEATURE_SERVICES[model]
     from features.store import training_frame  # Feast takes seconds to import: only where a frame is built
 
     features = training_frame(settings, labels[["customer_id", "cutoff"]], service)
@@ -203,6 +205,19 @@ def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     for name in CATEGORY_FEATURES:
         rows[name] = rows[name].astype("category")
     return ModelFrame(model, split, service, rows)
+
+
+def require_btyd_windows(settings: Settings, split: Split, inputs: ModelInputs) -> None:
+    """A model reading the btyd family reads the quantities of the configured windows: snapshots
+    built for other windows are a CannotTrain that says to rebuild them."""
+    if not any(feature_family(name) == "btyd" for name in inputs.names):
+        return
+    stale = stale_windows(settings, split.all)
+    if stale:
+        raise CannotTrain(
+            f"the btyd features at {', '.join(map(str, stale))} were built for other label windows than "
+            f"{window_days(settings)} (training.*_window_days): run `custlens features build` again"
+        )
 
 
 def feature_matrix(

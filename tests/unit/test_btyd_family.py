@@ -15,11 +15,13 @@ from rich.console import Console
 
 from custlens.settings import Settings
 from features import layout
-from features.btyd import FEATURE_NAMES, fit_sample
+from features.btyd import FEATURE_NAMES, fit_sample, stale_windows
 from features.catalog import family_features
+from features.model_inputs import TREE_INPUTS, TREE_INPUTS_V2
 from features.snapshots import build_snapshots, snapshot_path
 from tests.unit.test_snapshots import customer, order, write_lake
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_summary
+from training.frames import CannotTrain, Split, require_btyd_windows
 
 CUTOFF = date(2024, 7, 1)
 
@@ -133,3 +135,17 @@ def test_fit_sample_is_fixed_and_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     # then it is the same 10 buyers, never a customer without a purchase day
     assert list(first.index) == list(second.index) and len(first) == 10
     assert (first["T"] > 0).all()
+
+
+def test_a_model_of_other_windows_than_the_snapshots_is_not_trained_on_them(settings: Settings) -> None:
+    # given snapshots built for the default windows, and settings whose churn window changed since
+    people, orders = _history()
+    write_lake(settings, customers=people, orders=orders)
+    build_snapshots(settings, [CUTOFF])
+    longer = settings.model_copy(update={"training": settings.training.model_copy(update={"churn_window_days": 120})})
+    split = Split(train=(), validation=CUTOFF, test=CUTOFF)
+    # then the snapshots are stale for them: a v2 frame is refused, a v1 frame (no btyd feature) is not
+    assert stale_windows(settings, [CUTOFF]) == [] and stale_windows(longer, [CUTOFF]) == [CUTOFF]
+    with pytest.raises(CannotTrain, match=r"built for other label windows.*features build"):
+        require_btyd_windows(longer, split, TREE_INPUTS_V2)
+    require_btyd_windows(longer, split, TREE_INPUTS)
