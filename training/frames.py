@@ -169,6 +169,7 @@ class ModelFrame:
     split: Split
     service: str
     rows: pd.DataFrame  # customer_id, cutoff, split, features..., label columns
+    note: str = ""  # what a reader of the run should know of its features (btyd_windows_note)
 
     def part(self, name: SplitName) -> pd.DataFrame:
         return self.rows[self.rows["split"] == name]
@@ -187,7 +188,6 @@ def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     """Every labelled (customer, cutoff) row of the model's split with its point-in-time features."""
     split = model_split(settings, model)
     service = FEATURE_SERVICES[model]
-    require_btyd_windows(settings, split, spec_of_service(service).inputs)
     labels = compute_labels(settings, split.all)
     if model == "churn":
         labels = labels[labels["active"]]  # churn is defined for customers active before the cutoff
@@ -204,20 +204,22 @@ def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     rows = rows[keep].reset_index(drop=True)
     for name in CATEGORY_FEATURES:
         rows[name] = rows[name].astype("category")
-    return ModelFrame(model, split, service, rows)
+    return ModelFrame(model, split, service, rows, btyd_windows_note(settings, split, spec_of_service(service).inputs))
 
 
-def require_btyd_windows(settings: Settings, split: Split, inputs: ModelInputs) -> None:
-    """A model reading the btyd family reads the quantities of the configured windows: snapshots
-    built for other windows are a CannotTrain that says to rebuild them."""
+def btyd_windows_note(settings: Settings, split: Split, inputs: ModelInputs) -> str:
+    """Why the btyd features of this split describe other windows than the model's, if they do: the
+    windows changed since `custlens features build`. They are still what the model reads online (the
+    same snapshots), so training goes on and says so; empty when they agree or none is read."""
     if not any(feature_family(name) == "btyd" for name in inputs.names):
-        return
+        return ""
     stale = stale_windows(settings, split.all)
-    if stale:
-        raise CannotTrain(
-            f"the btyd features at {', '.join(map(str, stale))} were built for other label windows than "
-            f"{window_days(settings)} (training.*_window_days): run `custlens features build` again"
-        )
+    if not stale:
+        return ""
+    return (
+        f"the btyd features at {len(stale)} cutoff(s) ({stale[0]}..{stale[-1]}) were built for other label windows "
+        f"than {window_days(settings)}; run `custlens features build` so they describe the model's own windows"
+    )
 
 
 def feature_matrix(

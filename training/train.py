@@ -251,7 +251,10 @@ def train_model(
     use_experiment(settings, model)
     with start_run(f"{model} lightgbm") as run:
         mlflow.set_tags({"model": model, "kind": "lightgbm", "feature_service": frame.service,
-                         "test_cutoff": frame.split.test.isoformat(), **data.tags()})  # fmt: skip
+                         "test_cutoff": frame.split.test.isoformat(), **data.tags(),
+                         **({"features_note": frame.note} if frame.note else {})})  # fmt: skip
+        if frame.note:
+            say(f"[yellow]{model}: {frame.note}[/]")
         mlflow.log_params(
             {
                 "label_window_days": spec.label_window(settings),

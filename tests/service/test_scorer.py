@@ -100,9 +100,8 @@ def features(project: Settings, scorer: Scorer) -> pd.DataFrame:
 
 def test_the_champions_are_loaded_with_their_feature_services(scorer: Scorer) -> None:
     assert set(scorer.versions) == {"churn", "repurchase", "clv", "segments"}
-    assert scorer.feature_services == {
-        "churn": "churn_v1", "repurchase": "repurchase_v1", "clv": "clv_v1", "segments": "segments_v1",
-    }  # fmt: skip
+    # what training read (features/model_inputs.py), which the champions were trained with
+    assert scorer.feature_services == {model: service_spec(model).service for model in scorer.versions}
     assert all(ref.alias == "champion" and ref.run_id for ref in scorer.refs.values())
 
 
