@@ -199,8 +199,9 @@ def step_churn_frame(args: argparse.Namespace) -> dict[str, Any]:
 
     frame = build_model_frame(_settings(args), "churn")
     train, valid = frame.part("train"), frame.part("validation")
-    train_x = feature_matrix(train)
-    valid_x = feature_matrix(valid, {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES})
+    train_x = feature_matrix(train, inputs=frame.inputs)
+    categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
+    valid_x = feature_matrix(valid, categories, frame.inputs)
     folder = args.work / "churn-frame"
     folder.mkdir(parents=True, exist_ok=True)
     for matrix, rows, name in ((train_x, train, "train"), (valid_x, valid, "validation")):

@@ -253,13 +253,17 @@ def features_online(
     customer_ids: Annotated[
         list[str] | None, typer.Argument(help="Unified customer ids (default: one sample).")
     ] = None,
-    service: Annotated[str, typer.Option(help="Feature service whose features are shown.")] = "churn_v1",
+    service: Annotated[
+        str | None, typer.Option(help="Feature service whose features are shown (default: the churn model's next).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Print customers' features as the online store serves them now."""
+    from features.model_inputs import service_spec
     from features.online import OnlineFeatures
     from features.snapshot_reader import sample_customer_id
 
+    service = service or service_spec("churn").service
     settings = _settings(config)
     ids = customer_ids or [sample_customer_id(settings)]
     frame = OnlineFeatures(settings).frame(ids, service)

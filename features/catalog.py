@@ -13,9 +13,10 @@ from typing import Literal
 # number: a ratio, amount or duration (NULL when its denominator is zero or it is undefined);
 # timestamp: an instant, turned into a day count at request time; category: a readable label.
 FeatureKind = Literal["count", "number", "timestamp", "category"]
-Family = Literal["purchases", "engagement", "voice", "support", "profile"]
+Family = Literal["purchases", "engagement", "voice", "support", "profile", "btyd"]
 
-FAMILIES: tuple[Family, ...] = ("purchases", "engagement", "voice", "support", "profile")
+# In build order: `btyd` is fitted on the purchases family of the same cutoff (features/btyd.py).
+FAMILIES: tuple[Family, ...] = ("purchases", "engagement", "voice", "support", "profile", "btyd")
 
 # The lake table each family is computed from; a family whose table is absent is all NULL.
 FAMILY_SOURCE_TABLE: dict[Family, str] = {
@@ -24,6 +25,7 @@ FAMILY_SOURCE_TABLE: dict[Family, str] = {
     "voice": "surveys",
     "support": "tickets",
     "profile": "customers",
+    "btyd": "orders",
 }
 
 
@@ -122,6 +124,21 @@ STORED_FEATURES: tuple[Feature, ...] = tuple(
          ("acquisition_channel", "channel the customer was acquired through"),
          ("city", "city of the customer"),
          ("age_band", "age band at the cutoff: <25, 25-34, 35-44, 45-54, 55+"))
+    # BG/NBD and Gamma-Gamma fitted on the customers of each cutoff (features/btyd.py), evaluated at
+    # the cutoff. The windows are the configured label windows (training.*_window_days), named by
+    # the model they serve, not by their days: a model reads the quantity of its own window whatever
+    # a deployment sets it to; the days of each snapshot are in its fit file (btyd/<cutoff>.json).
+    # NULL where the cutoff's history cannot fit the model (too few repeat buyers).
+    + _f("btyd", "number",
+         ("btyd_prob_alive", "BG/NBD probability that the customer is still alive (has not dropped out) at the cutoff"),
+         ("btyd_prob_no_purchase_churn_window", "BG/NBD probability of no purchase day in the churn window"),
+         ("btyd_expected_purchases_churn_window", "BG/NBD expected purchase days in the churn window"),
+         ("btyd_prob_no_purchase_repurchase_window", "BG/NBD probability of no purchase day in the repurchase window"),
+         ("btyd_expected_purchases_repurchase_window", "BG/NBD expected purchase days in the repurchase window"),
+         ("btyd_expected_purchases_clv_window", "BG/NBD expected purchase days in the CLV window"),
+         ("btyd_expected_order_value", "Gamma-Gamma expected net revenue of a purchase day, given the customer's own"),
+         ("btyd_expected_revenue_clv_window",
+          "BG/NBD x Gamma-Gamma expected net revenue in the CLV window (expected purchase days x expected value)"))
 )
 
 # Day counts computed at request time from the stored timestamps, so they are right on the

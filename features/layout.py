@@ -42,5 +42,10 @@ def snapshot_file(family: Family, cutoff: date, root: Path | None = None) -> Pat
     return family_dir(family, root) / f"{cutoff.isoformat()}.parquet"
 
 
+def btyd_fit_file(cutoff: date, root: Path | None = None) -> Path:
+    """The population fit behind the `btyd` family at one cutoff (features/btyd.py), for a reviewer."""
+    return family_dir("btyd", root) / f"{cutoff.isoformat()}.json"
+
+
 def packed_path(root: Path | None = None) -> Path:
     return features_dir(root) / "packed" / "latest.parquet"

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.catalog import BTYD_SUMMARY_FEATURES, RECENCY_FEATURES, STORED_FEATURES, feature
+from features.catalog import BTYD_SUMMARY_FEATURES, RECENCY_FEATURES, STORED_FEATURES, family_features, feature
+
+
+def feature_family(name: str) -> str:
+    """The family of a stored feature; `recency` for a request-time day count."""
+    return "recency" if name in RECENCY_FEATURES else feature(name).family
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,17 @@ TREE_INPUTS = ModelInputs(
     numbers=tuple(
         name
         for name in (*(f.name for f in STORED_FEATURES if f.kind in ("count", "number")), *RECENCY_FEATURES)
-        if name not in BTYD_SUMMARY_FEATURES
+        if name not in BTYD_SUMMARY_FEATURES and feature_family(name) != "btyd"
     ),
     categories=tuple(f.name for f in STORED_FEATURES if f.kind == "category"),
+)
+
+# Version 2 adds what the probabilistic models know: the BTYD summary they read and the btyd
+# family, their per-customer quantities at the cutoff (features/btyd.py). Trees start from
+# BG/NBD's own P(alive) and expected purchases instead of relearning them from counts.
+TREE_INPUTS_V2 = ModelInputs(
+    numbers=(*TREE_INPUTS.numbers, *BTYD_SUMMARY_FEATURES, *(f.name for f in family_features("btyd"))),
+    categories=TREE_INPUTS.categories,
 )
 
 # The segments. RFM: recency, frequency and monetary value. Lifetime, not 365-day, orders: the
@@ -114,12 +127,32 @@ SERVICE_SPECS: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         "baselines", BASELINE_SERVICE, "Features the servable BTYD and RFM baselines read, version 1.", BASELINE_INPUTS
     ),
-)
+    ServiceSpec("churn", "churn_v2", "Features of the churn model, version 2: v1 and the BTYD quantities.",
+                TREE_INPUTS_V2),
+    ServiceSpec("repurchase", "repurchase_v2", "Features of the repurchase model, version 2: v1 and the BTYD "
+                "quantities.", TREE_INPUTS_V2),
+    ServiceSpec("clv", "clv_v2", "Features of the customer value (CLV) model, version 2: v1 and the BTYD quantities.",
+                TREE_INPUTS_V2),
+)  # fmt: skip
+
+# The version each model's next training reads. Every version stays declared (a registered model
+# loads with the service it names); which one trains is chosen by measurement (docs/model-quality.md).
+TRAINED_SERVICES: dict[str, str] = {
+    "churn": "churn_v2",
+    "repurchase": "repurchase_v2",
+    "clv": "clv_v2",
+    "segments": "segments_v1",
+    "baselines": BASELINE_SERVICE,
+}
 
 
 def service_spec(model: str) -> ServiceSpec:
-    """The FeatureService the next training of `model` reads (the latest version declared)."""
-    for spec in reversed(SERVICE_SPECS):
-        if spec.model == model:
+    """The FeatureService the next training of `model` reads (TRAINED_SERVICES)."""
+    return spec_of_service(TRAINED_SERVICES[model])
+
+
+def spec_of_service(service: str) -> ServiceSpec:
+    for spec in SERVICE_SPECS:
+        if spec.service == service:
             return spec
-    raise KeyError(model)
+    raise KeyError(service)

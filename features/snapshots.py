@@ -20,11 +20,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -34,6 +35,7 @@ from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features import layout
 from features.asof import AsOf, after_data_end, live_as_of
+from features.btyd import FEATURE_NAMES, SUMMARY_COLUMNS, BtydFit, family_at, window_days
 from features.catalog import FAMILIES, FAMILY_SOURCE_TABLE, Family, FeatureKind, family_features
 from features.lake.tables import (
     copy_to_parquet,
@@ -385,13 +387,23 @@ LEFT JOIN profiles USING (customer_id)
 LEFT JOIN accounts_opened USING (customer_id)
 """
 
+# {btyd_values}: the family's values of one cutoff, computed in Python from its purchases family
+# (features/btyd.py: maximum likelihood does not fit in SQL) and registered with DuckDB.
+BTYD_SQL = """
+SELECT population.customer_id, {btyd_columns}
+FROM population
+LEFT JOIN {btyd_values} AS btyd_values USING (customer_id)
+"""
+
 FAMILY_SQL: dict[Family, str] = {
     "purchases": PURCHASES_SQL,
     "engagement": ENGAGEMENT_SQL,
     "voice": VOICE_SQL,
     "support": SUPPORT_SQL,
     "profile": PROFILE_SQL,
+    "btyd": BTYD_SQL,
 }
+BTYD_VALUES = "btyd_values"
 
 
 # ---------------------------------------------------------------- the report
@@ -408,6 +420,7 @@ class SnapshotReport:
     features_dir: Path
     as_of: str | None = None  # the live as-of and why, when the cutoffs are the default ones
     removed: tuple[date, ...] = ()  # snapshots after the live as-of, deleted
+    btyd_unfitted: dict[date, tuple[str, ...]] = field(default_factory=dict)  # cutoffs whose btyd family is NULL
 
     @property
     def null_families(self) -> tuple[Family, ...]:
@@ -425,6 +438,11 @@ class SnapshotReport:
             *(
                 f"[yellow]{family}: all NULL, the lake has no {FAMILY_SOURCE_TABLE[family]} table[/]"
                 for family in self.null_families
+            ),
+            *(
+                f"[yellow]btyd at {cutoff}: NULL where no fit: {reason}[/]"
+                for cutoff, reasons in self.btyd_unfitted.items()
+                for reason in reasons
             ),
             f"snapshots: {self.features_dir}/<family>/<YYYY-MM-DD>.parquet",
         ]
@@ -473,7 +491,8 @@ def remove_snapshots_after(settings: Settings, day: date) -> tuple[date, ...]:
     removed: set[date] = set()
     for family in FAMILIES:
         folder = family_dir(settings, family)
-        for path in folder.glob("*.parquet") if folder.is_dir() else ():
+        # the btyd family's fit files (<cutoff>.json) go with its snapshots
+        for path in [*folder.glob("*.parquet"), *folder.glob("*.json")] if folder.is_dir() else ():
             try:
                 cutoff = date.fromisoformat(path.stem)
             except ValueError:
@@ -582,6 +601,7 @@ def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Consol
     for family in FAMILIES:
         family_dir(settings, family).mkdir(parents=True, exist_ok=True)
     customers: dict[date, int] = {}
+    unfitted: dict[date, tuple[str, ...]] = {}
     progress = progress_bar(console, transient=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".features-work-", dir=settings.data_dir))
@@ -592,7 +612,9 @@ def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Consol
             task = progress.add_task("feature snapshots", total=len(ordered_cutoffs))
             for cutoff in ordered_cutoffs:
                 cutoff_started = time.perf_counter()
-                customers[cutoff] = _build_cutoff(con, settings, cutoff, absent)
+                customers[cutoff], fit = _build_cutoff(con, settings, cutoff, absent)
+                if fit.unfitted:
+                    unfitted[cutoff] = tuple(fit.unfitted)
                 progress.advance(task)
                 progress.console.print(
                     f"[green]✓[/] {cutoff.isoformat()}: {customers[cutoff]:,} customers "
@@ -607,24 +629,33 @@ def build_snapshots(settings: Settings, cutoffs: Sequence[date], console: Consol
         absent_tables=absent,
         seconds=time.perf_counter() - started,
         features_dir=settings.features_dir,
+        btyd_unfitted=unfitted,
     )
 
 
-def _build_cutoff(con: duckdb.DuckDBPyConnection, settings: Settings, cutoff: date, absent: tuple[str, ...]) -> int:
-    """Write the five family files of one cutoff; return how many customers they hold."""
+def _build_cutoff(
+    con: duckdb.DuckDBPyConnection, settings: Settings, cutoff: date, absent: tuple[str, ...]
+) -> tuple[int, BtydFit]:
+    """Write the family files of one cutoff and its btyd fit file; return how many customers they
+    hold and the fit."""
     placeholders = _placeholders(settings, cutoff)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE population AS "
         + POPULATION_SQL.format(**placeholders)
         + " ORDER BY customer_id"
     )
-    # all five files are computed before any is swapped in: a failure leaves the old ones whole
+    # all files are computed before any is swapped in: a failure leaves the old ones whole
     written: dict[Path, Path] = {}
+    fit: BtydFit | None = None
     try:
         for family in FAMILIES:
+            if family == "btyd":
+                # fitted on this cutoff's purchases family, just written (its temporary file)
+                purchases = written[snapshot_path(settings, "purchases", cutoff)]
+                fit = _register_btyd_values(con, purchases, settings, cutoff)
             query = _family_query(family, placeholders, present=FAMILY_SOURCE_TABLE[family] not in absent)
             target = snapshot_path(settings, family, cutoff)
-            written[target] = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp")
+            written[target] = _temporary(target)
             try:
                 copy_to_parquet(con, query, written[target])
             except duckdb.Error as exc:
@@ -634,14 +665,31 @@ def _build_cutoff(con: duckdb.DuckDBPyConnection, settings: Settings, cutoff: da
                     "The files of this cutoff were left as they were; if DuckDB ran out of memory, raise "
                     "features.duckdb_memory_limit or lower features.duckdb_threads"
                 ) from exc
+        assert fit is not None
+        fit_file = layout.btyd_fit_file(cutoff, settings.data_dir)
+        written[fit_file] = _temporary(fit_file)
+        fit.write(written[fit_file])
         for target, temporary in written.items():
             os.replace(temporary, target)
     finally:
+        con.unregister(BTYD_VALUES)
         for temporary in written.values():
             temporary.unlink(missing_ok=True)
     row = con.execute("SELECT count(*) FROM population").fetchone()
     assert row is not None
-    return int(row[0])
+    return int(row[0]), fit
+
+
+def _temporary(target: Path) -> Path:
+    return target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp")
+
+
+def _register_btyd_values(con: duckdb.DuckDBPyConnection, purchases: Path, settings: Settings, cutoff: date) -> BtydFit:
+    """Fit the cutoff's population on its purchases family and register the btyd family's values
+    with DuckDB as `btyd_values`, for BTYD_SQL to write like any family."""
+    values, fit = family_at(pq.read_table(purchases, columns=list(SUMMARY_COLUMNS)), cutoff, window_days(settings))
+    con.register(BTYD_VALUES, values)
+    return fit
 
 
 def _family_query(family: Family, placeholders: dict[str, str], present: bool = True) -> str:
@@ -667,6 +715,8 @@ def _placeholders(settings: Settings, cutoff: date) -> dict[str, str]:
         "cutoff": _instant(instant),
         "own_actions": ", ".join(f"'{name}'" for name in OWN_ACTIONS),
         "net_revenue": net_revenue_sql(),
+        "btyd_values": BTYD_VALUES,
+        "btyd_columns": ", ".join(FEATURE_NAMES),
     }
     for days in DAY_WINDOWS:
         values[f"since_{days}d"] = _instant(instant - timedelta(days=days))

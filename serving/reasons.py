@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping
 
 from custlens.words import counted
-from features.catalog import RECENCY_FEATURES, feature
+from features.catalog import RECENCY_FEATURES, family_features, feature
 
 Phrase = Callable[[float], str]
 
@@ -108,7 +108,18 @@ _PHRASES: dict[str, Phrase] = {
     "max_resolution_hours_365d": lambda v: f"a ticket took {_hours(v)} to resolve",
     "source_systems": lambda v: f"known to {_count(v, 'system', 'systems')}",
     "marketing_opt_in": lambda v: "accepts marketing" if v >= 0.5 else "does not accept marketing",
-}
+    # the btyd family: what BG/NBD and Gamma-Gamma expect of the customer, at the snapshot
+    "btyd_prob_alive": lambda v: f"{_percent(v)} likely still a customer (BG/NBD)",
+    "btyd_prob_no_purchase_churn_window": lambda v: f"{_percent(v)} chance of no purchase in the churn window (BG/NBD)",
+    "btyd_expected_purchases_churn_window": lambda v: f"{v:.2g} purchase days expected in the churn window (BG/NBD)",
+    "btyd_prob_no_purchase_repurchase_window":
+        lambda v: f"{_percent(v)} chance of no purchase in the repurchase window (BG/NBD)",
+    "btyd_expected_purchases_repurchase_window":
+        lambda v: f"{v:.2g} purchase days expected in the repurchase window (BG/NBD)",
+    "btyd_expected_purchases_clv_window": lambda v: f"{v:.2g} purchase days expected in the CLV window (BG/NBD)",
+    "btyd_expected_order_value": lambda v: f"{_money(v)} expected per purchase day (Gamma-Gamma)",
+    "btyd_expected_revenue_clv_window": lambda v: f"{_money(v)} expected in the CLV window (BG/NBD x Gamma-Gamma)",
+}  # fmt: skip
 
 _MISSING: dict[str, str] = {
     "days_since_last_order": "no completed order yet",
@@ -131,6 +142,7 @@ _MISSING: dict[str, str] = {
     "sms_delivery_rate_90d": "no SMS sent in 90 days",
     "mean_first_response_hours_365d": "no ticket answered in 12 months",
     "mean_resolution_hours_365d": "no ticket resolved in 12 months",
+    **{f.name: "too little purchase history to fit BG/NBD" for f in family_features("btyd")},
 }
 
 _CATEGORY_WORDS = {
@@ -152,6 +164,9 @@ CHURN_DIRECTION: dict[str, int] = {
     "purchase_days_lifetime": -1,
     "sessions_30d": -1,
     "sessions_90d": -1,
+    "btyd_prob_alive": -1,
+    "btyd_prob_no_purchase_churn_window": 1,
+    "btyd_expected_purchases_churn_window": -1,
 }
 
 
@@ -159,9 +174,11 @@ def _typical(name: str) -> Phrase:
     """How a typical value of the feature is written: in days, as a share, money, hours or a count."""
     if name in RECENCY_FEATURES or name.startswith(("mean_days", "std_days", "days_")):
         return _days
-    if name.endswith(("rate_30d", "rate_90d", "rate_365d", "share_365d")):
+    if name.endswith(("rate_30d", "rate_90d", "rate_365d", "share_365d")) or name.startswith("btyd_prob_"):
         return _percent
-    if name.startswith(("revenue_", "avg_order_value", "repeat_purchase_day_value")):
+    if name.startswith(("revenue_", "avg_order_value", "repeat_purchase_day_value", "btyd_expected_order_value")):
+        return _money
+    if name == "btyd_expected_revenue_clv_window":
         return _money
     if "_hours_" in name:
         return _hours

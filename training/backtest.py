@@ -308,9 +308,9 @@ def _fit_and_predict(settings: Settings, spec: ModelSpec, learning: _LearningRow
     data = Sufficiency.of(spec, frame, settings.training)
     data.require_training()
     train, valid, test = frame.part("train"), frame.part("validation"), frame.part("test")
-    train_x = feature_matrix(train)
+    train_x = feature_matrix(train, inputs=frame.inputs)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
-    valid_x, test_x = feature_matrix(valid, categories), feature_matrix(test, categories)
+    valid_x, test_x = feature_matrix(valid, categories, frame.inputs), feature_matrix(test, categories, frame.inputs)
     offsets = (learning.offsets["train"], learning.offsets["validation"]) if with_offset else None
     training = settings.training
     if data.enough("validation"):

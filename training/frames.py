@@ -13,8 +13,9 @@ import pandas as pd
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings
+from features.btyd import stale_windows, window_days
 from features.lake.tables import cutoff_instant, lake_end
-from features.model_inputs import TREE_INPUTS, service_spec
+from features.model_inputs import TREE_INPUTS, ModelInputs, feature_family, service_spec, spec_of_service
 from features.snapshot_reader import snapshot_cutoffs
 from features.snapshots import is_period_start
 from training.labels import compute_labels, window_complete
@@ -27,9 +28,9 @@ FEATURE_SERVICES: dict[ModelName, str] = {
     model: service_spec(model).service for model in ("churn", "repurchase", "clv")
 }
 
-# What the LightGBM models read, from their one declaration (features/model_inputs.py): every
-# stored number, the request-time day counts, and the categories. The three read the same list,
-# so one matrix per frame serves them; a trained model keeps its own copy in its bundle.
+# What the LightGBM models read is their service's (features/model_inputs.py, `ModelFrame.inputs`);
+# every version reads the same categories. Version 1's numbers, as the v1 models were trained on.
+# A trained model keeps its own copy of its list in its bundle.
 NUMERIC_FEATURES = TREE_INPUTS.numbers
 CATEGORY_FEATURES = TREE_INPUTS.categories
 
@@ -168,22 +169,28 @@ class ModelFrame:
     split: Split
     service: str
     rows: pd.DataFrame  # customer_id, cutoff, split, features..., label columns
+    note: str = ""  # what a reader of the run should know of its features (btyd_windows_note)
 
     def part(self, name: SplitName) -> pd.DataFrame:
         return self.rows[self.rows["split"] == name]
 
     @property
+    def inputs(self) -> ModelInputs:
+        """What the model reads: its FeatureService's features."""
+        return spec_of_service(self.service).inputs
+
+    @property
     def features(self) -> list[str]:
-        return [*NUMERIC_FEATURES, *CATEGORY_FEATURES]
+        return list(self.inputs.names)
 
 
 def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     """Every labelled (customer, cutoff) row of the model's split with its point-in-time features."""
     split = model_split(settings, model)
+    service = FEATURE_SERVICES[model]
     labels = compute_labels(settings, split.all)
     if model == "churn":
         labels = labels[labels["active"]]  # churn is defined for customers active before the cutoff
-    service = FEATURE_SERVICES[model]
     from features.store import training_frame  # Feast takes seconds to import: only where a frame is built
 
     features = training_frame(settings, labels[["customer_id", "cutoff"]], service)
@@ -197,15 +204,33 @@ def build_model_frame(settings: Settings, model: ModelName) -> ModelFrame:
     rows = rows[keep].reset_index(drop=True)
     for name in CATEGORY_FEATURES:
         rows[name] = rows[name].astype("category")
-    return ModelFrame(model, split, service, rows)
+    return ModelFrame(model, split, service, rows, btyd_windows_note(settings, split, spec_of_service(service).inputs))
 
 
-def feature_matrix(rows: pd.DataFrame, categories: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """The model input in a fixed column order; categories fixed to the training ones (unseen -> NaN)."""
-    matrix = rows[[*NUMERIC_FEATURES, *CATEGORY_FEATURES]].copy()
-    for name in NUMERIC_FEATURES:
+def btyd_windows_note(settings: Settings, split: Split, inputs: ModelInputs) -> str:
+    """Why the btyd features of this split describe other windows than the model's, if they do: the
+    windows changed since `custlens features build`. They are still what the model reads online (the
+    same snapshots), so training goes on and says so; empty when they agree or none is read."""
+    if not any(feature_family(name) == "btyd" for name in inputs.names):
+        return ""
+    stale = stale_windows(settings, split.all)
+    if not stale:
+        return ""
+    return (
+        f"the btyd features at {len(stale)} cutoff(s) ({stale[0]}..{stale[-1]}) were built for other label windows "
+        f"than {window_days(settings)}; run `custlens features build` so they describe the model's own windows"
+    )
+
+
+def feature_matrix(
+    rows: pd.DataFrame, categories: dict[str, list[str]] | None = None, inputs: ModelInputs = TREE_INPUTS
+) -> pd.DataFrame:
+    """The model input (`inputs`: a frame's, `ModelFrame.inputs`) in a fixed column order; categories
+    fixed to the training ones (unseen -> NaN)."""
+    matrix = rows[list(inputs.names)].copy()
+    for name in inputs.numbers:
         matrix[name] = pd.to_numeric(matrix[name], errors="coerce").astype("float64")
-    for name in CATEGORY_FEATURES:
+    for name in inputs.categories:
         known = categories[name] if categories else sorted(matrix[name].dropna().astype(str).unique())
         matrix[name] = pd.Categorical(matrix[name].astype("object").where(matrix[name].notna(), None), categories=known)
     return matrix

@@ -27,6 +27,7 @@ from mlflow.types import ColSpec, Schema
 
 from custlens.errors import CustlensError
 from custlens.settings import Settings, TrainingSettings
+from features.model_inputs import spec_of_service
 from training import bootstrap
 from training.baselines.servable import BASELINE_KIND, BaselineBundle, BaselineModel
 from training.evaluation import PRIMARY_METRIC
@@ -42,7 +43,7 @@ CHALLENGER = "challenger"  # the latest version that did not pass the gate, so i
 def register(model: str, bundle: ModelBundle, test: pd.DataFrame) -> str:
     """Log the bundle as the active run's pyfunc model and register it; returns the new version."""
     # numbers as float64: an integer column in the signature would refuse a missing value later
-    example = feature_matrix(test.head(5), bundle.categories)
+    example = feature_matrix(test.head(5), bundle.categories, spec_of_service(bundle.feature_service).inputs)
     for name in CATEGORY_FEATURES:
         example[name] = example[name].astype("object")
     with tempfile.TemporaryDirectory() as folder:

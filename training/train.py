@@ -242,16 +242,19 @@ def train_model(
     except CannotTrain as exc:
         return _skipped(settings, spec, str(exc), data, started)
     train, valid, test = frame.part("train"), frame.part("validation"), frame.part("test")
-    train_x = feature_matrix(train)
+    train_x = feature_matrix(train, inputs=frame.inputs)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
-    valid_x, test_x = feature_matrix(valid, categories), feature_matrix(test, categories)
+    valid_x, test_x = feature_matrix(valid, categories, frame.inputs), feature_matrix(test, categories, frame.inputs)
     train_y, valid_y, test_y = spec.fit_targets(train), spec.fit_targets(valid), spec.labels(test)
 
     connect(settings)
     use_experiment(settings, model)
     with start_run(f"{model} lightgbm") as run:
         mlflow.set_tags({"model": model, "kind": "lightgbm", "feature_service": frame.service,
-                         "test_cutoff": frame.split.test.isoformat(), **data.tags()})  # fmt: skip
+                         "test_cutoff": frame.split.test.isoformat(), **data.tags(),
+                         **({"features_note": frame.note} if frame.note else {})})  # fmt: skip
+        if frame.note:
+            say(f"[yellow]{model}: {frame.note}[/]")
         mlflow.log_params(
             {
                 "label_window_days": spec.label_window(settings),

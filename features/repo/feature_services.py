@@ -14,7 +14,7 @@ from feast import FeatureService, FeatureView
 from feast.on_demand_feature_view import OnDemandFeatureView
 
 from features.catalog import FAMILIES, RECENCY_FEATURES, feature
-from features.model_inputs import SERVICE_SPECS, ServiceSpec
+from features.model_inputs import ServiceSpec, spec_of_service
 from features.repo.feature_views import family_views
 from features.repo.on_demand_feature_views import recency
 
@@ -31,7 +31,7 @@ def _projections(spec: ServiceSpec) -> list[Any]:  # FeatureService takes a list
 
 
 def _service(name: str) -> FeatureService:
-    spec = next(spec for spec in SERVICE_SPECS if spec.service == name)
+    spec = spec_of_service(name)
     return FeatureService(
         name=spec.service, features=_projections(spec), description=spec.description, tags={"model": spec.model}
     )
@@ -42,3 +42,6 @@ repurchase_v1 = _service("repurchase_v1")
 clv_v1 = _service("clv_v1")
 segments_v1 = _service("segments_v1")
 baselines_v1 = _service("baselines_v1")
+churn_v2 = _service("churn_v2")
+repurchase_v2 = _service("repurchase_v2")
+clv_v2 = _service("clv_v2")

@@ -43,6 +43,7 @@ engagement = family_views["engagement"]
 voice = family_views["voice"]
 support = family_views["support"]
 profile = family_views["profile"]
+btyd = family_views["btyd"]
 
 customer_vector = FeatureView(
     name="customer_vector",

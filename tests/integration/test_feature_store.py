@@ -140,7 +140,7 @@ def test_first_apply_registers_every_view_and_service(tmp_path: Path) -> None:
         "purchases", "engagement", "voice", "support", "profile", "customer_vector",
     }
     assert {s.name for s in store.list_feature_services()} == {
-        "churn_v1", "repurchase_v1", "clv_v1", "segments_v1", "baselines_v1"
+        "churn_v1", "repurchase_v1", "clv_v1", "segments_v1", "baselines_v1", "churn_v2", "repurchase_v2", "clv_v2",
     }
     assert any("customer_vector" in change for change in result.changes)
 
@@ -152,7 +152,7 @@ def test_training_frame_takes_each_rows_snapshot_at_its_cutoff(sqlite_store: tup
     settings, values = sqlite_store
     entities = entity_rows(CUSTOMERS[:5], [SEPTEMBER, OCTOBER])
 
-    frame = training_frame(settings, entities, "churn_v1")
+    frame = training_frame(settings, entities, service_spec("churn").service)
 
     assert list(frame["customer_id"]) == list(entities["customer_id"])
     # what the service serves, and the instants its day counts are taken from
@@ -313,9 +313,10 @@ def test_online_day_counts_ten_days_after_the_snapshot_are_ten_days_larger(sqlit
 
 def test_online_and_offline_day_counts_agree_at_the_same_moment(sqlite_store: tuple) -> None:
     settings, _ = sqlite_store
-    online = OnlineFeatures(settings).frame(CUSTOMERS[:10], "churn_v1", request_time=cutoff_instant(OCTOBER))
+    service = service_spec("churn").service
+    online = OnlineFeatures(settings).frame(CUSTOMERS[:10], service, request_time=cutoff_instant(OCTOBER))
 
-    offline = training_frame(settings, entity_rows(CUSTOMERS[:10], [OCTOBER]), "churn_v1")
+    offline = training_frame(settings, entity_rows(CUSTOMERS[:10], [OCTOBER]), service)
 
     day_counts = [name for name in service_spec("churn").inputs.names if name in RECENCY_FEATURES]
     assert "days_since_last_order" in day_counts

@@ -4,6 +4,7 @@ and the BTYD summary the baselines read from them."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import numpy as np
@@ -14,14 +15,15 @@ from typer.testing import CliRunner
 
 from custlens.cli import app
 from custlens.settings import Settings, load_settings
-from features.catalog import BTYD_SUMMARY_FEATURES, PACKED_NUMBERS, RECENCY_FEATURES
+from features import layout
+from features.catalog import BTYD_SUMMARY_FEATURES, PACKED_NUMBERS, RECENCY_FEATURES, family_features
 from features.lake.ingest import ingest
 from features.lake.tables import cutoff_instant
 from features.model_inputs import service_spec
 from features.online import OnlineFeatures, materialize
 from features.sample.generate import DEFAULT_END, generate
-from features.snapshot_reader import load_packed_snapshot, snapshot_features_frame
-from features.snapshots import build_snapshots, default_cutoffs
+from features.snapshot_reader import load_packed_snapshot, snapshot_cutoffs, snapshot_features_frame
+from features.snapshots import build_snapshots, default_cutoffs, snapshot_path
 from features.store import apply_definitions, entity_rows, training_frame
 from tests.support.business import SAMPLE_CONFIG
 from training.baselines.btyd import rfm_summary_from_features
@@ -102,7 +104,7 @@ def test_cli_online_prints_a_customer_with_day_counts(settings: Settings, monkey
     assert result.exit_code == 0, result.output
     day_counts = [name for name in service_spec("churn").inputs.names if name in RECENCY_FEATURES]
     assert "days_since_last_order" in day_counts
-    for name in day_counts:  # the day counts churn_v1 reads, the service shown by default
+    for name in day_counts:  # the day counts the churn service reads, shown by default
         assert name in result.output
 
 
@@ -133,3 +135,32 @@ def test_online_btyd_summary_is_the_snapshots_and_its_t_grows_with_the_request(s
         OnlineFeatures(settings).features_columns(ids, BTYD_SUMMARY_FEATURES, at_snapshot + timedelta(days=10))
     )
     pd.testing.assert_frame_equal(stale, then, check_exact=True)
+
+
+def test_every_snapshot_has_the_btyd_family_and_its_fit(settings: Settings) -> None:
+    # given the four built cutoffs
+    for cutoff in snapshot_cutoffs(settings):
+        # then each has the btyd family for every customer of the cutoff, from a fit beside it
+        family = pd.read_parquet(snapshot_path(settings, "btyd", cutoff))
+        profile = pd.read_parquet(snapshot_path(settings, "profile", cutoff), columns=["customer_id"])
+        assert family["customer_id"].tolist() == profile["customer_id"].tolist()
+        fit = json.loads(layout.btyd_fit_file(cutoff, settings.data_dir).read_text())
+        assert fit["unfitted"] == [] and set(fit["bgnbd"]) == {"r", "alpha", "a", "b"}
+        buyers = family["btyd_expected_order_value"].notna()
+        assert buyers.all() and family["btyd_prob_alive"].between(0, 1).all()
+
+
+def test_online_btyd_family_equals_the_offline_frame_of_the_same_snapshot(settings: Settings) -> None:
+    # given the materialized latest snapshot
+    snapshot = load_packed_snapshot(settings)
+    at_snapshot = cutoff_instant(snapshot.cutoff)
+    ids = snapshot.customer_ids[::7]
+    names = [f.name for f in family_features("btyd")]
+    # when the family is read online, from the offline store's point-in-time join, and from the file
+    online = OnlineFeatures(settings).frame(ids, "churn_v2", at_snapshot).set_index("customer_id")[names]
+    offline = training_frame(settings, entity_rows(ids, [snapshot.cutoff]), "churn_v2").set_index("customer_id")
+    stored = pd.read_parquet(snapshot_path(settings, "btyd", snapshot.cutoff)).set_index("customer_id").loc[ids]
+    # then all three are the same numbers
+    assert online.notna().all().all()
+    pd.testing.assert_frame_equal(online, stored[names], check_exact=True, check_names=False)
+    pd.testing.assert_frame_equal(offline.loc[ids, names], stored[names], check_exact=True, check_names=False)

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from custlens.cli import app
 from custlens.settings import Settings, load_settings
 from features.lake.ingest import ingest
+from features.model_inputs import spec_of_service
 from features.sample.generate import DEFAULT_END, generate
 from features.snapshots import build_snapshots, default_cutoffs
 from features.store import apply_definitions
@@ -147,7 +148,8 @@ def test_the_registered_model_loads_and_scores_like_the_bundle(settings: Setting
     pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name('churn')}/1")
     bundle: ModelBundle = pyfunc.unwrap_python_model().bundle
 
-    inputs = feature_matrix(frame, bundle.categories)  # the signature's types: numbers as float64
+    # the signature's types: numbers as float64
+    inputs = feature_matrix(frame, bundle.categories, spec_of_service(bundle.feature_service).inputs)
     inputs[list(CATEGORY_FEATURES)] = inputs[list(CATEGORY_FEATURES)].astype("object")
 
     np.testing.assert_allclose(pyfunc.predict(inputs)["probability"], bundle.predict(frame)["probability"])

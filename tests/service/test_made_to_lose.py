@@ -5,6 +5,7 @@ outputs as a learned model would (probabilities, bands, dates; no reasons: a bas
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,9 +20,9 @@ from training.registry import CHAMPION
 from training.tracking import connect, registered_name
 
 
-def _withheld(rows: pd.DataFrame, categories: dict[str, list[str]] | None = None) -> pd.DataFrame:
+def _withheld(rows: pd.DataFrame, categories: dict[str, list[str]] | None = None, inputs: Any = None) -> pd.DataFrame:
     """The model's feature matrix with every value withheld: the trees can learn nothing."""
-    matrix = _feature_matrix(rows, categories)
+    matrix = _feature_matrix(rows, categories, inputs) if inputs is not None else _feature_matrix(rows, categories)
     for name in matrix.columns:
         matrix[name] = np.nan if matrix[name].dtype.kind in "fiub" else matrix[name].cat.set_categories([])
     return matrix

@@ -18,7 +18,7 @@ from custlens.settings import Settings, load_settings
 from features.catalog import STORED_FEATURES
 from features.lake.money import minor_units
 from features.lake.tables import lake_business
-from features.model_inputs import TREE_INPUTS
+from features.model_inputs import TREE_INPUTS, TREE_INPUTS_V2, service_spec
 from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot
 from features.store import registered_services
@@ -66,7 +66,7 @@ def test_reasons_read_as_plain_words(name: str, value: object, text: str) -> Non
 
 def test_every_model_input_has_words() -> None:
     # `describe` never comes back empty (the catalog description is its fallback): ask for words of its own.
-    without_words = [name for name in TREE_INPUTS.names if not has_words(name)]
+    without_words = [name for name in (*TREE_INPUTS.names, *TREE_INPUTS_V2.names) if not has_words(name)]
 
     assert without_words == []
     assert not has_words("last_order_at")  # an instant no model reads: the fallback is what it would get
@@ -100,9 +100,8 @@ def features(project: Settings, scorer: Scorer) -> pd.DataFrame:
 
 def test_the_champions_are_loaded_with_their_feature_services(scorer: Scorer) -> None:
     assert set(scorer.versions) == {"churn", "repurchase", "clv", "segments"}
-    assert scorer.feature_services == {
-        "churn": "churn_v1", "repurchase": "repurchase_v1", "clv": "clv_v1", "segments": "segments_v1",
-    }  # fmt: skip
+    # what training read (features/model_inputs.py), which the champions were trained with
+    assert scorer.feature_services == {model: service_spec(model).service for model in scorer.versions}
     assert all(ref.alias == "champion" and ref.run_id for ref in scorer.refs.values())
 
 
@@ -178,13 +177,14 @@ def test_a_reordered_catalog_scores_the_registered_models_the_same(
 def test_a_model_its_service_no_longer_serves_is_refused_at_load(project: Settings, scorer: Scorer) -> None:
     registered = registered_services(project)
     dropped = {name: [n for n in names if n != "orders_30d"] for name, names in registered.items()}
-    renamed = {name.replace("churn_v1", "churn_v2"): names for name, names in registered.items()}
+    trained_with = service_spec("churn").service
+    renamed = {name.replace(trained_with, "churn_v0"): names for name, names in registered.items()}
 
-    version = scorer.versions["churn"]
-    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} reads orders_30d, which its feature "
-                                             r"service churn_v1 does not serve; apply .* or retrain"):  # fmt: skip
+    churn = f"custlens-churn version {scorer.versions['churn']}"
+    with pytest.raises(CustlensError, match=rf"{churn} reads orders_30d, which its feature service {trained_with} "
+                                             r"does not serve; apply .* or retrain"):  # fmt: skip
         Scorer.from_registry(project, services=dropped)
-    with pytest.raises(CustlensError, match=rf"custlens-churn version {version} names the feature service churn_v1, "
+    with pytest.raises(CustlensError, match=rf"{churn} names the feature service {trained_with}, "
                                              r"which the feature store does not have"):  # fmt: skip
         Scorer.from_registry(project, services=renamed)
 
@@ -242,7 +242,11 @@ def test_reasons_follow_the_band_and_name_the_customers_value(scorer: Scorer, fe
     scores = scorer.score(features.iloc[:-1], NOW, reasons=True)
     assert scorer.churn is not None
     learned = scorer.churn.meta[FEATURE_DIRECTIONS]  # the directions the churn version learned
-    assert learned["days_since_last_order"] == 1  # a later last order, more churn
+    # a later last order, more churn: learned from the day count itself (v1), or, where the version
+    # reads the btyd family (v2), from BG/NBD's P(no purchase), which carries it; never the other way
+    assert learned.get("days_since_last_order", 1) == 1
+    carried = "btyd_prob_no_purchase_churn_window" in scorer.churn.features
+    assert learned["btyd_prob_no_purchase_churn_window" if carried else "days_since_last_order"] == 1
     given = 0
     for risk, reasons in zip(scores["churn_risk"], scores["churn_reasons"], strict=True):
         if risk is None:  # outside the churn population: no probability, so no reasons for one
@@ -258,7 +262,8 @@ def test_reasons_follow_the_band_and_name_the_customers_value(scorer: Scorer, fe
         assert all(r["text"] and r["feature"] in scorer.churn.features for r in reasons)
         for reason in reasons:  # words that agree with the direction: the value beside the typical one
             assert coherent(reason["feature"], reason["value"], reason["typical"], reason["impact"], learned)
-            assert reason["value"] is None or reason["value"] != reason["typical"]  # None: a state, no comparison
+            # a typical value explains nothing; a missing value or category is a state of its own ("no city")
+            assert reason["value"] is None or reason["typical"] is None or reason["value"] != reason["typical"], reason
             if reason["typical"] is not None and reason["value"] is not None and not isinstance(reason["value"], str):
                 assert "(typical: " in reason["text"] or not has_words(reason["feature"])
     assert given >= 0.9 * scores["churn_risk"].notna().sum()  # nearly every scored customer has a reason

@@ -29,6 +29,7 @@ from schemathesis.checks import not_a_server_error
 from starlette.testclient import TestClient
 
 from custlens.settings import Settings
+from features.model_inputs import service_spec
 from features.online import OnlineFeatures
 from features.snapshot_reader import load_packed_snapshot
 from serving.scorer import SCORE_COLUMNS, Scorer
@@ -197,7 +198,9 @@ def test_metadata_names_models_versions_runs_and_feature_services(client: TestCl
     assert set(body["models"]) == set(MODELS)
     for model, ref in body["models"].items():
         assert ref["alias"] == "champion" and ref["run_id"] and ref["version"]
-        assert ref["registered_model"] == registered_name(model) and ref["feature_service"] == f"{model}_v1"
+        # the service each model was trained with: what features/model_inputs.py says the next training reads
+        assert ref["registered_model"] == registered_name(model)
+        assert ref["feature_service"] == service_spec(model).service
     bands = body["churn_risk_thresholds"]  # by rank: quantiles of the served churn version's test scores
     assert 0 < bands["medium"] < bands["high"] < 1 and bands["basis"].startswith("quantiles 0.5 and 0.8")
     assert body["next_order_horizon_days"] == 365
