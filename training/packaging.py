@@ -123,8 +123,8 @@ def feature_directions(matrix: pd.DataFrame, contributions: np.ndarray) -> dict[
         if not pd.api.types.is_numeric_dtype(values):
             continue
         known = values.notna().to_numpy()
-        if known.sum() < 30 or values[known].nunique() < 3:
-            continue
+        if known.sum() < 30 or values[known].nunique() < 3 or np.ptp(contributions[known, j]) == 0:
+            continue  # too few values, or a feature the trees never split on: no direction
         rho = pd.Series(values.to_numpy()[known]).corr(pd.Series(contributions[known, j]), method="spearman")
         if np.isfinite(rho) and abs(rho) >= MIN_DIRECTION:
             directions[name] = 1 if rho > 0 else -1

@@ -53,3 +53,16 @@ def test_a_version_without_directions_is_read_with_the_known_ones() -> None:
     assert coherent("days_since_last_order", 52.0, 140.0, 0.4, None) is False
     assert coherent("avg_order_value", 10.0, 20.0, 0.3, None) is True  # unknown: taken as it comes
     assert coherent("city", "Huế", None, 0.3, LEARNED) is True
+
+
+def test_the_direction_a_model_learned_is_the_sign_of_its_contributions_against_the_feature() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from training.packaging import feature_directions
+
+    rng = np.random.default_rng(0)
+    matrix = pd.DataFrame({"up": rng.uniform(0, 1, 200), "down": rng.uniform(0, 1, 200),
+                           "unused": rng.uniform(0, 1, 200), "noise": rng.uniform(0, 1, 200)})  # fmt: skip
+    contributions = np.column_stack([matrix["up"] * 2, -matrix["down"], np.zeros(200), rng.normal(size=200)])
+    assert feature_directions(matrix, contributions) == {"up": 1, "down": -1}
