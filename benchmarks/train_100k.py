@@ -59,13 +59,17 @@ SKLEARN_NAMES = {
 }
 
 
+SAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sample.yaml"
+
 # ---------------------------------------------------------------- child steps (each in its own process)
 
 
 def _settings(args: argparse.Namespace) -> Any:
     from custlens.settings import load_settings
 
-    settings = load_settings()  # data dir, salt and tracking URI come from the environment the parent set
+    # the generated sample's config (its local times need the business's time zone); data dir, salt and
+    # tracking URI come from the environment the parent set
+    settings = load_settings(SAMPLE_CONFIG)
     training = settings.training.model_copy(update={"trials": args.trials})
     return settings.model_copy(update={"training": training})
 
