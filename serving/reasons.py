@@ -176,9 +176,8 @@ def _typical(name: str) -> Phrase:
         return _days
     if name.endswith(("rate_30d", "rate_90d", "rate_365d", "share_365d")) or name.startswith("btyd_prob_"):
         return _percent
-    if name.startswith(("revenue_", "avg_order_value", "repeat_purchase_day_value", "btyd_expected_order_value")):
-        return _money
-    if name == "btyd_expected_revenue_clv_window":
+    if name.startswith(("revenue_", "avg_order_value", "repeat_purchase_day_value", "btyd_expected_order_value",
+                        "btyd_expected_revenue_clv_window")):
         return _money
     if "_hours_" in name:
         return _hours
@@ -201,7 +200,7 @@ def coherent(name: str, value: object, typical: float | None, impact: float,
     feature of unknown direction is taken as it comes."""
     if name in _CATEGORY_WORDS or _missing(value) or typical is None:
         return True
-    direction = (directions or {}).get(name) if directions is not None else CHURN_DIRECTION.get(name)
+    direction = (directions if directions is not None else CHURN_DIRECTION).get(name)
     if direction is None:
         return directions is None
     side = float(value) - typical  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ from mlflow.tracking import MlflowClient
 from custlens.errors import CustlensError
 from custlens.settings import ServingSettings, Settings
 from features.lake.money import minor_units
-from features.lake.tables import lake_business
+from features.lake.tables import cutoff_instant, lake_business
 from features.model_inputs import RECENCY_FEATURE
 from features.store import registered_services
 from serving.reasons import coherent, explain
@@ -472,8 +472,7 @@ def _dates_after(as_of: datetime | date, days: np.ndarray) -> np.ndarray:
     """The UTC day on which `as_of` + days falls, per row (None where days is NaN); a date as-of
     is its 00:00 UTC. The day the instant falls on, not a rounded count: 29.6 days after a
     midnight is the 30th day, still inside a 30-day window, as its probability of >= 1/2 says."""
-    start = as_of.astimezone(UTC) if isinstance(as_of, datetime) else datetime(as_of.year, as_of.month, as_of.day,
-                                                                                tzinfo=UTC)  # fmt: skip
+    start = as_of.astimezone(UTC) if isinstance(as_of, datetime) else cutoff_instant(as_of)
     out = np.empty(len(days), dtype=object)
     for i, value in enumerate(days):
         out[i] = None if np.isnan(value) else (start + timedelta(days=float(value))).date()
