@@ -21,8 +21,8 @@ def sink_runs(uri: str) -> list[RunEntry]:
         sink.close()
 
 
-def sink_scores(uri: str, as_of: date) -> pd.DataFrame:
-    """The scores the sink holds for one as-of date."""
+def sink_scores(uri: str, as_of: date | None = None) -> pd.DataFrame:
+    """The scores the sink holds for one as-of date (default: all)."""
     sink = open_sink(uri)
     try:
         return sink.scores(as_of)

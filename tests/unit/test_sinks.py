@@ -43,7 +43,7 @@ from serving.sinks import (
 )
 from tests.support.databases import POSTGRES_URL, postgres_schema_url
 from tests.support.run_holder import holding
-from tests.support.sinks import sink_runs
+from tests.support.sinks import sink_runs, sink_scores
 
 AS_OF = date(2025, 1, 1)
 
@@ -80,11 +80,7 @@ def run(uri: str, rows: pa.Table, scope: str = "all", as_of: date = AS_OF) -> st
 
 
 def read(uri: str) -> dict[str, tuple[float | None, str | None]]:
-    sink = open_sink(uri)
-    try:
-        frame = sink.scores()
-    finally:
-        sink.close()
+    frame = sink_scores(uri)
     assert list(frame.columns) == SCORES_SCHEMA.names
     return {row.customer_id: (row.predicted_clv, row.currency) for row in frame.itertuples()}
 
@@ -143,11 +139,7 @@ def with_range(rows: pa.Table, low: float, high: float) -> pa.Table:
 
 
 def ranges(uri: str) -> dict[str, tuple[float | None, float | None]]:
-    sink = open_sink(uri)
-    try:
-        frame = sink.scores()
-    finally:
-        sink.close()
+    frame = sink_scores(uri)
     return {row.customer_id: (None if pd.isna(row.predicted_clv_p10) else row.predicted_clv_p10,
                               None if pd.isna(row.predicted_clv_p90) else row.predicted_clv_p90)
             for row in frame.itertuples()}  # fmt: skip
