@@ -120,7 +120,7 @@ RANGE_FOLDS = 5
 
 
 def _value_range(spec: ModelSpec, frame: ModelFrame, bundle: ModelBundle, params: dict[str, Any],
-                 train_x: pd.DataFrame, valid_x: pd.DataFrame) -> ValueRange | None:  # fmt: skip
+                 train_x: pd.DataFrame) -> ValueRange | None:  # fmt: skip
     """The predicted value's P10-P90 range (training.value_range), made on rows no tree that
     predicts them was fitted on: the training rows cross-fitted by customer (RANGE_FOLDS folds, the
     model's parameters and rounds), and the validation rows by the model itself (they chose its
@@ -206,14 +206,19 @@ def _log_trial(trial: optuna.trial.FrozenTrial) -> None:
             mlflow.log_metric("num_boost_round", trial.user_attrs["num_boost_round"])
 
 
-def _log_explanations(bundle: ModelBundle, test_x: pd.DataFrame, model: str) -> None:
-    """What the booster learned: feature importance (figure and JSON) and a SHAP summary of test rows."""
+# Test rows whose per-feature contributions are computed once: the SHAP summary draws the first
+# SHAP_ROWS of them, a classifier's learned feature directions read them all.
+EXPLAINED_ROWS, SHAP_ROWS = 5000, 2000
+
+
+def _log_explanations(bundle: ModelBundle, explained: pd.DataFrame, contributions: np.ndarray, model: str) -> None:
+    """What the booster learned: feature importance (figure and JSON) and a SHAP summary of test
+    rows (`explained`, a sample of them, and their `contributions`)."""
     importance = pd.Series(bundle.booster.feature_importance("gain"), index=bundle.booster.feature_name())
-    sample = test_x.sample(min(2000, len(test_x)), random_state=0)
-    contributions = np.asarray(bundle.booster.predict(sample, pred_contrib=True))[:, :-1]  # last column: expected value
+    shown = explained.iloc[:SHAP_ROWS]
     _log_and_close({
         "feature_importance.png": plots.importance_figure(importance, f"{model}: feature importance"),
-        "shap_summary.png": plots.shap_figure(contributions, sample, f"{model}: SHAP summary (test)"),
+        "shap_summary.png": plots.shap_figure(contributions[:SHAP_ROWS], shown, f"{model}: SHAP summary (test)"),
     })
     mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
 
@@ -302,7 +307,7 @@ def train_model(
         if spec.calibrated and tunable:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)
         if spec.output == "predicted_value":
-            value_range = _value_range(spec, frame, bundle, params, train_x, valid_x)
+            value_range = _value_range(spec, frame, bundle, params, train_x)
             if value_range is not None:
                 bundle.meta[RANGE_KEY] = value_range.to_dict()
                 mlflow.log_dict(value_range.to_dict(), RANGE_ARTIFACT)
@@ -322,12 +327,14 @@ def train_model(
             if spec.timing is not None:
                 metrics[spec.timing.metric] = _timing_error(spec.timing, scores, test)
             mlflow.log_metrics(metrics)
-            _log_explanations(bundle, test_x, model)
+            explained = test_x.sample(min(EXPLAINED_ROWS, len(test_x)), random_state=0)
+            contributions = bundle.contributions(explained)  # per row and feature, the expected value left out
+            _log_explanations(bundle, explained, contributions, model)
             baseline_metrics, baseline_predictions, servables, baseline_runs = _run_baselines(
                 spec, frame, baselines or {}
             )
             predictions |= baseline_predictions
-            _record_test_scores(spec, bundle, test_x, servables, predictions)
+            _record_test_scores(spec, bundle, test_x, servables, predictions, (explained, contributions))
             metrics.update(_oracle_metrics(settings, spec, frame, metrics, baseline_metrics))
             if "oracle_gap_closed" in metrics:
                 mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("oracle_")})
@@ -360,19 +367,19 @@ def train_model(
 
 
 def _record_test_scores(spec: ModelSpec, bundle: ModelBundle, test_x: pd.DataFrame,
-                        servables: dict[str, BaselineBundle], predictions: dict[str, np.ndarray]) -> None:  # fmt: skip
+                        servables: dict[str, BaselineBundle], predictions: dict[str, np.ndarray],
+                        explained: tuple[pd.DataFrame, np.ndarray]) -> None:  # fmt: skip
     """What serving needs to know of the test customers, kept in each servable version's meta: the
-    percentiles of a probability model's scores (risk bands by quantile) and, for a model that
-    explains, the median of each numeric feature (the "typical" customer its reasons compare with)."""
+    median of each numeric feature (the "typical" customer reasons compare with) and, for a
+    probability model, the percentiles of its scores (risk bands by quantile) and the direction
+    each feature learned (from `explained`: sampled test rows and their contributions)."""
+    medians = test_x.select_dtypes("number").median()
+    bundle.meta[FEATURE_MEDIANS] = {name: float(value) for name, value in medians.items() if np.isfinite(value)}
     if spec.output == "probability":
         bundle.meta[SCORE_PERCENTILES] = score_percentiles(predictions[CANDIDATE])
         for name, servable in servables.items():
             servable.meta[SCORE_PERCENTILES] = score_percentiles(predictions[name])
-    medians = test_x.select_dtypes("number").median()
-    bundle.meta[FEATURE_MEDIANS] = {name: float(value) for name, value in medians.items() if np.isfinite(value)}
-    if spec.output == "probability":
-        sample = test_x.sample(min(5000, len(test_x)), random_state=0)
-        bundle.meta[FEATURE_DIRECTIONS] = feature_directions(sample, bundle.contributions(sample))
+        bundle.meta[FEATURE_DIRECTIONS] = feature_directions(*explained)
 
 
 def _log_test_scores(spec: ModelSpec, test: pd.DataFrame, predictions: dict[str, np.ndarray], who: str) -> None:
