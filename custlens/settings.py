@@ -229,10 +229,18 @@ class IngestSettings(_Section):
 class FeatureSettings(_Section):
     """How per-customer feature snapshots are computed from the lake."""
 
-    cutoff_every: Literal["month", "week"] = Field(
-        "month", description="Snapshots are taken at the start of each month (or Monday), over the whole history."
+    cutoff_every: Literal["auto", "month", "week"] = Field(
+        "auto",
+        description="Snapshots are taken at the start of each month (or Monday), over the whole history; auto: "
+        "Mondays when the orders span less than two years (more training rows where there are few months), "
+        "else month starts.",
     )
-    max_cutoffs: int = Field(48, ge=1, description="At most this many of the latest periodic cutoffs are built.")
+    max_cutoffs: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many of the latest periodic cutoffs are built (default: 48 month "
+        "starts, 104 Mondays).",
+    )
     include_today: bool = Field(
         True,
         description="When the data is fresh, the as-of (the snapshot scored and served) is today; false: always the "
@@ -297,13 +305,23 @@ class TrainingSettings(_Section):
     churn_window_days: Days = Field(90, ge=1, description="No purchase in these days after the cutoff is churn.")
     repurchase_window_days: Days = Field(30, ge=1, description="A purchase in these days after the cutoff.")
     clv_window_days: Days = Field(365, ge=1, description="Customer value is net revenue in these days.")
-    train_cutoffs: int = Field(
-        6, ge=1, description="Cutoffs of the grid (features.cutoff_every) whose rows train each model: 6 month "
-        "starts span 5 months, 6 Mondays 5 weeks (26 Mondays: 4x the rows, no better on the generated sample)."
+    train_cutoffs: int | None = Field(
+        None,
+        ge=1,
+        description="Cutoffs of the grid (features.cutoff_every) whose rows train each model "
+        "(default: 6 month starts, or 26 Mondays: about half a year either way).",
+    )
+    validation_cutoffs: int | None = Field(
+        None,
+        ge=1,
+        description="Cutoffs at which the held-out fifth of customers validates (tuning, early "
+        "stopping, calibration); default: 3 month starts, or 13 Mondays.",
     )
     min_split_rows: int = Field(
-        200, ge=1, description="Fewer rows than this in a split: not trained (training), tuned "
-        "(validation) or promoted (test) on it; the run and the summary say so."
+        200,
+        ge=1,
+        description="Fewer rows than this in a split: not trained (training), tuned "
+        "(validation) or promoted (test) on it; the run and the summary say so.",
     )
     min_class_rows: int = Field(
         30, ge=1, description="The same for the fewer class of a split: churners or non-churners, buyers or non-buyers."

@@ -461,10 +461,55 @@ class SnapshotReport:
 # ---------------------------------------------------------------- cutoffs
 
 
+# `features.cutoff_every: auto` takes Mondays when the orders span less than this many days. A
+# year and a half of history has 18 month starts, and a 90-day churn split then trains on 6 and
+# validates on 3 of them; Mondays give it about 4x the rows (docs/model-quality.md measures it).
+WEEKLY_BELOW_DAYS = 730
+
+
+@dataclass(frozen=True)
+class GridCounts:
+    """The defaults of the settings counted in grid cutoffs, so that they span about the same time
+    on either grid: snapshots kept (`features.max_cutoffs`), training cutoffs
+    (`training.train_cutoffs`) and validation cutoffs (`training.validation_cutoffs`)."""
+
+    kept: int
+    train: int
+    validation: int
+
+
+GRID_COUNTS = {
+    "month": GridCounts(kept=48, train=6, validation=3),
+    "week": GridCounts(kept=104, train=26, validation=13),
+}
+
+
+def grid_every(settings: Settings) -> str:
+    """`month` or `week`: the grid `features.cutoff_every` names, or for `auto` the one the order
+    history calls for (WEEKLY_BELOW_DAYS); month starts for a lake without orders."""
+    every = settings.features.cutoff_every
+    if every != "auto":
+        return every
+    first_order, last_order = _order_span(settings)
+    if first_order is None or last_order is None:
+        return "month"
+    return "week" if (last_order - first_order).days < WEEKLY_BELOW_DAYS else "month"
+
+
+def grid_counts(settings: Settings) -> GridCounts:
+    """The grid's counts with the configured ones in place of the defaults."""
+    default = GRID_COUNTS[grid_every(settings)]
+    return GridCounts(
+        kept=settings.features.max_cutoffs or default.kept,
+        train=settings.training.train_cutoffs or default.train,
+        validation=settings.training.validation_cutoffs or default.validation,
+    )
+
+
 def default_cutoffs(settings: Settings, live: AsOf | None = None) -> list[date]:
     """Month starts (or Mondays) over the lake's order history, the latest `features.max_cutoffs`
     of them, plus the live as-of (today for fresh data, else the end of the data); sorted and unique."""
-    cutoffs = set(grid(settings)[-settings.features.max_cutoffs :])
+    cutoffs = set(grid(settings)[-grid_counts(settings).kept :])
     cutoffs.add((live or live_as_of(settings)).day)
     return sorted(cutoffs)
 
@@ -474,7 +519,7 @@ def grid(settings: Settings) -> list[date]:
     first_order, last_order = _order_span(settings)
     periodic: list[date] = []
     if first_order is not None and last_order is not None:
-        every = settings.features.cutoff_every
+        every = grid_every(settings)
         # D 00:00 must come strictly after the first order: the earliest candidate is the day after it
         day, last_day = first_order.date() + timedelta(days=1), last_order.date() + timedelta(days=1)
         if not is_period_start(day, every):
@@ -572,11 +617,11 @@ def snapshot_warnings(settings: Settings, report: SnapshotReport) -> list[str]:
             "the data does not reach; `custlens features build` without --as-of removes it"
         )
     served = materialized_cutoff(settings)
-    periodic = grid(settings)
-    if report.as_of and len(periodic) > settings.features.max_cutoffs:
-        kept = periodic[-settings.features.max_cutoffs]
+    periodic, most = grid(settings), grid_counts(settings).kept
+    if report.as_of and len(periodic) > most:
+        kept = periodic[-most]
         warnings.append(
-            f"features.max_cutoffs = {settings.features.max_cutoffs} keeps the latest of {len(periodic)} grid cutoffs: "
+            f"features.max_cutoffs = {most} keeps the latest of {len(periodic)} grid cutoffs: "
             f"none before {kept} (the history starts {periodic[0]}); raise it to train on all of them"
         )
     if served is not None and served in report.removed:
@@ -640,9 +685,7 @@ def _build_cutoff(
     hold and the fit."""
     placeholders = _placeholders(settings, cutoff)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE population AS "
-        + POPULATION_SQL.format(**placeholders)
-        + " ORDER BY customer_id"
+        "CREATE OR REPLACE TEMP TABLE population AS " + POPULATION_SQL.format(**placeholders) + " ORDER BY customer_id"
     )
     # all files are computed before any is swapped in: a failure leaves the old ones whole
     written: dict[Path, Path] = {}

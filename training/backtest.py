@@ -43,7 +43,7 @@ from custlens.errors import CustlensError
 from custlens.settings import Settings
 from custlens.words import counted
 from features.lake.tables import cutoff_instant, lake_end, table_path
-from features.snapshots import default_cutoffs, is_period_start
+from features.snapshots import default_cutoffs, grid_counts, grid_every, is_period_start
 from training import bootstrap
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_logistic_features, rfm_summary
 from training.frames import (
@@ -189,7 +189,7 @@ class TrainingWindow:
 def training_windows(settings: Settings, holdout: Holdout) -> list[TrainingWindow]:
     """Grid cutoffs (features.cutoff_every) before the holdout with a window of MIN_TRAINING_WINDOW_DAYS
     or more, oldest first."""
-    every = settings.features.cutoff_every
+    every = grid_every(settings)
     grid = [day for day in default_cutoffs(settings) if is_period_start(day, every) and day < holdout.cutoff]
     windows = [TrainingWindow(day, min(holdout.horizon_days, (holdout.cutoff - day).days)) for day in grid]
     return [w for w in windows if w.days >= MIN_TRAINING_WINDOW_DAYS]
@@ -293,7 +293,7 @@ def _learning_rows(settings: Settings, holdout: Holdout, model: ModelName, windo
     rows["split"] = np.where(is_test, "test", np.where(held_out, "validation", "train"))
     for name in CATEGORY_FEATURES:
         rows[name] = rows[name].astype("category")
-    split = Split(train=tuple(w.cutoff for w in windows), validation=windows[-1].cutoff, test=holdout.cutoff)
+    split = Split(train=tuple(w.cutoff for w in windows), validation=(windows[-1].cutoff,), test=holdout.cutoff)
     frame = ModelFrame(model, split, FEATURE_SERVICES[model], rows)
     return _LearningRows(frame, {name: offset[(rows["split"] == name).to_numpy()]
                                  for name in ("train", "validation", "test")})  # fmt: skip
@@ -316,10 +316,12 @@ def _fit_and_predict(settings: Settings, spec: ModelSpec, learning: _LearningRow
     if data.enough("validation"):
         tuned = tune(spec.objective, (train_x, spec.fit_targets(train)), (valid_x, spec.fit_targets(valid)),
                      training.trials, training.timeout_seconds, training.seed, training.threads,
-                     init_scores=offsets)  # fmt: skip
+                     init_scores=offsets, fixed=spec.tree_params(list(train_x.columns)))  # fmt: skip
         params = tuned.params
     else:
-        params = untuned_params(spec.objective, training.seed, training.threads)
+        params = untuned_params(
+            spec.objective, training.seed, training.threads, spec.tree_params(list(train_x.columns))
+        )
     validation = (valid_x, spec.fit_targets(valid)) if data.enough("validation") else None
     booster = fit_lightgbm(params, *datasets((train_x, spec.fit_targets(train)), validation, offsets))
     raw = np.asarray(booster.predict(test_x, raw_score=True))
@@ -332,8 +334,9 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
     any fit), and `lightgbm_bgnbd`, the correction on top of BG/NBD over every training window."""
     say = console.print if console else (lambda *_: None)
     windows = training_windows(settings, holdout)
-    full = [w for w in windows if w.days == holdout.horizon_days][-settings.training.train_cutoffs :]
-    recent = windows[-settings.training.train_cutoffs :]
+    most = grid_counts(settings).train
+    full = [w for w in windows if w.days == holdout.horizon_days][-most:]
+    recent = windows[-most:]
     _ensure_snapshots(settings, [w.cutoff for w in recent + full] + [holdout.cutoff], console)
     fits = {window.cutoff: _fit_or_none(orders, window.cutoff) for window in recent}
     candidates = []

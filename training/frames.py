@@ -17,7 +17,7 @@ from features.btyd import stale_windows, window_days
 from features.lake.tables import cutoff_instant, lake_end
 from features.model_inputs import TREE_INPUTS, ModelInputs, feature_family, service_spec, spec_of_service
 from features.snapshot_reader import snapshot_cutoffs
-from features.snapshots import is_period_start
+from features.snapshots import grid_counts, grid_every, is_period_start
 from training.labels import compute_labels, window_complete
 
 ModelName = Literal["churn", "repurchase", "clv"]
@@ -51,23 +51,31 @@ def label_window(settings: Settings, model: ModelName) -> int:
 class Split:
     """Cutoffs of one model. The test cutoff is the last with a complete label window; no training
     or validation label window reaches past it, so nothing learned has seen the test period.
-    Training label windows end by the validation cutoff where the history allows it; validation
-    customers are held out of training altogether (see `is_validation_customer`): with overlapping
+    Validation is the held-out customers at one or more cutoffs (`training.validation_cutoffs`:
+    one cutoff holds a fifth of the customers, a few hundred rows on a small business, too few to
+    tune or calibrate on). Training label windows end by the first validation cutoff where the
+    history allows it; validation customers are held out of training altogether (see
+    `is_validation_customer`): with overlapping
     windows, trees that memorize a customer's label from one month would otherwise score the same
     customer a month later as if they could foresee it (measured: validation AUC 0.85, test 0.78)."""
 
     train: tuple[date, ...]
-    validation: date
+    validation: tuple[date, ...]
     test: date
 
     @property
     def all(self) -> tuple[date, ...]:
-        return (*self.train, self.validation, self.test)
+        return (*self.train, *self.validation, self.test)
 
     def of(self, cutoff: date) -> SplitName:
         if cutoff == self.test:
             return "test"
-        return "validation" if cutoff == self.validation else "train"
+        return "validation" if cutoff in self.validation else "train"
+
+    def describe_validation(self) -> str:
+        """The validation cutoffs in words: `2025-06-01`, or `2025-04-07..2025-06-30 (13 cutoffs)`."""
+        first, last = self.validation[0], self.validation[-1]
+        return first.isoformat() if first == last else f"{first}..{last} ({len(self.validation)} cutoffs)"
 
 
 class CannotTrain(CustlensError):
@@ -76,23 +84,30 @@ class CannotTrain(CustlensError):
 
 
 def plan_split(
-    cutoffs: list[date], window_days: int, end: datetime, train_cutoffs: int, window_key: str = "the label window"
+    cutoffs: list[date],
+    window_days: int,
+    end: datetime,
+    train_cutoffs: int,
+    window_key: str = "the label window",
+    validation_cutoffs: int = 1,
 ) -> Split:
-    """Test: the last cutoff whose label window is complete by `end`. Validation: the last cutoff
-    whose label window ends by the test cutoff. Train: the `train_cutoffs` cutoffs before it.
-    A window that leaves no such split is a CannotTrain naming `window_key` and the longest window
-    that would fit."""
+    """Test: the last cutoff whose label window is complete by `end`. Validation: the last
+    `validation_cutoffs` cutoffs whose label windows end by the test cutoff (fewer when the history
+    is short: at least one cutoff is left to train on). Train: the `train_cutoffs` cutoffs before
+    them. A window that leaves no such split is a CannotTrain naming `window_key` and the longest
+    window that would fit."""
     ordered = _before(cutoffs, end)
     complete = [c for c in ordered if window_complete(c, window_days, end)]
     test = complete[-1] if complete else None
     before_test = [c for c in complete if test and c + timedelta(days=window_days) <= test]
     if test is None or len(before_test) < 2:
         raise CannotTrain(_window_does_not_fit(ordered, window_days, end, window_key))
-    validation = before_test[-1]
-    gapped = [c for c in before_test if c + timedelta(days=window_days) <= validation]
+    held = min(validation_cutoffs, len(before_test) - 1)
+    validation, earlier = tuple(before_test[-held:]), before_test[:-held]
+    gapped = [c for c in earlier if c + timedelta(days=window_days) <= validation[0]]
     # Too short a history for a gap (a 365-day window over three years): the customer holdout alone
     # keeps validation honest.
-    train = gapped if len(gapped) >= min(MIN_GAPPED_CUTOFFS, train_cutoffs) else before_test[:-1]
+    train = gapped if len(gapped) >= min(MIN_GAPPED_CUTOFFS, train_cutoffs) else earlier
     return Split(train=tuple(train[-train_cutoffs:]), validation=validation, test=test)
 
 
@@ -155,12 +170,14 @@ def grid_cutoffs(settings: Settings) -> list[date]:
     """The built snapshot cutoffs on the configured grid (`features.cutoff_every`): evenly spaced,
     so a split means the same at every cutoff. A snapshot off the grid (today's, an `--as-of`
     date) is scored and served, never trained on."""
-    return [c for c in snapshot_cutoffs(settings) if is_period_start(c, settings.features.cutoff_every)]
+    every = grid_every(settings)
+    return [c for c in snapshot_cutoffs(settings) if is_period_start(c, every)]
 
 
 def model_split(settings: Settings, model: ModelName) -> Split:
+    counts = grid_counts(settings)
     return plan_split(grid_cutoffs(settings), label_window(settings, model), lake_end(settings),
-                      settings.training.train_cutoffs, f"training.{WINDOW_KEYS[model]}")  # fmt: skip
+                      counts.train, f"training.{WINDOW_KEYS[model]}", counts.validation)  # fmt: skip
 
 
 @dataclass

@@ -138,7 +138,8 @@ def _value_range(spec: ModelSpec, frame: ModelFrame, bundle: ModelBundle, params
         trees = fit_lightgbm(fixed, *datasets((train_x[fit], targets[fit]), None))
         predicted[~fit] = np.maximum(np.asarray(trees.predict(train_x[~fit]), dtype=float), 0.0)
     held_out = bundle.scores(bundle.encode(valid))["predicted_value"] if len(valid) else np.empty(0)
-    source = f"training rows cross-fitted ({RANGE_FOLDS} folds by customer) and validation {frame.split.validation}"
+    validation = frame.split.describe_validation()
+    source = f"training rows cross-fitted ({RANGE_FOLDS} folds by customer) and validation {validation}"
     return ValueRange.fit(np.concatenate([predicted, held_out]), np.concatenate([spec.labels(train),
                           spec.labels(valid)]), source)  # fmt: skip
 
@@ -216,10 +217,12 @@ def _log_explanations(bundle: ModelBundle, explained: pd.DataFrame, contribution
     rows (`explained`, a sample of them, and their `contributions`)."""
     importance = pd.Series(bundle.booster.feature_importance("gain"), index=bundle.booster.feature_name())
     shown = explained.iloc[:SHAP_ROWS]
-    _log_and_close({
-        "feature_importance.png": plots.importance_figure(importance, f"{model}: feature importance"),
-        "shap_summary.png": plots.shap_figure(contributions[:SHAP_ROWS], shown, f"{model}: SHAP summary (test)"),
-    })
+    _log_and_close(
+        {
+            "feature_importance.png": plots.importance_figure(importance, f"{model}: feature importance"),
+            "shap_summary.png": plots.shap_figure(contributions[:SHAP_ROWS], shown, f"{model}: SHAP summary (test)"),
+        }
+    )
     mlflow.log_dict({name: float(value) for name, value in importance.items()}, "feature_importance.json")
 
 
@@ -264,13 +267,17 @@ def train_model(
             {
                 "label_window_days": spec.label_window(settings),
                 "train_cutoffs": ",".join(c.isoformat() for c in frame.split.train),
-                "validation_cutoff": frame.split.validation.isoformat(),
+                "validation_cutoffs": ",".join(c.isoformat() for c in frame.split.validation),
                 "test_cutoff": frame.split.test.isoformat(),
                 "feature_service": frame.service,
                 **data.params(),
                 "trials_budget": settings.training.trials,
                 "timeout_seconds_budget": settings.training.timeout_seconds,
                 "seed": settings.training.seed,
+                "monotone": ", ".join(
+                    f"{name} {sign:+d}" for name, sign in spec.monotone.items() if name in train_x.columns
+                )
+                or "none",
             }
         )
         for rows, context in ((train, "training"), (valid, "validation"), (test, "test")):
@@ -282,15 +289,17 @@ def train_model(
                 tuned = tune(
                     spec.objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
                     settings.training.timeout_seconds, settings.training.seed, settings.training.threads,
-                    on_trial=on_trial,
+                    on_trial=on_trial, fixed=spec.tree_params(list(train_x.columns)),
                 )  # fmt: skip
             params = tuned.params
-            mlflow.log_params({f"best_{k}": v for k, v in params.items() if k not in ("num_threads", "verbosity")})
+            mlflow.log_params({f"best_{k}": v for k, v in params.items()
+                               if k not in ("num_threads", "verbosity", "monotone_constraints")})  # fmt: skip
             mlflow.log_metrics({"validation_loss": tuned.best_value, "trials": tuned.trials,
                                 "trials_pruned": tuned.pruned})  # fmt: skip
         else:
             say(f"[bold]{model}[/]: {data.reason('validation')}; fitted with fixed parameters, uncalibrated")
-            params = untuned_params(spec.objective, settings.training.seed, settings.training.threads)
+            params = untuned_params(spec.objective, settings.training.seed, settings.training.threads,
+                                    spec.tree_params(list(train_x.columns)))  # fmt: skip
         validation = (valid_x, valid_y) if tunable else None
 
         booster = fit_lightgbm(params, *datasets((train_x, train_y), validation))
@@ -301,8 +310,11 @@ def train_model(
             categories=categories,
             feature_service=frame.service,
             # the days after a cutoff its label is over: what its scores state, whatever the config says later
-            meta={"test_cutoff": frame.split.test.isoformat(), "window_days": spec.label_window(settings),
-                  "activity_window_days": int(settings.training.activity_window_days)},  # churn's population
+            meta={
+                "test_cutoff": frame.split.test.isoformat(),
+                "window_days": spec.label_window(settings),
+                "activity_window_days": int(settings.training.activity_window_days),
+            },  # churn's population
         )
         if spec.calibrated and tunable:
             bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)

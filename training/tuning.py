@@ -4,7 +4,7 @@ as a nested MLflow run by the caller's `on_trial`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,8 +49,10 @@ def base_params(objective: Objective, seed: int, threads: int = 1) -> dict[str, 
 UNTUNED = {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 20, "lambda_l2": 1.0, "num_boost_round": 200}
 
 
-def untuned_params(objective: Objective, seed: int, threads: int = 1) -> dict[str, Any]:
-    return {**base_params(objective, seed, threads), **UNTUNED}
+def untuned_params(
+    objective: Objective, seed: int, threads: int = 1, fixed: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {**base_params(objective, seed, threads), **UNTUNED, **(fixed or {})}
 
 
 def _suggest(trial: optuna.Trial, objective: Objective) -> dict[str, Any]:
@@ -141,15 +143,17 @@ def tune(
     threads: int = 1,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
     init_scores: tuple[np.ndarray, np.ndarray] | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> TuningResult:
     """Search LightGBM parameters minimizing the validation loss; the test window is never seen.
-    `init_scores`: raw scores the trees start from (see `datasets`)."""
+    `init_scores`: raw scores the trees start from (see `datasets`); `fixed`: parameters every trial
+    and the result keep (the spec's monotone constraints)."""
     metric = _metric(objective)
     train_set, valid_set = datasets(train, valid, init_scores)
     assert valid_set is not None
 
     def run(trial: optuna.Trial) -> float:
-        params = {**base_params(objective, seed, threads), **_suggest(trial, objective)}
+        params = {**base_params(objective, seed, threads), **(fixed or {}), **_suggest(trial, objective)}
         booster = fit_lightgbm(params, train_set, valid_set, callbacks=[_PruneWhilePoor(trial, metric)])
         trial.set_user_attr("num_boost_round", int(booster.best_iteration or MAX_ROUNDS))
         return float(booster.best_score["validation"][metric])
@@ -163,7 +167,7 @@ def tune(
     callbacks = [lambda _study, frozen: on_trial(frozen)] if on_trial else None
     study.optimize(run, n_trials=trials, timeout=timeout_seconds, callbacks=callbacks, gc_after_trial=False)
     best = study.best_trial
-    params = {**base_params(objective, seed, threads), **best.params, "bagging_freq": 1}
+    params = {**base_params(objective, seed, threads), **(fixed or {}), **best.params, "bagging_freq": 1}
     params["num_boost_round"] = best.user_attrs["num_boost_round"]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     return TuningResult(params, float(best.value or "nan"), len(study.trials), pruned)

@@ -27,6 +27,7 @@ from serving.scorer import SCORE_COLUMNS, Scorer, risk_band
 from tests.support.business import SAMPLE_CONFIG
 from tests.support.trained import trained_project
 from training import frames
+from training.next_order import beyond_horizon
 from training.packaging import FEATURE_DIRECTIONS
 from training.tracking import registered_name
 
@@ -126,6 +127,8 @@ def test_scores_equal_the_registered_pyfunc_models(project: Settings, scorer: Sc
     ):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_name(model)}@champion")
         expected = pyfunc.predict(known[scorer.churn.features])[pyfunc_column].to_numpy()
+        if column == "expected_days_to_next_order":  # no date beyond the horizon (training.next_order)
+            expected = beyond_horizon(expected, project.serving.next_order_horizon_days)
         if column == "predicted_clv":  # money: in the currency's minor units
             expected = np.round(expected, minor_units(scorer.currency))
         if column == "churn_probability":  # defined for the churn population only; NULL with a reason elsewhere

@@ -156,9 +156,9 @@ def test_training_windows_end_by_the_cutoff_and_are_at_most_the_horizon(settings
     _orders(settings)
     holdout = Holdout(date(2025, 3, 1), 60, pd.DataFrame())
     windows = training_windows(settings, holdout)
-    assert windows, "month starts before the cutoff"
+    assert windows, "Mondays before the cutoff (the orders span less than two years: a weekly grid)"
     assert all(w.days == min(60, (holdout.cutoff - w.cutoff).days) >= 28 for w in windows)
-    assert windows[-1].cutoff == date(2025, 2, 1) and windows[-1].days == 28
+    assert windows[-1].cutoff == date(2025, 1, 27) and windows[-1].days == 33  # the last Monday 28+ days before
 
 
 def test_a_misspelled_horizon_is_one_line_that_says_what_is_accepted() -> None:

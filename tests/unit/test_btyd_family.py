@@ -144,7 +144,7 @@ def test_a_model_of_other_windows_than_the_snapshots_is_told_so(settings: Settin
     write_lake(settings, customers=people, orders=orders)
     build_snapshots(settings, [CUTOFF])
     longer = settings.model_copy(update={"training": settings.training.model_copy(update={"churn_window_days": 120})})
-    split = Split(train=(), validation=CUTOFF, test=CUTOFF)
+    split = Split(train=(), validation=(CUTOFF,), test=CUTOFF)
     # then the snapshots are stale for them: a v2 frame says so, a v1 frame (no btyd feature) has nothing to say
     assert stale_windows(settings, [CUTOFF]) == [] and stale_windows(longer, [CUTOFF]) == [CUTOFF]
     assert re.search(r"built for other label windows.*features build", btyd_windows_note(longer, split, TREE_INPUTS_V2))

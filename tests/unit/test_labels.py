@@ -174,10 +174,25 @@ def test_test_cutoff_is_the_last_with_a_complete_window_and_nothing_trains_past_
     split = plan_split(MONTHS, 90, end, train_cutoffs=4)
 
     assert split.test == date(2025, 9, 1)  # 2025-09-01 + 90 days <= 2025-12-01 < 2025-10-01 + 90 days
-    assert split.validation == date(2025, 6, 1)
+    assert split.validation == (date(2025, 6, 1),)
     assert split.train == (date(2024, 12, 1), date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1))
-    assert all((split.test - c).days >= 90 for c in (*split.train, split.validation))
-    assert all((split.validation - c).days >= 90 for c in split.train)  # no training label window overlaps
+    assert all((split.test - c).days >= 90 for c in (*split.train, *split.validation))
+    assert all((split.validation[0] - c).days >= 90 for c in split.train)  # no training label window overlaps
+
+
+def test_validation_over_several_cutoffs_keeps_the_training_windows_before_the_first() -> None:
+    end = datetime(2025, 12, 1, tzinfo=UTC)
+
+    split = plan_split(MONTHS, 90, end, train_cutoffs=4, validation_cutoffs=3)
+
+    assert split.test == date(2025, 9, 1)
+    assert split.validation == (date(2025, 4, 1), date(2025, 5, 1), date(2025, 6, 1))  # windows end by the test
+    assert split.train == (date(2024, 10, 1), date(2024, 11, 1), date(2024, 12, 1), date(2025, 1, 1))
+    assert all(c + timedelta(days=90) <= split.validation[0] for c in split.train)
+    assert split.describe_validation() == "2025-04-01..2025-06-01 (3 cutoffs)"
+    # a history too short for that many: one cutoff is left to train on
+    short = plan_split(MONTHS[-6:], 60, end, train_cutoffs=4, validation_cutoffs=13)
+    assert len(short.train) == 1 and short.validation[-1] + timedelta(days=60) <= short.test
 
 
 def test_validation_customers_are_a_stable_fifth_and_never_train() -> None:
@@ -214,7 +229,7 @@ def test_the_longest_window_said_to_fit_does_and_one_day_more_does_not() -> None
 
     split = plan_split(EIGHTEEN_MONTHS, longest, EIGHTEEN_MONTHS_END, train_cutoffs=6)
 
-    assert split.validation + timedelta(days=longest) <= split.test
+    assert split.validation[-1] + timedelta(days=longest) <= split.test
     with pytest.raises(CannotTrain):
         plan_split(EIGHTEEN_MONTHS, longest + 1, EIGHTEEN_MONTHS_END, train_cutoffs=6)
 
@@ -241,16 +256,16 @@ def test_a_weekly_grid_trains_on_every_weekly_cutoff(settings: Settings) -> None
     mondays = [date(2024, 1, 1) + timedelta(weeks=n) for n in range(78)]
     write_snapshot_files(settings, [*mondays, date(2025, 6, 28)])
     write_orders(settings, [("A", "2024-01-01 10:00", "completed", "1"), ("A", "2025-06-22 10:00", "completed", "1")])
-    weekly = settings.model_copy(update={"features": settings.features.model_copy(update={"cutoff_every": "week"})})
+    weekly = settings  # 18 months of orders: the auto grid is Mondays
 
     split = model_split(weekly, "churn")
 
     assert grid_cutoffs(weekly) == mondays  # the month starts among them no longer the only ones
     assert split.test == date(2025, 3, 24)  # the last Monday whose 90 days end by the data end, 2025-06-23
-    assert split.validation == date(2024, 12, 23)  # the last whose window ends by the test cutoff
-    assert len(split.train) == weekly.training.train_cutoffs
+    assert split.validation[-1] == date(2024, 12, 23)  # the last whose window ends by the test cutoff
+    assert len(split.validation) == 13 and len(split.train) == 26  # a quarter and half a year of Mondays
     assert all(b - a == timedelta(weeks=1) for a, b in zip(split.train, split.train[1:], strict=False))
-    assert split.train[-1] + timedelta(days=90) <= split.validation
+    assert split.train[-1] + timedelta(days=90) <= split.validation[0]
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -289,7 +304,7 @@ def test_a_window_too_long_for_a_gap_trains_on_the_cutoffs_before_validation() -
 
     split = plan_split(three_years, 365, datetime(2026, 1, 1, tzinfo=UTC), train_cutoffs=3)
 
-    assert (split.test, split.validation) == (date(2025, 1, 1), date(2024, 1, 1))
+    assert (split.test, split.validation) == (date(2025, 1, 1), (date(2024, 1, 1),))
     assert split.train == (date(2023, 10, 1), date(2023, 11, 1), date(2023, 12, 1))
 
 

@@ -43,7 +43,7 @@ def test_version_2_services_read_version_1_the_btyd_summary_and_the_btyd_family(
 
 
 def test_a_training_frame_reads_the_inputs_of_its_service() -> None:
-    split = frames.Split(train=(), validation=date(2024, 1, 1), test=date(2024, 2, 1))
+    split = frames.Split(train=(), validation=(date(2024, 1, 1),), test=date(2024, 2, 1))
     for service, inputs in (("churn_v1", TREE_INPUTS), ("churn_v2", TREE_INPUTS_V2)):
         frame = frames.ModelFrame("churn", split, service, pd.DataFrame())
         assert frame.inputs == inputs and frame.features == list(inputs.names)

@@ -22,7 +22,15 @@ from features.asof import live_as_of
 from features.catalog import BTYD_SUMMARY_FEATURES, FAMILIES, Family, family_features
 from features.lake.tables import cutoff_instant
 from features.snapshot_reader import load_packed_snapshot, snapshot_features_frame
-from features.snapshots import build_snapshots, default_cutoffs, family_dir, snapshot_path
+from features.snapshots import (
+    GRID_COUNTS,
+    build_snapshots,
+    default_cutoffs,
+    family_dir,
+    grid_counts,
+    grid_every,
+    snapshot_path,
+)
 from training.baselines.btyd import rfm_summary, rfm_summary_from_features
 
 CUTOFF = date(2024, 7, 1)  # the instant 2024-07-01 00:00 UTC; "last 30 days" starts 2024-06-01 00:00
@@ -668,10 +676,14 @@ def test_event_after_cutoff_never_changes_features(tmp_path: Path) -> None:
         }
         tables["tickets"].append(ticket("B", "2024-06-30 22:00"))  # not answered before the cutoff
         if later:
-            tables["orders"] += [order("A", "2024-07-01 00:00", "999"),
-                                 order("C", "2024-07-02 00:00", "5", status="returned")]
-            tables["engagement_events"] += [event("A", "2024-07-01 00:00", "session_start", "s9", page_views=3),
-                                            event("B", "2024-07-01 00:00", "email_open")]
+            tables["orders"] += [
+                order("A", "2024-07-01 00:00", "999"),
+                order("C", "2024-07-02 00:00", "5", status="returned"),
+            ]
+            tables["engagement_events"] += [
+                event("A", "2024-07-01 00:00", "session_start", "s9", page_views=3),
+                event("B", "2024-07-01 00:00", "email_open"),
+            ]
             tables["surveys"].append(survey("A", "2024-07-01 00:00", "nps", 0, response_id="R-late"))
             tables["tickets"][-1] = ticket("B", "2024-06-30 22:00", "2024-07-01 00:00", "2024-07-01 00:00")
             tables["tickets"][1] = ticket("A", "2024-06-20 00:00", "2024-06-20 06:00", "2024-07-01 00:00")
@@ -789,6 +801,7 @@ def test_default_cutoffs_are_month_starts_over_the_order_history_plus_the_as_of(
         customers=[customer("A")],
         orders=[order("A", "2024-01-15 10:00", "1"), order("A", "2024-04-10 18:00", "1")],
     )
+    settings = with_features(settings, cutoff_every="month")
     # then month starts after the first order, up to the day after the last, and the as-of: the
     # end of the data when it is old (never the wall-clock day) ...
     stale = live_as_of(settings, now=datetime(2024, 6, 5, 9, tzinfo=UTC))
@@ -798,6 +811,22 @@ def test_default_cutoffs_are_month_starts_over_the_order_history_plus_the_as_of(
     assert default_cutoffs(settings, fresh)[-2:] == [date(2024, 4, 1), date(2024, 4, 12)]
     capped = with_features(settings, max_cutoffs=2)
     assert default_cutoffs(capped, stale) == [date(2024, 3, 1), date(2024, 4, 1), date(2024, 4, 11)]
+
+
+def test_the_auto_grid_is_mondays_for_a_short_history_and_month_starts_for_a_long_one(settings: Settings) -> None:
+    # given 3 months of orders: the auto grid is weekly, with the weekly defaults of the counts
+    write_lake(settings, customers=[customer("A")],
+               orders=[order("A", "2024-01-15 10:00", "1"), order("A", "2024-04-10 18:00", "1")])  # fmt: skip
+    stale = live_as_of(settings, now=datetime(2024, 6, 5, 9, tzinfo=UTC))
+    assert settings.features.cutoff_every == "auto" and grid_every(settings) == "week"
+    assert default_cutoffs(settings, stale)[:2] == [date(2024, 1, 22), date(2024, 1, 29)]
+    assert grid_counts(settings) == GRID_COUNTS["week"]
+    # two years of orders or more: month starts; a fixed grid and fixed counts are kept
+    write_lake(settings, customers=[customer("A")],
+               orders=[order("A", "2022-01-15 10:00", "1"), order("A", "2024-04-10 18:00", "1")])  # fmt: skip
+    assert grid_every(settings) == "month" and grid_counts(settings) == GRID_COUNTS["month"]
+    weekly = with_features(settings, cutoff_every="week", max_cutoffs=10)
+    assert grid_every(weekly) == "week" and grid_counts(weekly).kept == 10
 
 
 def test_default_weekly_cutoffs_are_mondays_strictly_after_the_first_order(settings: Settings) -> None:

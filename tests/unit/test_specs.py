@@ -85,7 +85,7 @@ def test_bgnbd_predicts_no_purchase_for_churn_and_a_purchase_for_repurchase(sett
     ids = write_orders(settings, customers=200, seed=2)
     same_window = settings.training.model_copy(update={"churn_window_days": 30, "repurchase_window_days": 30})
     settings = settings.model_copy(update={"training": same_window})
-    split = Split(train=(date(2024, 10, 1),), validation=date(2024, 11, 1), test=TEST_CUTOFF)
+    split = Split(train=(date(2024, 10, 1),), validation=(date(2024, 11, 1),), test=TEST_CUTOFF)
     rows = pd.DataFrame({"customer_id": ids, "split": "test"})
 
     churn = baselines_for(settings, SPECS["churn"])["bgnbd"](ModelFrame("churn", split, "churn_v1", rows))
@@ -106,3 +106,13 @@ def test_training_asks_the_spec_and_never_spells_a_model_name(module: str) -> No
     literals = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
 
     assert not literals & set(SPECS)
+
+
+def test_the_known_directions_become_monotone_constraints_in_the_matrix_order() -> None:
+    columns = ["orders_365d", "btyd_prob_alive", "days_since_last_order"]
+
+    assert SPECS["churn"].tree_params(columns) == {
+        "monotone_constraints": [0, -1, 1], "monotone_constraints_method": "advanced"}  # fmt: skip
+    assert SPECS["repurchase"].tree_params(columns)["monotone_constraints"] == [0, 1, -1]
+    assert SPECS["clv"].tree_params(columns) == {}  # no direction holds for every customer's value
+    assert SPECS["churn"].tree_params(["orders_365d"]) == {}

@@ -13,7 +13,7 @@ from training.frames import CannotTrain, ModelFrame, Split
 from training.specs import SPECS
 from training.sufficiency import Sufficiency
 
-SPLIT = Split(train=(date(2025, 1, 1),), validation=date(2025, 4, 1), test=date(2025, 7, 1))
+SPLIT = Split(train=(date(2025, 1, 1),), validation=(date(2025, 4, 1),), test=date(2025, 7, 1))
 
 
 def churn_frame(**per_split: tuple[int, int]) -> ModelFrame:

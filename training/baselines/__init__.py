@@ -135,7 +135,7 @@ def _value_range(settings: Settings, spec: ModelSpec, frame: ModelFrame) -> Valu
         actual.append(spec.labels(rows))
     if not predicted:
         return None
-    first, last = min(frame.split.train, default=frame.split.validation), frame.split.validation
+    first, last = min(frame.split.train, default=frame.split.validation[0]), frame.split.validation[-1]
     return ValueRange.fit(np.concatenate(predicted), np.concatenate(actual),
                           f"refitted at each cutoff {first}..{last}, its rows' labels after it")  # fmt: skip
 
