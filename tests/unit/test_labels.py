@@ -180,19 +180,23 @@ def test_test_cutoff_is_the_last_with_a_complete_window_and_nothing_trains_past_
     assert all((split.validation[0] - c).days >= 90 for c in split.train)  # no training label window overlaps
 
 
-def test_validation_over_several_cutoffs_keeps_the_training_windows_before_the_first() -> None:
+def test_validation_over_several_cutoffs_trains_on_the_same_cutoffs_as_one() -> None:
     end = datetime(2025, 12, 1, tzinfo=UTC)
 
     split = plan_split(MONTHS, 90, end, train_cutoffs=4, validation_cutoffs=3)
 
     assert split.test == date(2025, 9, 1)
     assert split.validation == (date(2025, 4, 1), date(2025, 5, 1), date(2025, 6, 1))  # windows end by the test
-    assert split.train == (date(2024, 10, 1), date(2024, 11, 1), date(2024, 12, 1), date(2025, 1, 1))
-    assert all(c + timedelta(days=90) <= split.validation[0] for c in split.train)
+    assert split.train == plan_split(MONTHS, 90, end, train_cutoffs=4).train  # windows end by the last
+    # a short window: cutoffs both train (most customers) and validate (the held-out fifth)
+    short = plan_split(MONTHS, 30, end, train_cutoffs=4, validation_cutoffs=3)
+    assert short.validation == (date(2025, 8, 1), date(2025, 9, 1), date(2025, 10, 1))
+    assert short.train == (date(2025, 6, 1), date(2025, 7, 1), date(2025, 8, 1), date(2025, 9, 1))
+    assert short.all == (*MONTHS[17:23],)  # 2025-06-01 .. the test cutoff 2025-11-01, each once
+    cutoffs = pd.Series([date(2025, 9, 1)] * 2 + [date(2025, 6, 1)] * 2 + [date(2025, 11, 1)] * 2)
+    held_out = np.array([True, False] * 3)
+    assert list(short.assign(cutoffs, held_out)) == ["validation", "train", "", "train", "test", "test"]
     assert split.describe_validation() == "2025-04-01..2025-06-01 (3 cutoffs)"
-    # a history too short for that many: one cutoff is left to train on
-    short = plan_split(MONTHS[-6:], 60, end, train_cutoffs=4, validation_cutoffs=13)
-    assert len(short.train) == 1 and short.validation[-1] + timedelta(days=60) <= short.test
 
 
 def test_validation_customers_are_a_stable_fifth_and_never_train() -> None:
@@ -265,7 +269,7 @@ def test_a_weekly_grid_trains_on_every_weekly_cutoff(settings: Settings) -> None
     assert split.validation[-1] == date(2024, 12, 23)  # the last whose window ends by the test cutoff
     assert len(split.validation) == 13 and len(split.train) == 26  # a quarter and half a year of Mondays
     assert all(b - a == timedelta(weeks=1) for a, b in zip(split.train, split.train[1:], strict=False))
-    assert split.train[-1] + timedelta(days=90) <= split.validation[0]
+    assert split.train[-1] + timedelta(days=90) <= split.validation[-1]
 
 
 # -- metrics --------------------------------------------------------------------------------------
