@@ -357,6 +357,13 @@ class TrainingSettings(_Section):
         description="A CLV model is promoted only if its total predicted over total actual test "
         "revenue is within this band.",
     )
+    clv_design: Literal["auto", "tweedie", "two_part"] = Field(
+        "auto",
+        description="How the CLV model is built: 'tweedie' (one regressor of net revenue), 'two_part' (P(any "
+        "net revenue) x E[revenue | some], two LightGBM models sharing the trials budget), or 'auto': both, "
+        "and the one with the better validation normalized Gini goes to the promotion gate (the test rows never "
+        "choose). Without a validation window to tune on, auto is tweedie.",
+    )
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default: SQLite store and artifacts in <data_dir>/mlruns/."
     )

@@ -148,6 +148,9 @@ class ModelBundle:
     categories: dict[str, list[str]]  # the training labels of each category feature, in code order
     calibration: tuple[float, float] | None = None  # Platt (slope, intercept) on the raw log-odds
     timing_booster: lgb.Booster | None = None  # repurchase: log1p(days to the next order)
+    # clv as a two-part (hurdle) model: `booster` is then the classifier of P(net revenue > 0 in the
+    # window), calibrated like churn's, and these trees E[net revenue | > 0] (training.two_part)
+    value_booster: lgb.Booster | None = None
     feature_service: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     origin: str = ""  # where it came from ("custlens-churn version 3"), for messages; not saved
@@ -166,7 +169,8 @@ class ModelBundle:
 
     def check(self) -> None:
         """The trees read exactly `features` in this order, and code categories as `categories`."""
-        for role, booster in (("trees", self.booster), ("timing trees", self.timing_booster)):
+        boosters = (("trees", self.booster), ("timing trees", self.timing_booster), ("value trees", self.value_booster))
+        for role, booster in boosters:
             if booster is not None and list(booster.feature_name()) != self.features:
                 raise CustlensError(
                     f"{self.name}: its feature list does not match its {role}: "
@@ -216,7 +220,11 @@ class ModelBundle:
         training.value_range), and for repurchase `expected_days_to_next_order`."""
         raw = self.raw_score(matrix)
         if self.model == "clv":
-            return with_range(np.maximum(raw, 0.0), self.meta)
+            if self.value_booster is None:  # one Tweedie regressor of the value
+                return with_range(np.maximum(raw, 0.0), self.meta)
+            # two-part: P(buy) x E[value | buy], the mean of a value that is 0 for who does not buy
+            value = np.asarray(self.value_booster.predict(matrix), dtype=float)
+            return with_range(np.clip(self.calibrate(raw), 0.0, 1.0) * np.maximum(value, 0.0), self.meta)
         out = {"probability": np.clip(self.calibrate(raw), 0.0, 1.0)}
         if self.timing_booster is not None:
             # the typical wait of a customer who orders again, joined with the probability into the
@@ -229,8 +237,15 @@ class ModelBundle:
         return out
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """(rows, features) contribution of each feature to the raw score (log-odds for a classifier)."""
-        return np.asarray(self.booster.predict(matrix, pred_contrib=True), dtype=float)[:, :-1]  # last: expected
+        """(rows, features) contribution of each feature to the raw score (log-odds for a classifier,
+        log value for Tweedie). A two-part CLV adds its parts' contributions, log-odds of buying
+        plus log value given a purchase: each feature's effect on log(odds x value), which orders
+        customers as the prediction p x value does where p is small and stays additive over
+        features (the log of the prediction itself, log p + log value, is not additive in log-odds)."""
+        out = np.asarray(self.booster.predict(matrix, pred_contrib=True), dtype=float)[:, :-1]  # last: expected
+        if self.value_booster is not None:
+            out = out + np.asarray(self.value_booster.predict(matrix, pred_contrib=True), dtype=float)[:, :-1]
+        return out
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """`scores` of a features frame, one row per input row."""
@@ -251,6 +266,7 @@ class ModelBundle:
             "categories": self.categories,
             "calibration": self.calibration,
             "timing_booster": self.timing_booster.model_to_string() if self.timing_booster else None,
+            "value_booster": self.value_booster.model_to_string() if self.value_booster else None,
             "feature_service": self.feature_service,
             "features": self.features,
             "meta": self.meta,
@@ -266,7 +282,7 @@ class ModelBundle:
         origin = origin or f"the {state.get('model', 'model')} bundle at {path}"
         if not state.get("features"):
             raise CustlensError(f"{origin} does not say which features it reads; retrain it (`custlens train`)")
-        timing = state.get("timing_booster")
+        timing, value = state.get("timing_booster"), state.get("value_booster")  # saved before both: None
         calibration = state.get("calibration")
         return cls(
             model=state["model"],
@@ -275,6 +291,7 @@ class ModelBundle:
             categories=state["categories"],
             calibration=(calibration[0], calibration[1]) if calibration else None,
             timing_booster=lgb.Booster(model_str=timing) if timing else None,
+            value_booster=lgb.Booster(model_str=value) if value else None,
             feature_service=state.get("feature_service", ""),
             meta=state.get("meta", {}),
             origin=origin,

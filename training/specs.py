@@ -55,6 +55,9 @@ class ModelSpec:
     # whatever the trees found in a few thousand rows. Only what holds for every customer is here:
     # more past orders are not (BG/NBD: a frequent buyer gone quiet is likelier gone).
     monotone: Mapping[str, int] = field(default_factory=dict)
+    # A value model that may also be fitted as two parts, P(label > 0) x E[label | label > 0]
+    # (training.two_part; `training.clv_design` says which design, or both and validation chooses).
+    two_part: bool = False
 
     def tree_params(self, columns: Sequence[str]) -> dict[str, Any]:
         """The LightGBM parameters fixed by the spec for a matrix of `columns` (monotone constraints)."""
@@ -138,5 +141,6 @@ SPECS: dict[ModelName, ModelSpec] = {
         baselines=("bgnbd_gamma_gamma",),
         classes=("buyer", "non-buyer"),
         fit_floor=0.0,
+        two_part=True,
     ),
 }

@@ -10,7 +10,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from custlens.progress import progress_bar
 from custlens.settings import Settings
 from features.lake.tables import table_path
-from training import plots, registry
+from training import plots, registry, two_part
 from training.baselines import Baseline, baselines_for
 from training.baselines.servable import BaselineBundle
 from training.evaluation import PRIMARY_METRIC
@@ -53,7 +54,7 @@ from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
 from training.sufficiency import SPLITS, Sufficiency
 from training.tracking import connect, end_killed_runs, start_run, use_experiment
-from training.tuning import UNTUNED, base_params, datasets, fit_lightgbm, tune, untuned_params
+from training.tuning import UNTUNED, Data, Objective, base_params, datasets, fit_lightgbm, tune, untuned_params
 from training.value_range import P10, P90, RANGE_KEY, ValueRange, coverage_metrics, range_of
 
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
@@ -119,29 +120,147 @@ def _timing_error(timing: NextOrderTiming, scores: pd.DataFrame, test: pd.DataFr
 RANGE_FOLDS = 5
 
 
-def _value_range(spec: ModelSpec, frame: ModelFrame, bundle: ModelBundle, params: dict[str, Any],
+def _value_range(spec: ModelSpec, frame: ModelFrame, bundle: ModelBundle, params: dict[str, dict[str, Any]],
                  train_x: pd.DataFrame) -> ValueRange | None:  # fmt: skip
     """The predicted value's P10-P90 range (training.value_range), made on rows no tree that
     predicts them was fitted on: the training rows cross-fitted by customer (RANGE_FOLDS folds, the
-    model's parameters and rounds), and the validation rows by the model itself (they chose its
-    rounds, never its trees). The validation window alone is one cutoff of a fifth of the
-    customers, too few rows for more than a couple of bins on a small lake."""
+    model's design, parameters and rounds: `params` of each booster field), and the validation rows
+    by the model itself (they chose its rounds, never its trees). The validation window alone is one
+    cutoff of a fifth of the customers, too few rows for more than a couple of bins on a small lake."""
     train, valid = frame.part("train"), frame.part("validation")
     fold = customer_folds(train["customer_id"], RANGE_FOLDS)
-    fixed = {**params, "num_boost_round": bundle.booster.best_iteration or bundle.booster.current_iteration()}
-    targets = spec.fit_targets(train)
+    fixed = {part: {**part_params, "num_boost_round": _rounds(getattr(bundle, part))}
+             for part, part_params in params.items()}  # fmt: skip
+    # fitted on the training frame (the trees keep its feature names), scored through the bundle's encoding
+    encoded, targets = bundle.encode(train), spec.fit_targets(train)
     predicted = np.full(len(train), np.nan)
     for k in range(RANGE_FOLDS):
         fit = fold != k
         if fit.all() or not fit.any():
             continue  # a fold without rows, or the only one
-        trees = fit_lightgbm(fixed, *datasets((train_x[fit], targets[fit]), None))
-        predicted[~fit] = np.maximum(np.asarray(trees.predict(train_x[~fit]), dtype=float), 0.0)
+        # the bundle with trees of the other folds (and no range of its own): one scoring path for either design
+        refitted = replace(bundle, **_fit_boosters(fixed, (train_x[fit], targets[fit]), None), meta={})
+        predicted[~fit] = refitted.scores(encoded[~fit])["predicted_value"]
     held_out = bundle.scores(bundle.encode(valid))["predicted_value"] if len(valid) else np.empty(0)
     validation = frame.split.describe_validation()
     source = f"training rows cross-fitted ({RANGE_FOLDS} folds by customer) and validation {validation}"
     return ValueRange.fit(np.concatenate([predicted, held_out]), np.concatenate([spec.labels(train),
                           spec.labels(valid)]), source)  # fmt: skip
+
+
+def _rounds(booster: Any) -> int:
+    """The rounds a booster predicts with: its early-stopping best, or all it grew."""
+    return int(booster.best_iteration or booster.current_iteration())
+
+
+def _fit_boosters(params: dict[str, dict[str, Any]], train: Data, valid: Data | None) -> dict[str, Any]:
+    """The ModelBundle booster fields `params` names, fitted on `train` (early stopping on `valid`
+    when given): `booster` alone, or a two-part model's `booster` and `value_booster`."""
+    if set(params) == set(two_part.PARTS):
+        return two_part.fit_parts(params, train, valid)
+    return {"booster": fit_lightgbm(params["booster"], *datasets(train, valid))}
+
+
+@dataclass
+class _Fitted:
+    """One design of a model, fitted: its bundle and the LightGBM parameters of each booster field
+    (what the CLV range's cross-fitting refits with)."""
+
+    bundle: ModelBundle
+    params: dict[str, dict[str, Any]]
+
+
+def _designs(settings: Settings, spec: ModelSpec, tunable: bool) -> tuple[str, ...]:
+    """The designs to fit: the spec's one booster (named by its objective), and for a value model that
+    may be two-part (`training.clv_design`) the two-part one instead or as well. `auto` fits both when
+    validation can choose; without a validation window to choose on it is the one booster."""
+    if not spec.two_part:
+        return (spec.objective,)
+    setting = settings.training.clv_design
+    if setting == "auto":
+        return (spec.objective, "two_part") if tunable else (spec.objective,)
+    return ("two_part",) if setting == "two_part" else (spec.objective,)
+
+
+def _fit_design(settings: Settings, spec: ModelSpec, design: str, frame: ModelFrame, data: tuple[Data, Data],
+                categories: dict[str, list[str]], tunable: bool, console: Console | None) -> _Fitted:  # fmt: skip
+    """One design tuned on the validation window (each part with its share of the budget:
+    training.two_part.split_budget), fitted, and as a bundle, calibrated where its classifier is."""
+    train, valid = data
+    training = settings.training
+    fixed = spec.tree_params(list(train[0].columns))  # monotone constraints, for every part
+    if design == "two_part":
+        budgets = two_part.split_budget(training.trials, training.timeout_seconds)
+        params = {part: _part_params(settings, objective, two_part.part_data(part, train),
+                                     two_part.part_data(part, valid), tunable, (budgets[part], fixed),
+                                     f"{spec.name} {_PART_NAMES[part]}", f"{_PART_NAMES[part]}_", console)
+                  for part, objective in two_part.PARTS.items()}  # fmt: skip
+    else:
+        budget = (training.trials, float(training.timeout_seconds))
+        params = {"booster": _part_params(settings, spec.objective, train, valid, tunable, (budget, fixed), spec.name,
+                                          "", console)}  # fmt: skip
+    boosters = _fit_boosters(params, train, valid if tunable else None)
+    # the days after a cutoff its label is over: what its scores state, whatever the config says later
+    meta = {"test_cutoff": frame.split.test.isoformat(), "window_days": spec.label_window(settings),
+            "activity_window_days": int(training.activity_window_days),  # churn's population
+            **({two_part.DESIGN_KEY: design} if spec.two_part else {})}  # fmt: skip
+    bundle = ModelBundle(model=spec.name, features=list(train[0].columns), categories=categories,
+                         feature_service=frame.service, meta=meta, **boosters)  # fmt: skip
+    if tunable and (spec.calibrated or design == "two_part"):
+        # Platt on the validation window; a two-part model's classifier is of P(value > 0)
+        bundle.calibration = _calibration(bundle.raw_score(valid[0]), two_part.purchase_data(valid)[1]
+                                          if design == "two_part" else valid[1])  # fmt: skip
+    return _Fitted(bundle, params)
+
+
+# How a two-part model's boosters are named in its run (parameters `purchase_best_*`, trials "value trial 003").
+_PART_NAMES = {"booster": "purchase", "value_booster": "value"}
+
+
+def _part_params(settings: Settings, objective: Objective, train: Data, valid: Data, tunable: bool,
+                 budget: tuple[tuple[int, float], dict[str, Any]], who: str, prefix: str,
+                 console: Console | None) -> dict[str, Any]:  # fmt: skip
+    """One booster's LightGBM parameters: tuned on the validation window within `budget` ((trials,
+    seconds), and the parameters the spec fixes: training.specs.ModelSpec.tree_params), logged with
+    `prefix` (`best_*`, `validation_loss`, ...); fixed ones when it cannot tune."""
+    training = settings.training
+    (trials, seconds), fixed = budget
+    if not tunable:
+        return untuned_params(objective, training.seed, training.threads, fixed)
+    with _trial_progress(console, who, trials, prefix.rstrip("_")) as on_trial:
+        tuned = tune(objective, train, valid, trials, seconds, training.seed, training.threads, on_trial=on_trial,
+                     fixed=fixed)  # fmt: skip
+    logged = {k: v for k, v in tuned.params.items() if k not in ("num_threads", "verbosity", "monotone_constraints")}
+    mlflow.log_params({f"{prefix}best_{k}": v for k, v in logged.items()})
+    mlflow.log_metrics({f"{prefix}validation_loss": tuned.best_value, f"{prefix}trials": tuned.trials,
+                        f"{prefix}trials_pruned": tuned.pruned})  # fmt: skip
+    return tuned.params
+
+
+def _choose_design(spec: ModelSpec, fits: dict[str, _Fitted], valid: pd.DataFrame, settings: Settings,
+                   say: Callable[..., None]) -> str:  # fmt: skip
+    """The design that goes to the gate: the only one fitted, or the one with the better primary
+    metric on the validation window (the test rows never choose; a tie keeps the one booster). Each
+    design's validation metric and the choice are logged (param and tag `clv_design`)."""
+    if not spec.two_part:
+        return next(iter(fits))
+    key = spec.primary_metric.removeprefix("test_")
+    measured: dict[str, float] = {}
+    if len(valid):
+        actual = spec.labels(valid)
+        for design, fitted in fits.items():
+            metrics = spec.test_metrics(actual, spec.scores(fitted.bundle.predict(valid)))
+            measured[design] = metrics[spec.primary_metric]
+            mlflow.log_metrics({f"validation_{name}_{design}": metrics[f"test_{name}"] for name in (key, "total_ratio")
+                                if np.isfinite(metrics[f"test_{name}"])})  # fmt: skip
+    ranked = [design for design in fits if np.isfinite(measured.get(design, np.nan))]
+    chosen = max(ranked, key=lambda design: measured[design]) if len(ranked) > 1 else next(iter(fits))
+    why = (", ".join(f"{design} {measured[design]:.4f}" for design in ranked) + f" validation {key}"
+           if len(ranked) > 1 else f"training.clv_design {settings.training.clv_design}")  # fmt: skip
+    mlflow.log_params({two_part.DESIGN_KEY: chosen, f"{two_part.DESIGN_KEY}_setting": settings.training.clv_design})
+    mlflow.set_tags({two_part.DESIGN_KEY: chosen, f"{two_part.DESIGN_KEY}_why": why})
+    say(f"[bold]{spec.name}[/]: design {chosen} ({why})")
+    return chosen
 
 
 def _range_metrics(spec: ModelSpec, test: pd.DataFrame, scores: pd.DataFrame | dict[str, Any]) -> dict[str, float]:
@@ -174,11 +293,13 @@ def _log_dataset(rows: pd.DataFrame, spec: ModelSpec, frame: ModelFrame, context
 
 @contextmanager
 def _trial_progress(
-    console: Console | None, model: str, trials: int
+    console: Console | None, model: str, trials: int, part: str = ""
 ) -> Iterator[Callable[[optuna.trial.FrozenTrial], None]]:
-    """Each finished trial is logged as a nested run and, on a console, advances a progress bar."""
+    """Each finished trial is logged as a nested run (named for its `part` of a two-part model) and,
+    on a console, advances a progress bar."""
+    log = partial(_log_trial, part=part)
     if console is None:
-        yield _log_trial
+        yield log
         return
     from rich.progress import TextColumn
 
@@ -189,7 +310,7 @@ def _trial_progress(
 
         def on_trial(trial: optuna.trial.FrozenTrial) -> None:
             nonlocal best
-            _log_trial(trial)
+            log(trial)
             if trial.value is not None and trial.value < best:
                 best = trial.value
             progress.update(task, advance=1, best=f"{best:.4f}" if best < float("inf") else "-")
@@ -197,9 +318,11 @@ def _trial_progress(
         yield on_trial
 
 
-def _log_trial(trial: optuna.trial.FrozenTrial) -> None:
-    with mlflow.start_run(run_name=f"trial {trial.number:03d}", nested=True):
+def _log_trial(trial: optuna.trial.FrozenTrial, part: str = "") -> None:
+    with mlflow.start_run(run_name=f"{part} trial {trial.number:03d}".lstrip(), nested=True):
         mlflow.log_params(trial.params)
+        if part:
+            mlflow.set_tag("part", part)
         mlflow.set_tag("trial_state", trial.state.name.lower())
         if trial.value is not None:
             mlflow.log_metric("validation_loss", trial.value)
@@ -284,40 +407,13 @@ def train_model(
             _log_dataset(rows, spec, frame, context, settings.features_dir)
 
         tunable = data.enough("validation")
-        if tunable:
-            with _trial_progress(console, model, settings.training.trials) as on_trial:
-                tuned = tune(
-                    spec.objective, (train_x, train_y), (valid_x, valid_y), settings.training.trials,
-                    settings.training.timeout_seconds, settings.training.seed, settings.training.threads,
-                    on_trial=on_trial, fixed=spec.tree_params(list(train_x.columns)),
-                )  # fmt: skip
-            params = tuned.params
-            mlflow.log_params({f"best_{k}": v for k, v in params.items()
-                               if k not in ("num_threads", "verbosity", "monotone_constraints")})  # fmt: skip
-            mlflow.log_metrics({"validation_loss": tuned.best_value, "trials": tuned.trials,
-                                "trials_pruned": tuned.pruned})  # fmt: skip
-        else:
+        if not tunable:
             say(f"[bold]{model}[/]: {data.reason('validation')}; fitted with fixed parameters, uncalibrated")
-            params = untuned_params(spec.objective, settings.training.seed, settings.training.threads,
-                                    spec.tree_params(list(train_x.columns)))  # fmt: skip
-        validation = (valid_x, valid_y) if tunable else None
-
-        booster = fit_lightgbm(params, *datasets((train_x, train_y), validation))
-        bundle = ModelBundle(
-            model=model,
-            booster=booster,
-            features=list(train_x.columns),
-            categories=categories,
-            feature_service=frame.service,
-            # the days after a cutoff its label is over: what its scores state, whatever the config says later
-            meta={
-                "test_cutoff": frame.split.test.isoformat(),
-                "window_days": spec.label_window(settings),
-                "activity_window_days": int(settings.training.activity_window_days),
-            },  # churn's population
-        )
-        if spec.calibrated and tunable:
-            bundle.calibration = _calibration(bundle.raw_score(valid_x), valid_y)
+        fits = {design: _fit_design(settings, spec, design, frame, ((train_x, train_y), (valid_x, valid_y)),
+                                    categories, tunable, console)
+                for design in _designs(settings, spec, tunable)}  # fmt: skip
+        fitted = fits[_choose_design(spec, fits, valid, settings, say)]
+        bundle, params = fitted.bundle, fitted.params
         if spec.output == "predicted_value":
             value_range = _value_range(spec, frame, bundle, params, train_x)
             if value_range is not None:

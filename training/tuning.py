@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-Objective = Literal["binary", "tweedie", "regression"]
+Objective = Literal["binary", "tweedie", "regression", "gamma"]
 
 # Rounds are chosen by early stopping on the validation window, up to this many.
 MAX_ROUNDS = 600
@@ -71,7 +71,8 @@ def _suggest(trial: optuna.Trial, objective: Objective) -> dict[str, Any]:
 
 
 def _metric(objective: Objective) -> str:
-    return {"binary": "binary_logloss", "tweedie": "tweedie", "regression": "l2"}[objective]
+    # gamma: the negative log-likelihood of a Gamma with log link (the two-part CLV's value given a purchase)
+    return {"binary": "binary_logloss", "tweedie": "tweedie", "regression": "l2", "gamma": "gamma"}[objective]
 
 
 Data = tuple[pd.DataFrame, np.ndarray]
