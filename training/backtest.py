@@ -44,7 +44,7 @@ from custlens.settings import Settings
 from custlens.words import counted
 from features.lake.tables import cutoff_instant, lake_end, table_path
 from features.snapshots import default_cutoffs, grid_counts, grid_every, is_period_start
-from training import bootstrap
+from training import bootstrap, two_part
 from training.baselines.btyd import BetaGeo, GammaGamma, expected_revenue, rfm_logistic_features, rfm_summary
 from training.frames import (
     CATEGORY_FEATURES,
@@ -60,6 +60,7 @@ from training.frames import (
 from training.labels import compute_labels
 from training.specs import SPECS, ModelSpec
 from training.sufficiency import Sufficiency
+from training.tuning import Objective
 
 # oracle: on generated sample data only, the generator's truth (training.oracle), the ceiling
 Kind = Literal["learned", "baseline", "oracle"]
@@ -125,7 +126,7 @@ class Candidate:
     """One model's predictions on the holdout rows, or the reason there are none."""
 
     model: ModelName
-    name: str  # lightgbm, lightgbm_bgnbd, bgnbd, bgnbd_expected, bgnbd_gg, logistic_rfm
+    name: str  # lightgbm, lightgbm_bgnbd (CLV: also *_two_part), bgnbd, bgnbd_expected, bgnbd_gg, logistic_rfm
     kind: Kind
     predicted: np.ndarray | None
     note: str  # what it was fitted on, or why it was not
@@ -261,6 +262,9 @@ def _unlink(model: ModelName, raw: np.ndarray) -> np.ndarray:
 class _LearningRows:
     frame: ModelFrame  # train and validation rows of the training windows, test rows of the holdout
     offsets: dict[str, np.ndarray] = field(default_factory=dict)  # BG/NBD's raw score per split
+    # CLV: BG/NBD's log-odds of any purchase in each row's window, per split: a two-part model's
+    # classifier starts there, and its value part at log(expected revenue / P(purchase))
+    purchase_offsets: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _learning_rows(settings: Settings, holdout: Holdout, model: ModelName, windows: list[TrainingWindow],
@@ -271,13 +275,15 @@ def _learning_rows(settings: Settings, holdout: Holdout, model: ModelName, windo
     training."""
     from features.store import training_frame  # Feast takes seconds to import
 
-    parts, offsets = [], []
+    parts, offsets, purchase = [], [], []
     for window in windows:
         labels = _population(_labels(settings, window.cutoff, window.days), model)
         fitted = fits.get(window.cutoff) if fits is not None else None
         if labels.empty or (fits is not None and fitted is None):
             continue
         offsets.append(_link(model, fitted.predict(model, labels, window.days)) if fitted else np.zeros(len(labels)))
+        purchase.append(_link("repurchase", fitted.predict("repurchase", labels, window.days)) if fitted
+                        else np.zeros(len(labels)))  # fmt: skip
         parts.append(labels)
     if not parts:
         history = " with enough history for BG/NBD (a repeat purchase)" if fits is not None else ""
@@ -285,6 +291,8 @@ def _learning_rows(settings: Settings, holdout: Holdout, model: ModelName, windo
     test = holdout.rows(model)
     labels = pd.concat([*parts, test], ignore_index=True)
     offset = np.concatenate([*offsets, _link(model, holdout_btyd.predict(model, test, holdout.horizon_days))])
+    bought = np.concatenate([*purchase, _link("repurchase", holdout_btyd.predict("repurchase", test,
+                                                                                 holdout.horizon_days))])  # fmt: skip
     features = training_frame(settings, labels[["customer_id", "cutoff"]], FEATURE_SERVICES[model])
     rows = pd.concat([features.reset_index(drop=True),
                       labels.drop(columns=["customer_id", "cutoff"]).reset_index(drop=True)], axis=1)  # fmt: skip
@@ -295,15 +303,17 @@ def _learning_rows(settings: Settings, holdout: Holdout, model: ModelName, windo
         rows[name] = rows[name].astype("category")
     split = Split(train=tuple(w.cutoff for w in windows), validation=(windows[-1].cutoff,), test=holdout.cutoff)
     frame = ModelFrame(model, split, FEATURE_SERVICES[model], rows)
-    return _LearningRows(frame, {name: offset[(rows["split"] == name).to_numpy()]
-                                 for name in ("train", "validation", "test")})  # fmt: skip
+    splits = {name: (rows["split"] == name).to_numpy() for name in ("train", "validation", "test")}
+    return _LearningRows(frame, {name: offset[mask] for name, mask in splits.items()},
+                         {name: bought[mask] for name, mask in splits.items()})  # fmt: skip
 
 
-def _fit_and_predict(settings: Settings, spec: ModelSpec, learning: _LearningRows, with_offset: bool) -> np.ndarray:
+def _fit_and_predict(settings: Settings, spec: ModelSpec, learning: _LearningRows, with_offset: bool,
+                     design: str = "") -> np.ndarray:  # fmt: skip
     """LightGBM tuned by Optuna on the validation customers (fixed parameters when they are too few),
-    started from BG/NBD's score when `with_offset`; its prediction for the test rows."""
-    from training.tuning import datasets, fit_lightgbm, tune, untuned_params
-
+    started from BG/NBD's score when `with_offset`; its prediction for the test rows. `design`
+    two_part: CLV as P(purchase) x E[revenue | purchase] (training.two_part), each part tuned on half
+    the trials and, with the offset, started from BG/NBD x Gamma-Gamma's own two factors."""
     frame = learning.frame
     data = Sufficiency.of(spec, frame, settings.training)
     data.require_training()
@@ -311,21 +321,49 @@ def _fit_and_predict(settings: Settings, spec: ModelSpec, learning: _LearningRow
     train_x = feature_matrix(train, inputs=frame.inputs)
     categories = {name: list(train_x[name].cat.categories) for name in CATEGORY_FEATURES}
     valid_x, test_x = feature_matrix(valid, categories, frame.inputs), feature_matrix(test, categories, frame.inputs)
-    offsets = (learning.offsets["train"], learning.offsets["validation"]) if with_offset else None
+    targets = {"train": (train_x, spec.fit_targets(train)), "validation": (valid_x, spec.fit_targets(valid))}
+    tunable, fixed = data.enough("validation"), spec.tree_params(list(train_x.columns))
+    if design != "two_part":
+        offsets = learning.offsets if with_offset else None
+        raw = _fit_raw(settings, spec.objective, targets, test_x, offsets, settings.training.trials, tunable, fixed)
+        return _unlink(spec.name, raw)
+    # the value part's offset: log(expected revenue) - log(P(purchase)), on the buyers' rows only
+    purchase_offsets = learning.purchase_offsets if with_offset else None
+    value_offsets = ({split: learning.offsets[split] - np.log(expit(learning.purchase_offsets[split]))
+                      for split in learning.offsets} if with_offset else None)  # fmt: skip
+    bought = {split: y > 0 for split, (_, y) in targets.items()}
+    trials = two_part.split_budget(settings.training.trials, settings.training.timeout_seconds)
+    p = expit(_fit_raw(settings, two_part.PURCHASE_OBJECTIVE,
+                       {split: two_part.purchase_data(data) for split, data in targets.items()}, test_x,
+                       purchase_offsets, trials["booster"][0], tunable, fixed))  # fmt: skip
+    value_targets = {split: two_part.value_data(data) for split, data in targets.items()}
+    value_offsets = (None if value_offsets is None else
+                     {split: offset[bought[split]] if split in bought else offset
+                      for split, offset in value_offsets.items()})  # fmt: skip
+    value = np.exp(_fit_raw(settings, two_part.VALUE_OBJECTIVE, value_targets, test_x, value_offsets,
+                            trials["value_booster"][0], tunable, fixed))  # fmt: skip
+    return np.asarray(p * value)
+
+
+def _fit_raw(settings: Settings, objective: Objective, data: dict[str, tuple[pd.DataFrame, np.ndarray]],
+             test_x: pd.DataFrame, offsets: dict[str, np.ndarray] | None, trials: int, tunable: bool,
+             fixed: dict[str, Any]) -> np.ndarray:  # fmt: skip
+    """One booster tuned (`trials`, the config's seconds shared as the trials are; `fixed`: the
+    spec's tree parameters) and fitted on the train rows of `data`, stopping on its validation rows;
+    its raw test score, plus the test offset."""
+    from training.tuning import datasets, fit_lightgbm, tune, untuned_params
+
     training = settings.training
-    if data.enough("validation"):
-        tuned = tune(spec.objective, (train_x, spec.fit_targets(train)), (valid_x, spec.fit_targets(valid)),
-                     training.trials, training.timeout_seconds, training.seed, training.threads,
-                     init_scores=offsets, fixed=spec.tree_params(list(train_x.columns)))  # fmt: skip
-        params = tuned.params
+    init = (offsets["train"], offsets["validation"]) if offsets is not None else None
+    if tunable:
+        seconds = training.timeout_seconds * trials / training.trials
+        params = tune(objective, data["train"], data["validation"], trials, seconds, training.seed, training.threads,
+                      init_scores=init, fixed=fixed).params  # fmt: skip
     else:
-        params = untuned_params(
-            spec.objective, training.seed, training.threads, spec.tree_params(list(train_x.columns))
-        )
-    validation = (valid_x, spec.fit_targets(valid)) if data.enough("validation") else None
-    booster = fit_lightgbm(params, *datasets((train_x, spec.fit_targets(train)), validation, offsets))
+        params = untuned_params(objective, training.seed, training.threads, fixed)
+    booster = fit_lightgbm(params, *datasets(data["train"], data["validation"] if tunable else None, init))
     raw = np.asarray(booster.predict(test_x, raw_score=True))
-    return _unlink(spec.name, raw + learning.offsets["test"] if with_offset else raw)
+    return raw + offsets["test"] if offsets is not None else raw
 
 
 def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFrame, btyd: Btyd,
@@ -346,6 +384,8 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
             ("lightgbm", full, False),
             ("lightgbm_bgnbd", recent, True),
         ]
+        if spec.two_part:  # the same two, as P(purchase) x E[value | purchase] (training.two_part)
+            designs += [("lightgbm_two_part", full, False), ("lightgbm_bgnbd_two_part", recent, True)]
         for name, chosen, with_offset in designs:
             if not chosen:
                 candidates.append(Candidate(model, name, "learned", None, _no_window(holdout, windows, with_offset)))
@@ -353,7 +393,8 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
             say(f"[bold]{model}[/]: {name} on {len(chosen)} cutoffs {chosen[0].cutoff}..{chosen[-1].cutoff}")
             try:
                 learning = _learning_rows(settings, holdout, model, chosen, fits if with_offset else None, btyd)
-                predicted = _fit_and_predict(settings, spec, learning, with_offset)
+                predicted = _fit_and_predict(settings, spec, learning, with_offset,
+                                             "two_part" if name.endswith("two_part") else "")  # fmt: skip
             except CannotTrain as exc:
                 candidates.append(Candidate(model, name, "learned", None, str(exc)))
                 continue

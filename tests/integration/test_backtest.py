@@ -60,7 +60,8 @@ def test_the_json_names_the_holdout_and_every_candidate_of_every_model(result: d
     for model in ("churn", "repurchase"):
         names = ("bgnbd", "logistic_rfm", "lightgbm", "lightgbm_bgnbd", "oracle")
         assert {(model, name) for name in names} <= evaluated
-    assert {("clv", name) for name in ("bgnbd_gg", "lightgbm", "lightgbm_bgnbd", "oracle")} <= evaluated
+    clv = ("bgnbd_gg", "lightgbm", "lightgbm_bgnbd", "lightgbm_two_part", "lightgbm_bgnbd_two_part", "oracle")
+    assert {("clv", name) for name in clv} <= evaluated
     learned = [r for r in result["rows"] if r["kind"] == "learned"]
     assert learned and all(set(r["diff_vs_best_baseline"]) == {"value", "ci_low", "ci_high"} for r in learned)
 
@@ -89,7 +90,8 @@ def test_no_candidate_beats_the_generators_truth_beyond_noise(result: dict, mode
 def test_baselines_and_models_rank_far_better_than_chance(result: dict, model: str) -> None:
     metric = PRIMARY[model]
     floor = 0.5 if metric == "auc" else 0.0
-    for candidate in ("lightgbm", "lightgbm_bgnbd", "bgnbd_gg" if model == "clv" else "bgnbd"):
+    two_parts = ("lightgbm_two_part", "lightgbm_bgnbd_two_part") if model == "clv" else ()
+    for candidate in ("lightgbm", "lightgbm_bgnbd", "bgnbd_gg" if model == "clv" else "bgnbd", *two_parts):
         assert _value(result, model, candidate, metric)["ci_low"] > floor + 0.1
 
 

@@ -126,6 +126,19 @@ def test_clv_ranks_revenue_and_predicts_a_plausible_total(first: dict) -> None:
     assert 0.5 < clv["test_total_ratio"] < 2.0
 
 
+def test_clv_goes_to_the_gate_as_the_design_with_the_better_validation_gini(settings: Settings, first: dict) -> None:
+    # given the default training.clv_design auto: both designs fitted in the CLV run
+    run = connect(settings).get_run(first["clv"].run_id)
+    ginis = {design: run.data.metrics[f"validation_normalized_gini_{design}"] for design in ("tweedie", "two_part")}
+    # then the run names the one with the better validation Gini, and the registered version is it
+    chosen = run.data.params["clv_design"]
+    assert chosen == run.data.tags["clv_design"] == max(ginis, key=lambda design: ginis[design])
+    uri = f"models:/{registered_name('clv')}/{first['clv'].version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(settings.data_dir / "clv-bundle")))
+    bundle = ModelBundle.load(next(local.rglob("bundle.json")))
+    assert bundle.meta["clv_design"] == chosen and (bundle.value_booster is not None) == (chosen == "two_part")
+
+
 def test_runs_and_baselines_log_the_same_metric_keys(settings: Settings, first: dict) -> None:
     client = connect(settings)
     experiment = client.get_experiment_by_name(experiment_name("churn"))
