@@ -255,9 +255,11 @@ def _choose_design(spec: ModelSpec, fits: dict[str, _Fitted], valid: pd.DataFram
                                 if np.isfinite(metrics[f"test_{name}"])})  # fmt: skip
     ranked = [design for design in fits if np.isfinite(measured.get(design, np.nan))]
     chosen = max(ranked, key=lambda design: measured[design]) if len(ranked) > 1 else next(iter(fits))
+    setting = settings.training.clv_design
+    alone = f"training.clv_design {setting}" + (": no validation window to choose on" if setting == "auto" else "")
     why = (", ".join(f"{design} {measured[design]:.4f}" for design in ranked) + f" validation {key}"
-           if len(ranked) > 1 else f"training.clv_design {settings.training.clv_design}")  # fmt: skip
-    mlflow.log_params({two_part.DESIGN_KEY: chosen, f"{two_part.DESIGN_KEY}_setting": settings.training.clv_design})
+           if len(ranked) > 1 else alone)  # fmt: skip
+    mlflow.log_params({two_part.DESIGN_KEY: chosen, f"{two_part.DESIGN_KEY}_setting": setting})
     mlflow.set_tags({two_part.DESIGN_KEY: chosen, f"{two_part.DESIGN_KEY}_why": why})
     say(f"[bold]{spec.name}[/]: design {chosen} ({why})")
     return chosen
