@@ -126,30 +126,20 @@ def test_clv_ranks_revenue_and_predicts_a_plausible_total(first: dict) -> None:
     assert 0.5 < clv["test_total_ratio"] < 2.0
 
 
-def test_clv_without_a_validation_window_to_choose_on_is_tweedie(settings: Settings, first: dict) -> None:
-    # given the default training.clv_design auto on this project, whose CLV validation window is too small to tune
+def test_clv_goes_to_the_gate_as_the_design_with_the_better_validation_gini(settings: Settings, first: dict) -> None:
+    # given the default training.clv_design auto and a validation window to tune on: both designs fitted
+    assert first["clv"].data.enough("validation")
     run = connect(settings).get_run(first["clv"].run_id)
-    assert not first["clv"].data.enough("validation")
-    # then only the one booster was fitted, and the run says why
-    assert run.data.params["clv_design"] == run.data.tags["clv_design"] == "tweedie"
-    assert "no validation window to choose on" in run.data.tags["clv_design_why"]
-    assert "validation_normalized_gini_two_part" not in run.data.metrics
-
-
-def test_clv_goes_to_the_gate_as_the_design_with_the_better_validation_gini(settings: Settings, tmp_path: Path) -> None:
-    # given a validation window large enough to tune on (a lower minimum than the default)
-    (clv,) = train_all(on_own_tracking(settings, tmp_path, trials=2, min_split_rows=100), ["clv"])
-    run = connect(on_own_tracking(settings, tmp_path)).get_run(clv.run_id)
-    # then both designs were fitted and the run names the one with the better validation Gini
+    # then the run names the one with the better validation Gini
     ginis = {design: run.data.metrics[f"validation_normalized_gini_{design}"] for design in ("tweedie", "two_part")}
     chosen = run.data.params["clv_design"]
     assert chosen == run.data.tags["clv_design"] == max(ginis, key=lambda design: ginis[design])
-    # and the registered version is that design, with its range, and it scores the test rows as the run did
-    uri = f"models:/{registered_name('clv')}/{clv.version}"
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "bundle")))
+    # and the registered version is that design, with its range
+    uri = f"models:/{registered_name('clv')}/{first['clv'].version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(settings.data_dir / "clv-bundle")))
     bundle = ModelBundle.load(next(local.rglob("bundle.json")))
     assert bundle.meta["clv_design"] == chosen and (bundle.value_booster is not None) == (chosen == "two_part")
-    assert "value_range" in bundle.meta and clv.metrics["test_normalized_gini"] > 0.5
+    assert "value_range" in bundle.meta
 
 
 def test_runs_and_baselines_log_the_same_metric_keys(settings: Settings, first: dict) -> None:

@@ -189,3 +189,17 @@ def test_the_design_with_the_better_validation_gini_is_chosen(better: str, monke
     ginis = {d: logged.metrics[f"validation_normalized_gini_{d}"] for d in fits}
     assert ginis[better] > 0.9 > ginis["tweedie" if better == "two_part" else "two_part"]
     assert "validation_total_ratio_two_part" in logged.metrics
+
+
+def test_auto_with_one_design_fitted_says_there_was_no_validation_window_to_choose_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logged = Logged()
+    monkeypatch.setattr(train, "mlflow", logged)
+    valid = pd.DataFrame({"revenue_next": [0.0, 5.0, 10.0]})
+
+    chosen = train._choose_design(SPECS["clv"], {"tweedie": predicting(np.array([1.0, 2.0, 3.0]))}, valid,
+                                  settings_with("auto"), lambda *_: None)  # fmt: skip
+
+    assert chosen == logged.params[two_part.DESIGN_KEY] == "tweedie"
+    assert logged.tags["clv_design_why"] == "training.clv_design auto: no validation window to choose on"
