@@ -70,10 +70,9 @@ class Split:
     def assign(self, cutoffs: pd.Series, held_out: np.ndarray) -> np.ndarray:
         """Each row's split from its cutoff (dates) and whether its customer is held out to
         validate; "" for a row in none (a held-out customer at a training-only cutoff)."""
-        day = cutoffs.to_numpy()
-        test = day == self.test
-        validation = np.isin(day, self.validation) & held_out
-        train = np.isin(day, self.train) & ~held_out
+        test = (cutoffs == self.test).to_numpy()
+        validation = cutoffs.isin(self.validation).to_numpy() & held_out
+        train = cutoffs.isin(self.train).to_numpy() & ~held_out
         return np.select([test, validation, train], ["test", "validation", "train"], default="")
 
     def describe_validation(self) -> str:
