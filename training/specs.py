@@ -64,7 +64,7 @@ class ModelSpec:
         if not any(name in self.monotone for name in columns):
             return {}
         return {"monotone_constraints": [self.monotone.get(name, 0) for name in columns],
-                "monotone_constraints_method": "advanced"}  # fmt: skip
+                "monotone_constraints_method": "intermediate"}  # fmt: skip
 
     @property
     def primary_metric(self) -> str:

@@ -184,7 +184,8 @@ def test_churn_probability_rises_when_the_last_order_recedes(settings: Settings,
     before, after = bundle.predict(recent)["probability"], bundle.predict(later)["probability"]
     assert after.mean() > before.mean() + 0.05
     # the monotone constraints (training.specs): not only on average, for every customer
-    assert (after >= before - 1e-12).all()
+    down = after < before - 1e-12
+    assert not down.any(), (before[down], after[down])
 
 
 def test_retraining_on_the_same_data_does_not_replace_the_champion(settings: Settings, first: dict) -> None:
@@ -198,7 +199,10 @@ def test_retraining_on_the_same_data_does_not_replace_the_champion(settings: Set
     assert alias_version(client, "churn", CHALLENGER) == again.version
     # the same champion: a learned one keeps its place, a baseline refitted on the same data is the same fit
     assert alias_version(client, "churn", CHAMPION) == champion_before
-    assert again.served == ("" if had_champion else f"v{champion_before} keeps serving: the same baseline fit")
+    if had_champion:  # a learned champion at least as good as every baseline on these rows keeps serving
+        assert again.served.startswith(f"the champion v{champion_before} keeps serving")
+    else:
+        assert again.served == f"v{champion_before} keeps serving: the same baseline fit"
     # refused by the champion when there is one (no gain of the margin on the same data), else by a baseline again
     assert ("champion v1" in again.decision) == had_champion
     assert ("baseline" in again.decision) != had_champion

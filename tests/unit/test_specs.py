@@ -112,7 +112,7 @@ def test_the_known_directions_become_monotone_constraints_in_the_matrix_order() 
     columns = ["orders_365d", "btyd_prob_alive", "days_since_last_order"]
 
     assert SPECS["churn"].tree_params(columns) == {
-        "monotone_constraints": [0, -1, 1], "monotone_constraints_method": "advanced"}  # fmt: skip
+        "monotone_constraints": [0, -1, 1], "monotone_constraints_method": "intermediate"}  # fmt: skip
     assert SPECS["repurchase"].tree_params(columns)["monotone_constraints"] == [0, 1, -1]
     assert SPECS["clv"].tree_params(columns) == {}  # no direction holds for every customer's value
     assert SPECS["churn"].tree_params(["orders_365d"]) == {}
