@@ -26,6 +26,24 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from custlens import __version__
+
+        console.print(f"custlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Self-hosted customer intelligence: ingest, features, models, scores and KPIs."""
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML merged over configs/default.yaml.", dir_okay=False),

@@ -194,3 +194,11 @@ def test_unparseable_date_option_is_a_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--end '31/10/2026' is not a date" in result.output
     no_traceback(result)
+
+
+def test_version_prints_the_package_version() -> None:
+    from custlens import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+
+    assert result.exit_code == 0 and result.output.strip() == f"custlens {__version__}"
