@@ -54,7 +54,17 @@ from training.registry import CHALLENGER, CHAMPION
 from training.specs import SPECS, ModelSpec, NextOrderTiming
 from training.sufficiency import SPLITS, Sufficiency
 from training.tracking import connect, end_killed_runs, start_run, use_experiment
-from training.tuning import UNTUNED, Data, Objective, base_params, datasets, fit_lightgbm, tune, untuned_params
+from training.tuning import (
+    UNTUNED,
+    Data,
+    Objective,
+    base_params,
+    datasets,
+    fit_lightgbm,
+    tune,
+    untuned_params,
+    validation_metric,
+)
 from training.value_range import P10, P90, RANGE_KEY, ValueRange, coverage_metrics, range_of
 
 # Every model `custlens train` knows: the supervised ones by their spec, then the segments.
@@ -227,7 +237,7 @@ def _part_params(settings: Settings, objective: Objective, train: Data, valid: D
     (trials, seconds), fixed = budget
     if not tunable:
         return untuned_params(objective, training.seed, training.threads, fixed)
-    with _trial_progress(console, who, trials, prefix.rstrip("_")) as on_trial:
+    with _trial_progress(console, who, trials, prefix.rstrip("_"), validation_metric(objective)) as on_trial:
         tuned = tune(objective, train, valid, trials, seconds, training.seed, training.threads, on_trial=on_trial,
                      fixed=fixed)  # fmt: skip
     logged = {k: v for k, v in tuned.params.items() if k not in ("num_threads", "verbosity", "monotone_constraints")}
@@ -295,17 +305,17 @@ def _log_dataset(rows: pd.DataFrame, spec: ModelSpec, frame: ModelFrame, context
 
 @contextmanager
 def _trial_progress(
-    console: Console | None, model: str, trials: int, part: str = ""
+    console: Console | None, model: str, trials: int, part: str = "", metric: str = "loss"
 ) -> Iterator[Callable[[optuna.trial.FrozenTrial], None]]:
     """Each finished trial is logged as a nested run (named for its `part` of a two-part model) and,
-    on a console, advances a progress bar."""
+    on a console, advances a progress bar that names the validation `metric` it shows the best of."""
     log = partial(_log_trial, part=part)
     if console is None:
         yield log
         return
     from rich.progress import TextColumn
 
-    best_so_far = TextColumn("best {task.fields[best]}")
+    best_so_far = TextColumn(f"best validation {metric} {{task.fields[best]}}")
     with progress_bar(console, best_so_far, description=f"[bold]{model}[/]: tuning") as progress:
         task = progress.add_task("trials", total=trials, best="-")
         best = float("inf")

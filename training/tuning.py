@@ -33,7 +33,7 @@ class TuningResult:
 def base_params(objective: Objective, seed: int, threads: int = 1) -> dict[str, Any]:
     return {
         "objective": objective,
-        "metric": _metric(objective),
+        "metric": validation_metric(objective),
         "seed": seed,
         "num_threads": threads,
         "verbosity": -1,
@@ -70,7 +70,8 @@ def _suggest(trial: optuna.Trial, objective: Objective) -> dict[str, Any]:
     return params
 
 
-def _metric(objective: Objective) -> str:
+def validation_metric(objective: Objective) -> str:
+    """The validation loss LightGBM reports and tuning minimizes for `objective`."""
     # gamma: the negative log-likelihood of a Gamma with log link (the two-part CLV's value given a purchase)
     return {"binary": "binary_logloss", "tweedie": "tweedie", "regression": "l2", "gamma": "gamma"}[objective]
 
@@ -149,7 +150,7 @@ def tune(
     """Search LightGBM parameters minimizing the validation loss; the test window is never seen.
     `init_scores`: raw scores the trees start from (see `datasets`); `fixed`: parameters every trial
     and the result keep (the spec's monotone constraints)."""
-    metric = _metric(objective)
+    metric = validation_metric(objective)
     train_set, valid_set = datasets(train, valid, init_scores)
     assert valid_set is not None
 
