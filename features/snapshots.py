@@ -484,21 +484,26 @@ GRID_COUNTS = {
 }
 
 
-def grid_every(settings: Settings) -> str:
+OrderSpan = tuple[datetime | None, datetime | None]  # first and last order instants (naive UTC)
+
+
+def grid_every(settings: Settings, span: OrderSpan | None = None) -> str:
     """`month` or `week`: the grid `features.cutoff_every` names, or for `auto` the one the order
-    history calls for (WEEKLY_BELOW_DAYS); month starts for a lake without orders."""
+    history calls for (WEEKLY_BELOW_DAYS; `span`: the lake's, when the caller has read it already);
+    month starts for a lake without orders."""
     every = settings.features.cutoff_every
     if every != "auto":
         return every
-    first_order, last_order = _order_span(settings)
+    first_order, last_order = span or _order_span(settings)
     if first_order is None or last_order is None:
         return "month"
     return "week" if (last_order - first_order).days < WEEKLY_BELOW_DAYS else "month"
 
 
-def grid_counts(settings: Settings) -> GridCounts:
-    """The grid's counts with the configured ones in place of the defaults."""
-    default = GRID_COUNTS[grid_every(settings)]
+def grid_counts(settings: Settings, every: str | None = None) -> GridCounts:
+    """The grid's counts (of `every`, by default the grid_every of the lake) with the configured
+    ones in place of the defaults."""
+    default = GRID_COUNTS[every or grid_every(settings)]
     return GridCounts(
         kept=settings.features.max_cutoffs or default.kept,
         train=settings.training.train_cutoffs or default.train,
@@ -509,17 +514,24 @@ def grid_counts(settings: Settings) -> GridCounts:
 def default_cutoffs(settings: Settings, live: AsOf | None = None) -> list[date]:
     """Month starts (or Mondays) over the lake's order history, the latest `features.max_cutoffs`
     of them, plus the live as-of (today for fresh data, else the end of the data); sorted and unique."""
-    cutoffs = set(grid(settings)[-grid_counts(settings).kept :])
+    periodic, every = _grid(settings)
+    cutoffs = set(periodic[-grid_counts(settings, every).kept :])
     cutoffs.add((live or live_as_of(settings)).day)
     return sorted(cutoffs)
 
 
 def grid(settings: Settings) -> list[date]:
     """Every month start (or Monday) strictly after the first order, up to the day after the last."""
-    first_order, last_order = _order_span(settings)
+    return _grid(settings)[0]
+
+
+def _grid(settings: Settings) -> tuple[list[date], str]:
+    """`grid` and the grid it is on (grid_every), from one read of the lake's order span."""
+    span = _order_span(settings)
+    first_order, last_order = span
+    every = grid_every(settings, span)
     periodic: list[date] = []
     if first_order is not None and last_order is not None:
-        every = grid_every(settings)
         # D 00:00 must come strictly after the first order: the earliest candidate is the day after it
         day, last_day = first_order.date() + timedelta(days=1), last_order.date() + timedelta(days=1)
         if not is_period_start(day, every):
@@ -527,7 +539,7 @@ def grid(settings: Settings) -> list[date]:
         while day <= last_day:
             periodic.append(day)
             day = _next_period_start(day, every)
-    return periodic
+    return periodic, every
 
 
 def remove_snapshots_after(settings: Settings, day: date) -> tuple[date, ...]:
@@ -560,7 +572,7 @@ def _next_period_start(day: date, every: str) -> date:
     return day + timedelta(days=7 - day.weekday())
 
 
-def _order_span(settings: Settings) -> tuple[datetime | None, datetime | None]:
+def _order_span(settings: Settings) -> OrderSpan:
     """First and last order instants of the lake (naive UTC), None when it has no orders."""
     orders = table_path(settings, "orders")
     if not orders.exists():
@@ -617,7 +629,8 @@ def snapshot_warnings(settings: Settings, report: SnapshotReport) -> list[str]:
             "the data does not reach; `custlens features build` without --as-of removes it"
         )
     served = materialized_cutoff(settings)
-    periodic, most = grid(settings), grid_counts(settings).kept
+    periodic, every = _grid(settings)
+    most = grid_counts(settings, every).kept
     if report.as_of and len(periodic) > most:
         kept = periodic[-most]
         warnings.append(

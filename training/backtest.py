@@ -28,6 +28,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -325,38 +326,39 @@ def _fit_and_predict(settings: Settings, spec: ModelSpec, learning: _LearningRow
     tunable, fixed = data.enough("validation"), spec.tree_params(list(train_x.columns))
     if design != "two_part":
         offsets = learning.offsets if with_offset else None
-        raw = _fit_raw(settings, spec.objective, targets, test_x, offsets, settings.training.trials, tunable, fixed)
+        budget = (settings.training.trials, float(settings.training.timeout_seconds))
+        raw = _fit_raw(settings, spec.objective, targets, test_x, offsets, budget, tunable, fixed)
         return _unlink(spec.name, raw)
     # the value part's offset: log(expected revenue) - log(P(purchase)), on the buyers' rows only
     purchase_offsets = learning.purchase_offsets if with_offset else None
     value_offsets = ({split: learning.offsets[split] - np.log(expit(learning.purchase_offsets[split]))
                       for split in learning.offsets} if with_offset else None)  # fmt: skip
     bought = {split: y > 0 for split, (_, y) in targets.items()}
-    trials = two_part.split_budget(settings.training.trials, settings.training.timeout_seconds)
+    budgets = two_part.split_budget(settings.training.trials, settings.training.timeout_seconds)
     p = expit(_fit_raw(settings, two_part.PURCHASE_OBJECTIVE,
                        {split: two_part.purchase_data(data) for split, data in targets.items()}, test_x,
-                       purchase_offsets, trials["booster"][0], tunable, fixed))  # fmt: skip
+                       purchase_offsets, budgets["booster"], tunable, fixed))  # fmt: skip
     value_targets = {split: two_part.value_data(data) for split, data in targets.items()}
     value_offsets = (None if value_offsets is None else
                      {split: offset[bought[split]] if split in bought else offset
                       for split, offset in value_offsets.items()})  # fmt: skip
     value = np.exp(_fit_raw(settings, two_part.VALUE_OBJECTIVE, value_targets, test_x, value_offsets,
-                            trials["value_booster"][0], tunable, fixed))  # fmt: skip
+                            budgets["value_booster"], tunable, fixed))  # fmt: skip
     return np.asarray(p * value)
 
 
 def _fit_raw(settings: Settings, objective: Objective, data: dict[str, tuple[pd.DataFrame, np.ndarray]],
-             test_x: pd.DataFrame, offsets: dict[str, np.ndarray] | None, trials: int, tunable: bool,
-             fixed: dict[str, Any]) -> np.ndarray:  # fmt: skip
-    """One booster tuned (`trials`, the config's seconds shared as the trials are; `fixed`: the
-    spec's tree parameters) and fitted on the train rows of `data`, stopping on its validation rows;
-    its raw test score, plus the test offset."""
+             test_x: pd.DataFrame, offsets: dict[str, np.ndarray] | None, budget: tuple[int, float],
+             tunable: bool, fixed: dict[str, Any]) -> np.ndarray:  # fmt: skip
+    """One booster tuned (`budget`: trials and seconds, as training.two_part.split_budget shares
+    them between two parts; `fixed`: the spec's tree parameters) and fitted on the train rows of
+    `data`, stopping on its validation rows; its raw test score, plus the test offset."""
     from training.tuning import datasets, fit_lightgbm, tune, untuned_params
 
     training = settings.training
     init = (offsets["train"], offsets["validation"]) if offsets is not None else None
     if tunable:
-        seconds = training.timeout_seconds * trials / training.trials
+        trials, seconds = budget
         params = tune(objective, data["train"], data["validation"], trials, seconds, training.seed, training.threads,
                       init_scores=init, fixed=fixed).params  # fmt: skip
     else:
@@ -380,6 +382,14 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
     candidates = []
     for model in MODELS:
         spec = SPECS[model]
+
+        # A window set's rows are read once (a Feast retrieval) for the one-booster and the two-part design.
+        @cache
+        def learning_rows(
+            chosen: tuple[TrainingWindow, ...], with_offset: bool, model: ModelName = model
+        ) -> _LearningRows:
+            return _learning_rows(settings, holdout, model, list(chosen), fits if with_offset else None, btyd)
+
         designs: list[tuple[str, list[TrainingWindow], bool]] = [
             ("lightgbm", full, False),
             ("lightgbm_bgnbd", recent, True),
@@ -392,7 +402,7 @@ def learned_candidates(settings: Settings, holdout: Holdout, orders: pd.DataFram
                 continue
             say(f"[bold]{model}[/]: {name} on {len(chosen)} cutoffs {chosen[0].cutoff}..{chosen[-1].cutoff}")
             try:
-                learning = _learning_rows(settings, holdout, model, chosen, fits if with_offset else None, btyd)
+                learning = learning_rows(tuple(chosen), with_offset)
                 predicted = _fit_and_predict(settings, spec, learning, with_offset,
                                              "two_part" if name.endswith("two_part") else "")  # fmt: skip
             except CannotTrain as exc:

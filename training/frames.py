@@ -173,17 +173,18 @@ def customer_folds(customer_ids: pd.Series, folds: int) -> np.ndarray:
     return (_customer_hash(customer_ids) // 1000) % folds
 
 
-def grid_cutoffs(settings: Settings) -> list[date]:
-    """The built snapshot cutoffs on the configured grid (`features.cutoff_every`): evenly spaced,
-    so a split means the same at every cutoff. A snapshot off the grid (today's, an `--as-of`
-    date) is scored and served, never trained on."""
-    every = grid_every(settings)
+def grid_cutoffs(settings: Settings, every: str | None = None) -> list[date]:
+    """The built snapshot cutoffs on the configured grid (`features.cutoff_every`; `every`: the
+    grid, when the caller has it): evenly spaced, so a split means the same at every cutoff. A
+    snapshot off the grid (today's, an `--as-of` date) is scored and served, never trained on."""
+    every = every or grid_every(settings)
     return [c for c in snapshot_cutoffs(settings) if is_period_start(c, every)]
 
 
 def model_split(settings: Settings, model: ModelName) -> Split:
-    counts = grid_counts(settings)
-    return plan_split(grid_cutoffs(settings), label_window(settings, model), lake_end(settings),
+    every = grid_every(settings)
+    counts = grid_counts(settings, every)
+    return plan_split(grid_cutoffs(settings, every), label_window(settings, model), lake_end(settings),
                       counts.train, f"training.{WINDOW_KEYS[model]}", counts.validation)  # fmt: skip
 
 
